@@ -1,0 +1,290 @@
+"""Batched gradient evaluation of a target output at many points, on the chosen device.
+
+The engine is the one place that calls the model. Methods describe *which rows* to evaluate
+(a point and the explicand that owns it) and *what to do with each chunk's gradients*; the engine
+chunks rows by memory, retries a chunk with half the rows after an out-of-memory error, reports
+progress, and serialises work on an accelerator with a per-device lock so that several dashboard
+sessions cannot interleave on one GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+ForwardFn = Callable[..., Any]
+ProgressFn = Callable[[int, int], None]
+ChunkBuilder = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
+ChunkConsumer = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+CPU_MAX_ROWS = 512
+ACCELERATOR_MAX_ROWS = 4096
+CPU_MEMORY_BUDGET_BYTES = 2 * 1024**3
+_DEVICE_LOCKS: dict[str, threading.RLock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
+
+
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """CUDA when present, else Apple's MPS, else the CPU; an explicit preference wins if usable."""
+    if preference is not None:
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA was requested but no CUDA device is available.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """A human label: the GPU's name, or the CPU with its thread count."""
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@contextmanager
+def device_lock(device: torch.device) -> Iterator[None]:
+    """Serialise work on an accelerator; the CPU needs no lock (threads share it fairly)."""
+    if device.type == "cpu":
+        yield
+        return
+    key = str(device)
+    with _DEVICE_LOCKS_GUARD:
+        lock = _DEVICE_LOCKS.setdefault(key, threading.RLock())
+    with lock:
+        yield
+
+
+def model_device(forward: ForwardFn, fallback: torch.device) -> torch.device:
+    """The device of a module's first parameter, else ``fallback``."""
+    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
+    if isinstance(module, nn.Module):
+        for tensor in module.parameters():
+            return tensor.device
+    return fallback
+
+
+def as_output_tensor(output: Any) -> torch.Tensor:
+    """Accept a tensor, a tuple whose first item is the output, or an object with ``.logits``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(
+        f"The model returned {type(output).__name__}; expected a tensor [rows, classes] or [rows]."
+    )
+
+
+def select_target(output: Any, target_rows: torch.Tensor | None) -> torch.Tensor:
+    """The explained scalar of every row: output[row, target[row]], or the output if scalar."""
+    out = as_output_tensor(output)
+    if target_rows is None:
+        if out.dim() == 2 and out.shape[1] == 1:
+            return out[:, 0]
+        if out.dim() == 1:
+            return out
+        raise ValueError(
+            f"The model has {out.shape[1] if out.dim() > 1 else '?'} outputs per row: "
+            "pass target= to choose the output to explain."
+        )
+    if out.dim() != 2:
+        raise ValueError(f"target= needs an output of shape [rows, classes], got {tuple(out.shape)}.")
+    return out.gather(1, target_rows.view(-1, 1)).squeeze(1)
+
+
+def normalise_target(target: int | torch.Tensor | list[int] | None, n: int, device: torch.device
+                     ) -> torch.Tensor | None:
+    """Turn an int / list / tensor target into a [n] long tensor on ``device`` (None stays None)."""
+    if target is None:
+        return None
+    tensor = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
+    if tensor.numel() == 1:
+        return tensor.expand(n).clone()
+    if tensor.numel() != n:
+        raise ValueError(f"target has {tensor.numel()} entries for {n} inputs.")
+    return tensor
+
+
+def split_forward_kwargs(forward_kwargs: Mapping[str, Any] | None, n: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors whose leading dim is the explicand count are per-explicand; the rest pass as is."""
+    per_row: dict[str, torch.Tensor] = {}
+    shared: dict[str, Any] = {}
+    for name, value in (forward_kwargs or {}).items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            per_row[name] = value
+        else:
+            shared[name] = value
+    return per_row, shared
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _available_host_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return CPU_MEMORY_BUDGET_BYTES * 4
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    rows: int
+    bytes_per_row: int
+    budget_bytes: int
+
+
+class GradientEngine:
+    """Evaluates ``d f_target / d point`` for rows of points, chunk by chunk.
+
+    ``forward_kwargs`` tensors with a leading explicand dimension are gathered per row by owner,
+    so an attention mask follows its explicand through every interpolation step.
+    """
+
+    def __init__(
+        self,
+        forward: ForwardFn,
+        n_explicands: int,
+        device: torch.device,
+        target: torch.Tensor | None = None,
+        forward_kwargs: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        self.forward = forward
+        self.device = device
+        self.target = target
+        self.per_row_kwargs, self.shared_kwargs = split_forward_kwargs(forward_kwargs, n_explicands)
+        self.per_row_kwargs = {k: v.to(device) for k, v in self.per_row_kwargs.items()}
+        self.batch_size = batch_size
+        self.progress = progress
+        self.forward_calls = 0
+
+    # -- model calls -------------------------------------------------------------------------
+    def _kwargs_for(self, owners: torch.Tensor) -> dict[str, Any]:
+        kwargs = {name: value.index_select(0, owners) for name, value in self.per_row_kwargs.items()}
+        kwargs.update(self.shared_kwargs)
+        return kwargs
+
+    def _targets_for(self, owners: torch.Tensor) -> torch.Tensor | None:
+        return None if self.target is None else self.target.index_select(0, owners)
+
+    def outputs(self, points: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """Target outputs without gradients (endpoints, metrics)."""
+        with torch.no_grad():
+            self.forward_calls += 1
+            raw = self.forward(points, **self._kwargs_for(owners))
+            return select_target(raw, self._targets_for(owners)).detach()
+
+    def gradients(self, points: torch.Tensor, owners: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target outputs [rows] and their gradients w.r.t. ``points`` [rows, ...]."""
+        with torch.enable_grad():
+            points = points.detach().requires_grad_(True)
+            self.forward_calls += 1
+            selected = select_target(
+                self.forward(points, **self._kwargs_for(owners)), self._targets_for(owners)
+            )
+            (grads,) = torch.autograd.grad(
+                selected, points, grad_outputs=torch.ones_like(selected)
+            )
+        return selected.detach(), grads
+
+    # -- batch size ----------------------------------------------------------------------------
+    def plan_batch(self, sample_point: torch.Tensor, sample_owner: torch.Tensor) -> BatchPlan:
+        """Measure activation memory of one row (bytes saved for backward) and fit a budget."""
+        saved = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal saved
+            saved += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+                torch.enable_grad():
+            point = sample_point.detach().requires_grad_(True)
+            out = as_output_tensor(self.forward(point, **self._kwargs_for(sample_owner)))
+        # Forward outputs, gradients and the point itself come on top of saved activations.
+        per_row = max(1, 2 * saved + 4 * point.numel() * point.element_size()
+                      + out.numel() * out.element_size())
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            budget, cap = int(free * 0.6), ACCELERATOR_MAX_ROWS
+        elif self.device.type == "mps":
+            budget, cap = CPU_MEMORY_BUDGET_BYTES, ACCELERATOR_MAX_ROWS
+        else:
+            budget = min(CPU_MEMORY_BUDGET_BYTES, _available_host_memory() // 4)
+            cap = CPU_MAX_ROWS
+        return BatchPlan(max(1, min(cap, budget // per_row)), per_row, budget)
+
+    # -- the sweep -------------------------------------------------------------------------------
+    def sweep(self, n_rows: int, build_chunk: ChunkBuilder, consume: ChunkConsumer) -> int:
+        """Evaluate rows [0, n_rows) in chunks; ``consume(start, stop, outputs, grads)`` each.
+
+        Returns the batch size that was used last (after any out-of-memory back-off).
+        """
+        if n_rows <= 0:
+            return self.batch_size or 1
+        rows = self.batch_size
+        if rows is None:
+            point, owner = build_chunk(0, 1)
+            rows = self.plan_batch(point, owner).rows
+        rows = min(rows, n_rows)
+        done = 0
+        with device_lock(self.device):
+            while done < n_rows:
+                stop = min(n_rows, done + rows)
+                try:
+                    points, owners = build_chunk(done, stop)
+                    outputs, grads = self.gradients(points, owners)
+                except Exception as error:  # only memory errors are retried
+                    if not _is_out_of_memory(error) or stop - done == 1:
+                        raise
+                    del error
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    rows = max(1, (stop - done) // 2)
+                    continue
+                consume(done, stop, outputs, grads)
+                done = stop
+                if self.progress is not None:
+                    self.progress(done, n_rows)
+        return rows
+
+
+def chunks_needed(n_rows: int, batch_size: int) -> int:
+    """The number of model calls a sweep of ``n_rows`` rows makes at ``batch_size`` rows."""
+    return math.ceil(n_rows / batch_size)

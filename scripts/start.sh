@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install the dashboard's needs into .venv and start it on http://localhost:${PORT:-8501}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "$VENV/bin/python" -m streamlit run dashboard/app.py --server.port "${PORT:-8501}" "$@"
