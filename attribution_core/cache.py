@@ -87,7 +87,7 @@ def _json_default(value: Any) -> Any:
 
 
 class ResultCache:
-    """Memory LRU of ``memory_items`` results plus an optional disk store of ``disk_bytes`` bytes."""
+    """Memory LRU of ``memory_items`` results, plus an optional disk store of ``disk_bytes``."""
 
     def __init__(self, memory_items: int = 64, disk_dir: str | Path | None = None,
                  disk_bytes: int = 512 * 1024**2) -> None:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -105,7 +105,9 @@ def select_target(output: Any, target_rows: torch.Tensor | None) -> torch.Tensor
             "pass target= to choose the output to explain."
         )
     if out.dim() != 2:
-        raise ValueError(f"target= needs an output of shape [rows, classes], got {tuple(out.shape)}.")
+        raise ValueError(
+            f"target= needs an output of shape [rows, classes], got {tuple(out.shape)}."
+        )
     return out.gather(1, target_rows.view(-1, 1)).squeeze(1)
 
 
@@ -195,7 +197,9 @@ class GradientEngine:
 
     # -- model calls -------------------------------------------------------------------------
     def _kwargs_for(self, owners: torch.Tensor) -> dict[str, Any]:
-        kwargs = {name: value.index_select(0, owners) for name, value in self.per_row_kwargs.items()}
+        kwargs = {
+            name: value.index_select(0, owners) for name, value in self.per_row_kwargs.items()
+        }
         kwargs.update(self.shared_kwargs)
         return kwargs
 
@@ -222,6 +226,28 @@ class GradientEngine:
                 selected, points, grad_outputs=torch.ones_like(selected)
             )
         return selected.detach(), grads
+
+    def gradients_with_extra(self, points: torch.Tensor, owners: torch.Tensor,
+                             extra_points: torch.Tensor, extra_owners: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like :meth:`gradients`, plus outputs of ``extra_points`` from the same model call.
+
+        For small models a separate call costs more than a few extra rows in a call that is
+        made anyway; the extra rows get a zero output gradient, so the result is unchanged.
+        """
+        n = points.shape[0]
+        all_owners = torch.cat([owners, extra_owners])
+        with torch.enable_grad():
+            leaf = torch.cat([points.detach(), extra_points.detach()]).requires_grad_(True)
+            self.forward_calls += 1
+            selected = select_target(
+                self.forward(leaf, **self._kwargs_for(all_owners)), self._targets_for(all_owners)
+            )
+            upstream = torch.zeros_like(selected)
+            upstream[:n] = 1
+            (grads,) = torch.autograd.grad(selected, leaf, grad_outputs=upstream)
+        selected = selected.detach()
+        return selected[:n], grads[:n], selected[n:]
 
     # -- batch size ----------------------------------------------------------------------------
     def plan_batch(self, sample_point: torch.Tensor, sample_owner: torch.Tensor) -> BatchPlan:
@@ -251,17 +277,27 @@ class GradientEngine:
         return BatchPlan(max(1, min(cap, budget // per_row)), per_row, budget)
 
     # -- the sweep -------------------------------------------------------------------------------
-    def sweep(self, n_rows: int, build_chunk: ChunkBuilder, consume: ChunkConsumer) -> int:
+    def sweep(self, n_rows: int, build_chunk: ChunkBuilder, consume: ChunkConsumer,
+              align: int = 1, tail: tuple[torch.Tensor, torch.Tensor] | None = None,
+              consume_tail: Callable[[torch.Tensor], None] | None = None) -> int:
         """Evaluate rows [0, n_rows) in chunks; ``consume(start, stop, outputs, grads)`` each.
 
-        Returns the batch size that was used last (after any out-of-memory back-off).
+        With an automatic batch size, chunks hold a multiple of ``align`` rows where possible
+        (whole quadrature steps of all explicands, which callers reduce with one matmul); an
+        explicit ``batch_size`` is honoured exactly. ``tail`` rows (points, owners) need outputs
+        only: they ride along in the last chunk when they fit its slack, else get one no-grad
+        call; ``consume_tail`` receives their outputs. Returns the rows per chunk used last.
         """
+        if tail is not None and consume_tail is None:
+            raise ValueError("tail rows need consume_tail.")
         if n_rows <= 0:
+            if tail is not None and consume_tail is not None:
+                consume_tail(self.outputs(*tail))
             return self.batch_size or 1
         rows = self.batch_size
         if rows is None:
             point, owner = build_chunk(0, 1)
-            rows = self.plan_batch(point, owner).rows
+            rows = _aligned(self.plan_batch(point, owner).rows, align)
         rows = min(rows, n_rows)
         done = 0
         with device_lock(self.device):
@@ -269,7 +305,15 @@ class GradientEngine:
                 stop = min(n_rows, done + rows)
                 try:
                     points, owners = build_chunk(done, stop)
-                    outputs, grads = self.gradients(points, owners)
+                    if tail is not None and stop == n_rows and \
+                            _fits_slack(stop - done, tail[0].shape[0], rows):
+                        outputs, grads, tail_outputs = self.gradients_with_extra(
+                            points, owners, *tail)
+                        assert consume_tail is not None
+                        consume_tail(tail_outputs)
+                        tail = None
+                    else:
+                        outputs, grads = self.gradients(points, owners)
                 except Exception as error:  # only memory errors are retried
                     if not _is_out_of_memory(error) or stop - done == 1:
                         raise
@@ -277,14 +321,61 @@ class GradientEngine:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     rows = max(1, (stop - done) // 2)
+                    if self.batch_size is None:
+                        rows = _aligned(rows, align)
                     continue
                 consume(done, stop, outputs, grads)
                 done = stop
                 if self.progress is not None:
                     self.progress(done, n_rows)
+            if tail is not None and consume_tail is not None:
+                consume_tail(self.outputs(*tail))
         return rows
+
+
+def _fits_slack(chunk_rows: int, tail_rows: int, batch_rows: int) -> bool:
+    """Tail rows may ride along if the chunk stays within 10% (at least 2 rows) of a batch."""
+    return chunk_rows + tail_rows <= batch_rows + max(2, batch_rows // 10)
+
+
+def _aligned(rows: int, align: int) -> int:
+    return rows - rows % align if rows >= align > 1 else rows
 
 
 def chunks_needed(n_rows: int, batch_size: int) -> int:
     """The number of model calls a sweep of ``n_rows`` rows makes at ``batch_size`` rows."""
     return math.ceil(n_rows / batch_size)
+
+
+# -- generic chunked evaluation (added for IG2; GradientEngine.sweep is unchanged) ---------------
+ChunkResult = TypeVar("ChunkResult")
+
+
+def evaluate_in_chunks(n_rows: int, rows: int, device: torch.device,
+                       evaluate: Callable[[int, int], ChunkResult],
+                       consume: Callable[[int, int, ChunkResult], None]) -> int:
+    """Run ``evaluate(start, stop)`` over rows [0, n_rows) in chunks of at most ``rows`` rows.
+
+    Same out-of-memory back-off as :meth:`GradientEngine.sweep` (retry the chunk with half the
+    rows), for methods whose per-chunk work is not "one gradient of f". ``consume`` runs outside
+    the retry, so it never sees a chunk twice. The caller holds :func:`device_lock`. Returns the
+    chunk size used last, so a caller looping over path steps keeps a backed-off size.
+    """
+    if rows < 1:
+        raise ValueError(f"rows must be positive, got {rows}.")
+    done = 0
+    while done < n_rows:
+        stop = min(n_rows, done + rows)
+        try:
+            result = evaluate(done, stop)
+        except Exception as error:  # only memory errors are retried
+            if not _is_out_of_memory(error) or stop - done == 1:
+                raise
+            del error
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            rows = max(1, (stop - done) // 2)
+            continue
+        consume(done, stop, result)
+        done = stop
+    return rows

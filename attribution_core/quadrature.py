@@ -10,6 +10,7 @@ keeps every node it had, so gradients already computed are reused as the grid gr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -28,7 +29,7 @@ QUADRATURE_METHODS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class QuadratureRule:
-    """Nodes and weights of a rule on [0, 1]; ``sum(weights * g(alphas))`` approximates the integral."""
+    """Nodes and weights on [0, 1]: ``sum(weights * g(alphas))`` approximates the integral."""
 
     method: str
     alphas: np.ndarray
@@ -41,12 +42,25 @@ class QuadratureRule:
 
 def quadrature(method: str, n_steps: int) -> QuadratureRule:
     """Return the step sizes and alphas of ``method`` with ``n_steps`` nodes (float64)."""
+    if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool):
+        raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}.")
+    return _quadrature(method, int(n_steps))
+
+
+@lru_cache(maxsize=256)
+def _quadrature(method: str, n_steps: int) -> QuadratureRule:
+    # Cached (Gauss-Legendre nodes cost an eigen-solve); arrays are frozen so sharing is safe.
+    rule = _build_rule(method, n_steps)
+    rule.alphas.setflags(write=False)
+    rule.step_sizes.setflags(write=False)
+    return rule
+
+
+def _build_rule(method: str, n_steps: int) -> QuadratureRule:
     if method not in QUADRATURE_METHODS:
         raise ValueError(
             f"Unknown quadrature method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."
         )
-    if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool):
-        raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}.")
     minimum = 2 if method == "riemann_trapezoid" else 1
     if n_steps < minimum:
         raise ValueError(f"{method} needs n_steps >= {minimum}, got {n_steps}.")

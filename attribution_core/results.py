@@ -61,7 +61,7 @@ class Attribution:
 
 def completeness(attributions: torch.Tensor, f_inputs: torch.Tensor, f_baselines: torch.Tensor,
                  eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """(delta, relative delta): sum(attr) - (f(x) - f(x')), and |delta| / max(|f(x) - f(x')|, eps)."""
+    """delta = sum(attr) - (f(x) - f(x')); relative = |delta| / max(|f(x) - f(x')|, eps)."""
     totals = attributions.reshape(attributions.shape[0], -1).sum(dim=1)
     gap = f_inputs - f_baselines
     delta = totals - gap
@@ -122,3 +122,56 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"Cannot store {type(value).__name__} in a result's metadata.")
+
+
+@register_result_type
+@dataclass(frozen=True)
+class IG2Attribution:
+    """IG2 attributions (see docs/IG2.md) with each reference's GradCF and path diagnostics.
+
+    Shapes: N explicands, B references, T path steps. ``delta`` is sum(attributions) minus
+    ``f_inputs - f_counterfactuals`` (the mean f over the GradCFs, the points the explanation is
+    measured against); ``gap_vs_references`` is ``f_inputs - f_references_mean`` for comparison.
+    Rows that stopped early (``early_stop``) repeat their last value in the traces;
+    ``steps_taken`` says where each stopped. Classes are -1 for a model with a scalar output.
+    """
+
+    attributions: torch.Tensor  # [N, ...]
+    counterfactuals: torch.Tensor  # [N, B, ...] GradCF of each reference
+    counterfactual_classes: torch.Tensor  # [N, B] predicted class at GradCF
+    counterfactual_logits: torch.Tensor  # [N, B] explained output f at GradCF
+    distance_trace: torch.Tensor  # [N, B, T + 1] representation distance D_r(g_j)
+    f_path: torch.Tensor  # [N, B, T + 1] f(g_j)
+    f_inputs: torch.Tensor  # [N]
+    f_counterfactuals: torch.Tensor  # [N] mean over references of f(GradCF_r)
+    delta: torch.Tensor  # [N]
+    relative_delta: torch.Tensor  # [N]
+    f_references: torch.Tensor  # [N, B] f(x_r) at the explicand's target
+    f_references_mean: torch.Tensor  # [N]
+    gap_vs_references: torch.Tensor  # [N]
+    reference_classes: torch.Tensor  # [N, B] predicted class of each reference
+    references: torch.Tensor  # [N, B, ...] the references used
+    steps_taken: torch.Tensor  # [N, B] descent steps actually made (< T after an early stop)
+    n_evaluations: torch.Tensor  # [N] path-point rows evaluated (forward passes), over references
+    forward_calls: int
+    rule: str
+    norm: str
+    step_size: float
+    n_steps: int
+    representation: str
+    early_stop: bool = False
+    target: torch.Tensor | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "ig2"
+    from_cache: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.attributions.shape[0])
+
+    @property
+    def n_references(self) -> int:
+        return int(self.counterfactuals.shape[1])
+
+    def with_cache_flag(self, from_cache: bool) -> IG2Attribution:
+        return dataclasses.replace(self, from_cache=from_cache)

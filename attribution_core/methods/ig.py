@@ -70,7 +70,9 @@ def integrated_gradients(
     if inputs.shape[0] == 0:
         raise ValueError("inputs holds no explicand (batch dimension is 0).")
     if n_steps != "auto" and alphas is None and method not in QUADRATURE_METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}.")
+        raise ValueError(
+            f"Unknown method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."
+        )
     if n_steps == "auto":
         if not 0 < tolerance < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {tolerance}.")
@@ -138,34 +140,71 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
     n_explicands = x.shape[0]
     diffs = x - x_base
     feature_shape = (1,) * (x.dim() - 1)
-    alphas = torch.as_tensor(rule.alphas, dtype=x.dtype, device=x.device)
-    weights = torch.as_tensor(rule.step_sizes, dtype=x.dtype, device=x.device)
+    alphas = torch.tensor(rule.alphas, dtype=x.dtype, device=x.device)
+    weights = torch.tensor(rule.step_sizes, dtype=x.dtype, device=x.device)
     accumulated = torch.zeros_like(x)
-    endpoint_outputs: dict[tuple[int, float], torch.Tensor] = {}
-    endpoint_steps = {k: float(a) for k, a in enumerate(rule.alphas) if a in (0.0, 1.0)}
+    flat_accumulated = accumulated.view(n_explicands, -1)
+    endpoint_steps = [k for k, a in enumerate(rule.alphas) if a in (0.0, 1.0)]
+    endpoint_outputs: dict[int, torch.Tensor] = {}
+
+    # Rows are step-major (row = step * B + explicand). A chunk of whole steps is built by
+    # broadcasting and reduced by one matmul; other chunks fall back to gather / index_add.
+    def whole_steps(start: int, stop: int) -> tuple[int, int] | None:
+        if start % n_explicands or stop % n_explicands:
+            return None
+        return start // n_explicands, stop // n_explicands
 
     def build(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(start, stop, device=x.device)
-        steps, owners = rows // n_explicands, rows % n_explicands
-        points = x_base.index_select(0, owners) + alphas[steps].view(-1, *feature_shape) * \
-            diffs.index_select(0, owners)
+        owners = rows % n_explicands
+        steps = whole_steps(start, stop)
+        if steps is not None:
+            points = x_base.unsqueeze(0) + alphas[steps[0]:steps[1]].view(
+                -1, 1, *feature_shape) * diffs.unsqueeze(0)
+            return points.reshape(-1, *x.shape[1:]), owners
+        points = x_base.index_select(0, owners) + alphas[rows // n_explicands].view(
+            -1, *feature_shape) * diffs.index_select(0, owners)
         return points, owners
 
     def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor) -> None:
+        steps = whole_steps(start, stop)
+        if steps is not None:
+            first, last = steps
+            per_step = grads.reshape(last - first, n_explicands * flat_accumulated.shape[1])
+            flat_accumulated.add_((weights[first:last] @ per_step).view_as(flat_accumulated))
+            for step in endpoint_steps:
+                if first <= step < last:
+                    offset = (step - first) * n_explicands
+                    endpoint_outputs[step] = outputs[offset:offset + n_explicands]
+            return
         rows = torch.arange(start, stop, device=x.device)
-        steps, owners = rows // n_explicands, rows % n_explicands
-        accumulated.index_add_(0, owners, grads * weights[steps].view(-1, *feature_shape))
-        for step, alpha in endpoint_steps.items():
-            mask = steps == step
+        step_of_row, owners = rows // n_explicands, rows % n_explicands
+        accumulated.index_add_(0, owners, grads * weights[step_of_row].view(-1, *feature_shape))
+        for step in endpoint_steps:
+            mask = step_of_row == step
             if bool(mask.any()):
-                endpoint_outputs[(step, alpha)] = torch.cat(
-                    [endpoint_outputs.get((step, alpha), outputs[:0]), outputs[mask]])
+                partial = endpoint_outputs.setdefault(
+                    step, torch.full((n_explicands,), float("nan"), dtype=outputs.dtype,
+                                     device=outputs.device))
+                partial[owners[mask]] = outputs[mask]
 
-    engine.sweep(rule.n_steps * n_explicands, build, consume)
-    f_inputs, f_baselines = _endpoint_values(engine, x, x_base, endpoint_outputs)
+    by_alpha: dict[float, torch.Tensor] = {}
+    tail = None
+    if not {0.0, 1.0}.issubset(rule.alphas.tolist()):
+        owners = torch.arange(n_explicands, device=x.device)
+        tail = (torch.cat([x, x_base]), torch.cat([owners, owners]))
+
+    def consume_tail(outputs: torch.Tensor) -> None:
+        by_alpha[1.0], by_alpha[0.0] = outputs[:n_explicands], outputs[n_explicands:]
+
+    engine.sweep(rule.n_steps * n_explicands, build, consume, align=n_explicands, tail=tail,
+                 consume_tail=consume_tail)
+    by_alpha.update({float(rule.alphas[step]): values
+                     for step, values in endpoint_outputs.items()})
+    f_inputs, f_baselines = _endpoint_values(engine, x, x_base, by_alpha)
     attributions = accumulated * diffs
     delta, relative = completeness(attributions, f_inputs, f_baselines)
-    node_alphas = torch.as_tensor(rule.alphas, dtype=torch.float64)
+    node_alphas = torch.tensor(rule.alphas, dtype=torch.float64)
     evaluations = torch.full((n_explicands,), rule.n_steps, dtype=torch.long)
     return Attribution(
         attributions=attributions, f_inputs=f_inputs, f_baselines=f_baselines, delta=delta,
@@ -179,14 +218,12 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
 
 
 def _endpoint_values(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
-                     seen: dict[tuple[int, float], torch.Tensor]
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     by_alpha: dict[float, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x) and f(x'), reusing path nodes at alpha 1 and 0 when the rule has them."""
-    by_alpha = {alpha: values for (_step, alpha), values in seen.items()}
-    n = x.shape[0]
-    owners = torch.arange(n, device=x.device)
     if 1.0 in by_alpha and 0.0 in by_alpha:
         return by_alpha[1.0], by_alpha[0.0]
+    n = x.shape[0]
+    owners = torch.arange(n, device=x.device)
     both = engine.outputs(torch.cat([x, x_base]), torch.cat([owners, owners]))
     return both[:n], both[n:]
 
