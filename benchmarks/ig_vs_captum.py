@@ -79,14 +79,14 @@ def _cases(device: torch.device, quick: bool, names: list[str]) -> list[Case]:
     if "cnn" in names:
         cases.append(Case("small_cnn_8x8", SmallCnn().to(device).eval(),
                           lambda n, g: (torch.rand(n, 1, 8, 8, generator=g).to(device), {}),
-                          [32, 64, 128, 300], 3 if quick else 9))
+                          [32, 64, 128, 300], 5 if quick else 41))
     if "text" in names:
         def text_inputs(n: int, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             mask = torch.ones(n, 64, dtype=torch.long)
             return (0.5 * torch.randn(n, 64, 384, generator=g)).to(device), {
                 "attention_mask": mask.to(device)}
         cases.append(Case("minilm_sized_text_64_tokens", TextEncoder().to(device).eval(),
-                          text_inputs, [16, 32, 64], 2 if quick else 3))
+                          text_inputs, [16, 32, 64], 2 if quick else 5))
     if "resnet18" in names:
         side = 224
         cases.append(Case(f"resnet18_{side}x{side}",
@@ -161,7 +161,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (smoke)")
     parser.add_argument("--models", default="cnn,text,resnet18")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device()
     names = args.models.split(",")
     steps = [8, 32] if args.quick else [32, 300]

@@ -1,0 +1,19 @@
+"""The IG benchmark stays runnable and prints the figures the issue asks for (quick mode)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.ig_vs_captum import main
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    report = main(["--quick", "--models", "cnn"])
+    assert report["speed"], "speed rows are reported"
+    for row in report["speed"]:
+        for key in ("ratio_vs_captum", "ratio_vs_limit"):
+            assert row[key] > 0, f"{key} must be a measured positive ratio, got {row[key]}"
+    (evals,) = report["evals_to_1pct"]
+    assert evals["inputs_compared"] > 0, "auto vs fixed step counts compared on some inputs"
+    assert '"ratio_vs_captum"' in capsys.readouterr().out, "JSON goes to stdout"
