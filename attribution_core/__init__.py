@@ -6,13 +6,26 @@ This package never imports Streamlit; the dashboard is one client of it among ot
 from attribution_core.cache import ResultCache, fingerprint_model
 from attribution_core.engine import describe_device, pick_device
 from attribution_core.methods.ig import integrated_gradients
-from attribution_core.results import Attribution
+from attribution_core.methods.ig2 import ig2
+from attribution_core.results import Attribution, IG2Attribution
 
 __all__ = [
     "Attribution",
+    "IG2Attribution",
     "ResultCache",
     "describe_device",
     "fingerprint_model",
+    "ig2",
     "integrated_gradients",
     "pick_device",
 ]
+
+# Comparison methods for the Evaluate page (also importable from attribution_core.methods).
+from attribution_core.methods import (
+    gradient_shap,
+    gradient_x_input,
+    saliency,
+    smoothgrad,
+)
+
+__all__ += ["gradient_shap", "gradient_x_input", "saliency", "smoothgrad"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ CPU_MAX_ROWS = 512
 ACCELERATOR_MAX_ROWS = 4096
 CPU_MEMORY_BUDGET_BYTES = 2 * 1024**3
 _DEVICE_LOCKS: dict[str, threading.RLock] = {}
+_ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = (
+    weakref.WeakKeyDictionary())
 _DEVICE_LOCKS_GUARD = threading.Lock()
 
 
@@ -208,7 +211,7 @@ class GradientEngine:
 
     def outputs(self, points: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
         """Target outputs without gradients (endpoints, metrics)."""
-        with torch.no_grad():
+        with torch.no_grad(), device_lock(self.device):
             self.forward_calls += 1
             raw = self.forward(points, **self._kwargs_for(owners))
             return select_target(raw, self._targets_for(owners)).detach()
@@ -251,21 +254,19 @@ class GradientEngine:
 
     # -- batch size ----------------------------------------------------------------------------
     def plan_batch(self, sample_point: torch.Tensor, sample_owner: torch.Tensor) -> BatchPlan:
-        """Measure activation memory of one row (bytes saved for backward) and fit a budget."""
-        saved = 0
+        """Measure activation memory of one row (bytes saved for backward) and fit a budget.
 
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            nonlocal saved
-            saved += tensor.numel() * tensor.element_size()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
-                torch.enable_grad():
-            point = sample_point.detach().requires_grad_(True)
-            out = as_output_tensor(self.forward(point, **self._kwargs_for(sample_owner)))
-        # Forward outputs, gradients and the point itself come on top of saved activations.
-        per_row = max(1, 2 * saved + 4 * point.numel() * point.element_size()
-                      + out.numel() * out.element_size())
+        The measurement is memoised per module and row signature: for small models the probe
+        forward would otherwise cost as much as the attribution itself.
+        """
+        module = self.forward if isinstance(self.forward, nn.Module) else None
+        signature = (tuple(sample_point.shape[1:]), sample_point.dtype, str(self.device),
+                     tuple((k, tuple(v.shape[1:])) for k, v in self.per_row_kwargs.items()))
+        known = _ROW_BYTES.get(module, {}).get(signature) if module is not None else None
+        per_row = known if known is not None else self._measure_row_bytes(sample_point,
+                                                                          sample_owner)
+        if module is not None:
+            _ROW_BYTES.setdefault(module, {})[signature] = per_row
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             budget, cap = int(free * 0.6), ACCELERATOR_MAX_ROWS
@@ -275,6 +276,22 @@ class GradientEngine:
             budget = min(CPU_MEMORY_BUDGET_BYTES, _available_host_memory() // 4)
             cap = CPU_MAX_ROWS
         return BatchPlan(max(1, min(cap, budget // per_row)), per_row, budget)
+
+    def _measure_row_bytes(self, sample_point: torch.Tensor, sample_owner: torch.Tensor) -> int:
+        saved = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal saved
+            saved += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+                torch.enable_grad(), device_lock(self.device):
+            point = sample_point.detach().requires_grad_(True)
+            out = as_output_tensor(self.forward(point, **self._kwargs_for(sample_owner)))
+        # Forward outputs, gradients and the point itself come on top of saved activations.
+        return max(1, 2 * saved + 4 * point.numel() * point.element_size()
+                   + out.numel() * out.element_size())
 
     # -- the sweep -------------------------------------------------------------------------------
     def sweep(self, n_rows: int, build_chunk: ChunkBuilder, consume: ChunkConsumer,

@@ -9,6 +9,16 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="IG / IG2 explanations", page_icon="🔍", layout="wide")
-navigation = st.navigation([st.Page(str(ROOT / "pages" / "home.py"), title="Home", default=True)])
+from dashboard.components.navigation import PAGES, existing_pages  # noqa: E402
+from dashboard.components.sidebar import render_sidebar  # noqa: E402
+
+st.set_page_config(page_title="IG / IG2 explanations", page_icon=":material/search:", layout="wide")
+pages = existing_pages()
+navigation = st.navigation([
+    st.Page(str(ROOT / "pages" / page.file), title=page.title, icon=page.icon,
+            url_path=page.url_path, default=page.url_path == "home")
+    for page in pages
+])
+modality = next((page.modality for page in PAGES if page.title == navigation.title), None)
+render_sidebar(modality)
 navigation.run()

@@ -142,7 +142,8 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
     feature_shape = (1,) * (x.dim() - 1)
     alphas = torch.tensor(rule.alphas, dtype=x.dtype, device=x.device)
     weights = torch.tensor(rule.step_sizes, dtype=x.dtype, device=x.device)
-    accumulated = torch.zeros_like(x)
+    # Contiguous whatever the input's strides (a permuted image tensor must not break view()).
+    accumulated = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
     flat_accumulated = accumulated.view(n_explicands, -1)
     endpoint_steps = [k for k, a in enumerate(rule.alphas) if a in (0.0, 1.0)]
     endpoint_outputs: dict[int, torch.Tensor] = {}

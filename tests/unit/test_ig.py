@@ -250,3 +250,14 @@ def test_invalid_arguments_get_clear_errors(kwargs: dict, message: str) -> None:
 def test_multi_output_without_target_is_refused() -> None:
     with pytest.raises(ValueError, match="target"):
         integrated_gradients(mlp(), torch.randn(2, 10), n_steps=4)
+
+
+def test_non_contiguous_inputs_are_accepted() -> None:
+    model = small_cnn(seed=1, channels=3)
+    x = torch.randn(2, 8, 8, 3).permute(0, 3, 1, 2)  # what an HWC -> CHW image transform gives
+    assert not x.is_contiguous(), "the test needs a non-contiguous input"
+    res = integrated_gradients(model, x, target=0, n_steps=12)
+    reference = integrated_gradients(model, x.contiguous(), target=0, n_steps=12)
+    assert torch.allclose(res.attributions, reference.attributions, atol=1e-13), (
+        "memory layout must not change the result"
+    )

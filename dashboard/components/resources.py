@@ -1,0 +1,56 @@
+"""Process-wide resources shared by every session: the device, the result cache, loaded models.
+
+Models and the cache are created once per process with ``st.cache_resource``, keyed by plain
+strings (a model's name and the device), never by tensors: Streamlit's hasher never sees weights.
+Everything a session changes lives in ``st.session_state`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from attribution_core import ResultCache, describe_device, pick_device
+from attribution_core.models.spec import LoadedModel
+from dashboard.components import catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE_DIR_VARIABLE = "IG_DASHBOARD_CACHE_DIR"
+DEVICE_VARIABLE = "IG_DASHBOARD_DEVICE"
+
+
+@st.cache_resource(show_spinner=False)
+def active_device_name() -> str:
+    """The device all sessions compute on: ``IG_DASHBOARD_DEVICE`` or the best available."""
+    return str(pick_device(os.environ.get(DEVICE_VARIABLE) or None))
+
+
+def active_device() -> torch.device:
+    return torch.device(active_device_name())
+
+
+def device_label() -> str:
+    return describe_device(active_device())
+
+
+@st.cache_resource(show_spinner=False)
+def shared_result_cache() -> ResultCache:
+    """One result cache for all sessions; on disk under .attribution_cache unless set to ""."""
+    configured = os.environ.get(CACHE_DIR_VARIABLE)
+    if configured == "":
+        return ResultCache(memory_items=64)
+    directory = Path(configured) if configured else ROOT / ".attribution_cache" / "dashboard"
+    return ResultCache(memory_items=64, disk_dir=directory, disk_bytes=256 * 1024**2)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_model(name: str, device_name: str) -> LoadedModel:
+    return catalog.load(name, torch.device(device_name))
+
+
+def loaded_model(name: str) -> LoadedModel:
+    """The model ``name`` on the active device, loaded once per process."""
+    return _load_model(name, active_device_name())

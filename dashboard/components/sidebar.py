@@ -1,0 +1,67 @@
+"""The shared sidebar: device in use, the model picker for the page's modality, short help."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.components import catalog, resources
+
+HELP = {
+    None: (
+        "Each page explains one kind of model. **Integrated Gradients (IG)** credits every input "
+        "feature with part of the change in the model's score between a *baseline* and your "
+        "input. **IG2** measures against a *counterfactual* found by walking towards real "
+        "samples of other classes. The **completeness error** says how far the credits' sum is "
+        "from the score change they claim to explain: small means trustworthy arithmetic."
+    ),
+    "image": (
+        "**Red** pixels pushed the score of the chosen class **up**, **blue** pixels pushed it "
+        "**down** (signed view). IG and IG2 maps share one colour scale, so a paler map really is "
+        "weaker. The gauge shows the completeness error: green < 1 %, amber < 5 %, red above. "
+        "The baseline is what 'absence' means: check that the model is not confident about it."
+    ),
+}
+
+
+def selected_model_key(modality: str) -> str:
+    """Session-state key holding the model chosen for ``modality`` (read by the pages)."""
+    return f"selected_model_{modality}"
+
+
+def render_sidebar(modality: str | None) -> None:
+    with st.sidebar:
+        st.caption(f"Computing on **{resources.device_label()}**")
+        if modality is not None:
+            _model_picker(modality)
+        with st.expander("What am I looking at?", expanded=False):
+            st.markdown(HELP.get(modality, HELP[None]))
+
+
+def _model_picker(modality: str) -> None:
+    entries = catalog.list_entries(modality)
+    store = selected_model_key(modality)
+    if not entries:
+        problem = catalog.registry_problem()
+        st.warning(problem or f"No {modality} model is registered.")
+        st.session_state[store] = None
+        return
+    names = [entry.spec.name for entry in entries]
+    by_name = {entry.spec.name: entry for entry in entries}
+    remembered = st.session_state.get(store)
+    if remembered not in by_name:
+        ready = [entry.spec.name for entry in entries if entry.status.ready]
+        remembered = ready[0] if ready else names[0]
+    chosen = st.selectbox(
+        "Model", names, index=names.index(remembered), key=f"sidebar_model_{modality}",
+        format_func=lambda name: by_name[name].spec.title
+        + ("" if by_name[name].status.ready else " (not ready)"),
+    )
+    st.session_state[store] = chosen
+    status = by_name[chosen].status
+    if status.ready:
+        st.success(f"Status: {status.message}", icon=":material/check_circle:")
+    else:
+        st.error(f"Status: {status.message}", icon=":material/block:")
+    description = by_name[chosen].spec.description
+    if description:
+        st.caption(description)
