@@ -29,6 +29,9 @@ ChunkConsumer = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 CPU_MAX_ROWS = 512
 ACCELERATOR_MAX_ROWS = 4096
 CPU_MEMORY_BUDGET_BYTES = 2 * 1024**3
+# Output-only rows ride along in a gradient call (paying a backward) only for small rows, where a
+# separate call's fixed overhead costs more; big models pay less for one no-grad call.
+FOLD_MAX_ROW_ELEMENTS = 4096
 _DEVICE_LOCKS: dict[str, threading.RLock] = {}
 _ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = (
     weakref.WeakKeyDictionary())
@@ -323,7 +326,8 @@ class GradientEngine:
                 try:
                     points, owners = build_chunk(done, stop)
                     if tail is not None and stop == n_rows and \
-                            _fits_slack(stop - done, tail[0].shape[0], rows):
+                            _fits_slack(stop - done, tail[0].shape[0], rows) and \
+                            points[0].numel() <= FOLD_MAX_ROW_ELEMENTS:
                         outputs, grads, tail_outputs = self.gradients_with_extra(
                             points, owners, *tail)
                         assert consume_tail is not None
