@@ -10,6 +10,7 @@ error reaches the tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from attribution_core.engine import (
     model_device,
     normalise_target,
 )
+from attribution_core.methods._gradients import expand_baselines
 from attribution_core.quadrature import (
     QUADRATURE_METHODS,
     NestedGrid,
@@ -80,7 +82,7 @@ def integrated_gradients(
             raise ValueError(f"max_evaluations must be at least {AUTO_INITIAL_INTERVALS + 1}.")
     elif alphas is None and (not isinstance(n_steps, int) or isinstance(n_steps, bool)):
         raise TypeError(f"n_steps must be an int or 'auto', got {n_steps!r}.")
-    expanded = _expand_baselines(inputs, baselines)
+    expanded = expand_baselines(inputs, baselines)
 
     key = None
     if cache is not None:
@@ -118,21 +120,6 @@ def integrated_gradients(
     if cache is not None and key is not None:
         cache.put(key, result)
     return result
-
-
-def _expand_baselines(inputs: torch.Tensor, baselines: torch.Tensor | float | None
-                      ) -> torch.Tensor:
-    if baselines is None:
-        return torch.zeros_like(inputs)
-    if isinstance(baselines, int | float):
-        return torch.full_like(inputs, float(baselines))
-    try:
-        return torch.broadcast_to(baselines.to(inputs.dtype), inputs.shape).to(inputs.device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"baselines of shape {tuple(baselines.shape)} do not broadcast to inputs of shape "
-            f"{tuple(inputs.shape)}."
-        ) from error
 
 
 def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: QuadratureRule
@@ -359,8 +346,6 @@ def _to_device(result: Attribution, device: torch.device) -> Attribution:
     }
     if result.target is not None:
         moved["target"] = result.target.to(device)
-    import dataclasses
-
     return dataclasses.replace(result, **moved)
 
 
