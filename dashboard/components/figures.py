@@ -7,6 +7,7 @@ the same colour scales (see exports.py), so a download looks like what is on scr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,6 +22,17 @@ COLOUR_SCALES = {
     "Viridis": ("Viridis", "Viridis"),
     "Greys": ("Greys", "Greys"),
 }
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of a delta-vs-steps curve: cost, relative completeness error, how it was got."""
+
+    evaluations: int
+    relative_delta: float
+    source: str
+
+
 _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 400, "width": 470}
 
 

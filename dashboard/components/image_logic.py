@@ -25,6 +25,7 @@ from attribution_core.modalities import image as image_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.results import Attribution
 from dashboard.components import ig2_adapter
+from dashboard.components.figures import CurvePoint
 from dashboard.components.ig2_adapter import Ig2Summary
 
 Method = Literal["IG", "IG2", "both"]
@@ -78,13 +79,6 @@ class BaselineCheck:
     predicted_probability: float
     target_probability: float
     neutral: bool
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    evaluations: int
-    relative_delta: float
-    source: str
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.spec import LoadedModel, ReferencePool
 from attribution_core.references import select_references
 from attribution_core.results import Attribution, IG2Attribution
+from dashboard.components.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]
@@ -47,13 +48,6 @@ class TabularSettings:
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    evaluations: int
-    relative_delta: float
-    source: str
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.references import select_references
 from attribution_core.results import Attribution, IG2Attribution
+from dashboard.components.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]
@@ -61,13 +62,6 @@ class TextSettings:
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    evaluations: int
-    relative_delta: float
-    source: str
 
 
 @dataclass(frozen=True)
