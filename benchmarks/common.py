@@ -28,9 +28,15 @@ def timed(function: Callable[[], Any], device: torch.device) -> float:
 
 
 def interleaved_medians(contenders: Mapping[str, Callable[[], Any]], repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median seconds of each contender, run round-robin so drifts in machine load hit all."""
-    for function in contenders.values():  # warm-up: allocator, kernels, lazy init
+                        device: torch.device,
+                        warm_up: Mapping[str, Callable[[], Any]] | None = None
+                        ) -> dict[str, float]:
+    """Median seconds of each contender, run round-robin so drifts in machine load hit all.
+
+    Each contender runs once first (allocator, kernels, lazy init), or ``warm_up``'s shorter
+    versions of them when given.
+    """
+    for function in (warm_up or contenders).values():
         function()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,66 +25,10 @@ from torch import nn
 
 from attribution_core import ig2, integrated_gradients, pick_device
 from attribution_core.engine import select_target
+from benchmarks.common import best_batch, environment, forward_backward_rows, interleaved_medians
 
 N_REFERENCES = 8
 LIMIT_BATCHES = (8, 32, 128, 256)
-
-
-# -- timing (self-contained, so this benchmark does not move with others' helpers) --------------
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function: Callable[[], Any], device: torch.device) -> float:
-    synchronise(device)
-    start = time.perf_counter()
-    function()
-    synchronise(device)
-    return time.perf_counter() - start
-
-
-def interleaved_medians(contenders: dict[str, Callable[[], Any]], repeats: int,
-                        device: torch.device,
-                        warm_up: dict[str, Callable[[], Any]] | None = None) -> dict[str, float]:
-    """Median seconds of each contender after one warm-up (a short version if given), run
-    round-robin."""
-    for function in (warm_up or contenders).values():
-        function()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, function in contenders.items():
-            samples[name].append(timed(function, device))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def forward_two_backward(model: nn.Module, points: torch.Tensor, batch: int, target: int) -> None:
-    """The work floor of IG2: one forward and two backward passes of every row, nothing else."""
-    for start in range(0, points.shape[0], batch):
-        chunk = points[start:start + batch].clone().requires_grad_(True)
-        selected = select_target(model(chunk), torch.full((chunk.shape[0],), target,
-                                                          device=points.device))
-        torch.autograd.grad(selected.sum(), chunk, retain_graph=True)
-        torch.autograd.grad(selected.sum(), chunk)
-
-
-def best_limit_batch(model: nn.Module, points: torch.Tensor, target: int,
-                     device: torch.device) -> int:
-    timings = {}
-    for batch in LIMIT_BATCHES:  # over 256 rows: enough to rank the sizes
-        forward_two_backward(model, points[:batch], batch, target)  # warm-up at this size
-        timings[batch] = min(timed(lambda b=batch: forward_two_backward(model, points, b, target),
-                                   device) for _ in range(2))
-    return min(timings, key=timings.__getitem__)
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    return {"device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
 
 
 class SmallCnn(nn.Module):
@@ -204,7 +145,9 @@ def bench_model(name: str, steps_list: list[int], repeats: int, device: torch.de
     report: dict[str, Any] = {"image_size": side, "references": N_REFERENCES, "target": target,
                               "dual_gradient": dual_gradient_strategies(
                                   model, layer, refs, target, device, max(3, repeats * 3))}
-    limit_batch = best_limit_batch(model, refs.repeat(32, 1, 1, 1), target, device)
+    # Over 256 rows: enough to rank the sizes.
+    limit_batch, _ = best_batch(model, refs.repeat(32, 1, 1, 1), target, list(LIMIT_BATCHES),
+                                device, backward_passes=2)
     report["limit_batch"] = limit_batch
     for steps in steps_list:
         # ResNet-18 on a CPU: one timed round at T=200 keeps the default run near 10 minutes.
@@ -232,7 +175,8 @@ def make_contenders(model: nn.Module, layer: nn.Module, x: torch.Tensor, refs: t
         "ours_left": lambda: ours("left"),
         "ours_trapezoid": lambda: ours("trapezoid"),
         "naive_left": naive,
-        "limit": lambda: forward_two_backward(model, limit_points, limit_batch, target),
+        "limit": lambda: forward_backward_rows(model, limit_points, limit_batch, target,
+                                               backward_passes=2),
         "ig": lambda: integrated_gradients(model, x, target=target, n_steps=steps),
         "ours_middle": lambda: ours("middle"),
     }
