@@ -17,7 +17,7 @@ import torch
 
 from attribution_core.modalities import image as image_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources
+from dashboard.components import exports, figures, resources, session_runs
 from dashboard.components import image_logic as logic
 from dashboard.components.image_inputs import ImageInput
 from dashboard.components.image_views import ViewOptions, method_maps, render_maps
@@ -25,11 +25,10 @@ from dashboard.components.image_views import ViewOptions, method_maps, render_ma
 RUNS_KEY = "img_runs"
 CURRENT_KEY = "img_current"
 PENDING_KEY = "img_pending"
-MAX_RUNS = 8
 
 
 def _runs() -> OrderedDict[str, logic.ExplanationRun]:
-    return st.session_state.setdefault(RUNS_KEY, OrderedDict())
+    return session_runs.session_runs(RUNS_KEY)
 
 
 def current_run(model_name: str) -> tuple[str, logic.ExplanationRun] | None:
@@ -67,30 +66,12 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     clicked = st.button("Explain", type="primary", key="img_explain", disabled=key is None)
     if not clicked or key is None or baseline is None:
         return
-    runs = _runs()
-    if key in runs:  # the same inputs again: show the stored result, no model call at all
-        runs.move_to_end(key)
-        st.session_state[CURRENT_KEY] = key
-        return
-    bar = st.progress(0.0, text="Starting…")
-
-    def progress(text: str, fraction: float) -> None:
-        bar.progress(float(np.clip(fraction, 0.0, 1.0)), text=text)
-
-    try:
-        run = logic.run_explanation(model, source.inputs, baseline, settings,
-                                    cache=resources.shared_result_cache(), progress=progress,
-                                    input_probabilities=source.probabilities)
-    except Exception as error:  # show why, keep the previous result on screen
-        bar.empty()
-        st.error(f"The explanation could not be computed: {error}")
-        return
-    bar.empty()
-    runs[key] = run
-    while len(runs) > MAX_RUNS:
-        runs.popitem(last=False)
-    st.session_state[CURRENT_KEY] = key
-    st.session_state[f"img_name_{key}"] = source.name
+    if session_runs.explain_once(
+            RUNS_KEY, CURRENT_KEY, key,
+            lambda progress: logic.run_explanation(
+                model, source.inputs, baseline, settings, cache=resources.shared_result_cache(),
+                progress=progress, input_probabilities=source.probabilities)):
+        st.session_state[f"img_name_{key}"] = source.name
 
 
 def _baseline_note(check: logic.BaselineCheck, model: LoadedModel, target: int) -> None:

@@ -16,18 +16,24 @@ import streamlit as st
 
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, tabular_views, text_views
+from dashboard.components import (
+    exports,
+    figures,
+    resources,
+    session_runs,
+    tabular_views,
+    text_views,
+)
 from dashboard.components import tabular_logic as logic
 from dashboard.components.tabular_inputs import TabularInput
 
 RUNS_KEY, CURRENT_KEY, PENDING_KEY = "tab_runs", "tab_current", "tab_pending"
 BATCH_KEY = "tab_batch"
-MAX_RUNS = 8
 BATCH_TOP_K = 3
 
 
 def _runs() -> OrderedDict[str, Any]:
-    return st.session_state.setdefault(RUNS_KEY, OrderedDict())
+    return session_runs.session_runs(RUNS_KEY)
 
 
 def explain_section(model: LoadedModel, source: TabularInput | None,
@@ -40,17 +46,7 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
     clicked = st.button("Explain", type="primary", key="tab_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
-    runs = _runs()
-    if key in runs:
-        runs.move_to_end(key)
-        st.session_state[CURRENT_KEY] = key
-        return
-    bar = st.progress(0.0, text="Starting…")
-
-    def progress(text: str, fraction: float) -> None:
-        bar.progress(float(np.clip(fraction, 0.0, 1.0)), text=text)
-
-    try:
+    def compute(progress: session_runs.PageProgress) -> tuple[Any, str, Any]:
         run = logic.run_row(model, source.raw_row, settings,
                             cache=resources.shared_result_cache(),
                             progress=lambda t, f: progress(t, 0.5 * f if source.csv_rows
@@ -62,15 +58,9 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
                 top_k=BATCH_TOP_K, progress=lambda d, t: progress(
                     f"IG for all {len(source.csv_rows)} CSV rows ({d}/{t} path rows)",
                     0.5 + 0.5 * d / max(t, 1)))
-    except Exception as error:  # say why; the previous result stays on screen
-        bar.empty()
-        st.error(f"The explanation could not be computed: {error}")
-        return
-    bar.empty()
-    runs[key] = (run, source.name, batch)
-    while len(runs) > MAX_RUNS:
-        runs.popitem(last=False)
-    st.session_state[CURRENT_KEY] = key
+        return run, source.name, batch
+
+    session_runs.explain_once(RUNS_KEY, CURRENT_KEY, key, compute)
 
 
 def results_section(model: LoadedModel | None) -> None:

@@ -11,23 +11,21 @@ import io
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, text_views
+from dashboard.components import exports, figures, resources, session_runs, text_views
 from dashboard.components import text_logic as logic
 from dashboard.components.text_inputs import TextInput, class_label
 
 RUNS_KEY = "txt_runs"
 CURRENT_KEY = "txt_current"
 PENDING_KEY = "txt_pending"
-MAX_RUNS = 8
 
 
 def _runs() -> OrderedDict[str, logic.TextRun]:
-    return st.session_state.setdefault(RUNS_KEY, OrderedDict())
+    return session_runs.session_runs(RUNS_KEY)
 
 
 def current_run() -> logic.TextRun | None:
@@ -45,28 +43,11 @@ def explain_section(model: LoadedModel, source: TextInput | None,
     clicked = st.button("Explain", type="primary", key="txt_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
-    runs = _runs()
-    if key in runs:  # same question again: show the stored answer, no model call
-        runs.move_to_end(key)
-        st.session_state[CURRENT_KEY] = key
-        return
-    bar = st.progress(0.0, text="Starting…")
-
-    def progress(text: str, fraction: float) -> None:
-        bar.progress(float(np.clip(fraction, 0.0, 1.0)), text=text)
-
-    try:
-        run = logic.run_explanation(model, source.encoded, source.text, settings,
-                                    cache=resources.shared_result_cache(), progress=progress)
-    except Exception as error:  # say why; the previous result stays on screen
-        bar.empty()
-        st.error(f"The explanation could not be computed: {error}")
-        return
-    bar.empty()
-    runs[key] = run
-    while len(runs) > MAX_RUNS:
-        runs.popitem(last=False)
-    st.session_state[CURRENT_KEY] = key
+    session_runs.explain_once(
+        RUNS_KEY, CURRENT_KEY, key,
+        lambda progress: logic.run_explanation(model, source.encoded, source.text, settings,
+                                               cache=resources.shared_result_cache(),
+                                               progress=progress))
 
 
 def results_section(model: LoadedModel | None) -> None:
