@@ -18,7 +18,7 @@ from PIL import Image
 
 from attribution_core.modalities import image as image_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import catalog, ig2_adapter, resources
+from dashboard.components import ig2_adapter, resources
 from dashboard.components import image_logic as logic
 from dashboard.components.sidebar import selected_model_key
 
@@ -45,17 +45,7 @@ def current_model() -> LoadedModel | None:
     if name is None:
         st.info("Pick an image model in the sidebar (none is available yet).")
         return None
-    try:
-        spec = catalog.get_spec(name)
-        status = catalog.status_of(spec)
-        if not status.ready:
-            st.error(f"{spec.title} is not ready: {status.message}")
-            return None
-        with st.spinner(f"Loading {spec.title}…"):
-            return resources.loaded_model(name)
-    except Exception as error:  # a broken model must not take the page down
-        st.error(f"Could not load the model {name!r}: {error}")
-        return None
+    return resources.load_ready_model(name)
 
 
 def _memo() -> dict[str, Any]:

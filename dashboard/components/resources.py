@@ -8,13 +8,14 @@ Everything a session changes lives in ``st.session_state`` instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 import torch
 
 from attribution_core import ResultCache, describe_device, pick_device
-from attribution_core.models.spec import LoadedModel
+from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.components import catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +55,23 @@ def _load_model(name: str, device_name: str) -> LoadedModel:
 def loaded_model(name: str) -> LoadedModel:
     """The model ``name`` on the active device, loaded once per process."""
     return _load_model(name, active_device_name())
+
+
+def load_ready_model(name: str, resolve: Callable[[ModelSpec], str] | None = None
+                     ) -> LoadedModel | None:
+    """Load a registered model for a page, or say on the page why not (a broken model must not
+    take the page down). ``resolve`` may swap in a derived model's name once the spec is known
+    to be ready (e.g. a zero-shot model with the user's labels)."""
+    try:
+        spec = catalog.get_spec(name)
+        status = catalog.status_of(spec)
+        if not status.ready:
+            st.error(f"{spec.title} is not ready: {status.message}")
+            return None
+        if resolve is not None:
+            name = resolve(spec)
+        with st.spinner(f"Loading {spec.title}…"):
+            return loaded_model(name)
+    except Exception as error:
+        st.error(f"Could not load the model {name!r}: {error}")
+        return None

@@ -49,17 +49,7 @@ def current_model() -> LoadedModel | None:
         names = [e.spec.name for e in entries]
         titles = {e.spec.name: e.spec.title for e in entries}
         name = st.selectbox("Model", names, key="tab_model_fallback", format_func=titles.get)
-    try:
-        spec = catalog.get_spec(name)
-        status = catalog.status_of(spec)
-        if not status.ready:
-            st.error(f"{spec.title} is not ready: {status.message}")
-            return None
-        with st.spinner(f"Loading {spec.title}…"):
-            return resources.loaded_model(name)
-    except Exception as error:  # a broken model must not take the page down
-        st.error(f"Could not load the model {name!r}: {error}")
-        return None
+    return resources.load_ready_model(name)
 
 
 def _data_set(model: LoadedModel) -> pd.DataFrame | None:

@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from attribution_core.modalities import text as text_io
-from attribution_core.models.spec import LoadedModel
+from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.components import catalog, resources
 from dashboard.components import text_logic as logic
 from dashboard.components.sidebar import selected_model_key
@@ -70,19 +70,13 @@ def current_model() -> LoadedModel | None:
     name = _builtin_name()
     if name is None:
         return None
-    try:
-        spec = catalog.get_spec(name)
-        status = catalog.status_of(spec)
-        if not status.ready:
-            st.error(f"{spec.title} is not ready: {status.message}")
-            return None
-        if "label_descriptions" in spec.metadata:
-            name = _zero_shot_labels(spec.name, dict(spec.metadata["label_descriptions"]))
-        with st.spinner(f"Loading {spec.title}…"):
-            return resources.loaded_model(name)
-    except Exception as error:  # a broken model must not take the page down
-        st.error(f"Could not load the model {name!r}: {error}")
-        return None
+
+    def with_user_labels(spec: ModelSpec) -> str:
+        if "label_descriptions" not in spec.metadata:
+            return spec.name
+        return _zero_shot_labels(spec.name, dict(spec.metadata["label_descriptions"]))
+
+    return resources.load_ready_model(name, resolve=with_user_labels)
 
 
 def _hugging_face_panel() -> LoadedModel | None:
