@@ -178,7 +178,7 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
 
     by_alpha: dict[float, torch.Tensor] = {}
     tail = None
-    if not {0.0, 1.0}.issubset(rule.alphas.tolist()):
+    if len(endpoint_steps) < 2:  # f(x) and f(x') are not both path nodes: evaluate them
         owners = torch.arange(n_explicands, device=x.device)
         tail = (torch.cat([x, x_base]), torch.cat([owners, owners]))
 
