@@ -1,0 +1,29 @@
+"""Evaluate explanations over many cases: faithfulness, agreement with expectations, reports."""
+
+from attribution_core.evaluation.types import (
+    ALL_METHODS,
+    CaseOutcome,
+    EvalCase,
+    EvaluationInputError,
+    EvaluationResult,
+    EvaluationSettings,
+    ImageItem,
+    MethodOutcome,
+    MethodSummary,
+    RowItem,
+    TextItem,
+)
+
+__all__ = [
+    "ALL_METHODS",
+    "CaseOutcome",
+    "EvalCase",
+    "EvaluationInputError",
+    "EvaluationResult",
+    "EvaluationSettings",
+    "ImageItem",
+    "MethodOutcome",
+    "MethodSummary",
+    "RowItem",
+    "TextItem",
+]

@@ -1,0 +1,416 @@
+"""Raw cases (bundled or uploaded) -> :class:`EvalCase`: model tensors, baselines, units, truth.
+
+Every modality ends in the same shape: a [1, ...] input and baseline, perturbation units of
+about 64 per image (an 8 x 8 grid of patches) or one per token / feature, a reading map shape,
+the expected features as a bool mask of that shape, and references of other classes (IG2's
+counterfactual targets and GradientSHAP's distribution). Targets are the model's own
+prediction: an evaluation asks whether the explanation of what the model *did* is faithful.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from attribution_core.engine import device_lock
+from attribution_core.evaluation.types import (
+    EvalCase,
+    EvaluationInputError,
+    ImageItem,
+    RowItem,
+    TextItem,
+)
+from attribution_core.metrics import patch_groups, token_groups
+from attribution_core.modalities import image as image_io
+from attribution_core.modalities import tabular as tab_io
+from attribution_core.modalities import text as text_io
+from attribution_core.models.spec import LoadedModel, ReferencePool
+
+IMAGE_GRID = 8  # deletion units per image side: 64 patches whatever the resolution
+DEFAULT_REFERENCES = 8
+# The spec's baseline names -> modalities.image.make_baseline's kinds.
+IMAGE_BASELINE_KINDS = {"uniform_noise": "noise", "dataset_mean": "mean"}
+
+
+@dataclass(frozen=True)
+class CaseBuild:
+    """The cases that could be built, and one sentence per item that could not."""
+
+    cases: tuple[EvalCase, ...]
+    skipped: tuple[str, ...] = ()
+
+
+def bundled_cases(loaded: LoadedModel, n_cases: int = 50, *, baseline: str | None = None,
+                  seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+    """``n_cases`` held-out cases from the model's reference pool, classes taken in turn.
+
+    Shapes cases carry their object masks and planted-cue sentences their decisive words as the
+    expected features; digits and the tabular sets carry none.
+    """
+    if loaded.spec.reference_pool is None:
+        raise EvaluationInputError(f"{loaded.spec.title} has no bundled evaluation cases; "
+                                   "upload cases instead.")
+    if not isinstance(n_cases, int) or n_cases < 1:
+        raise EvaluationInputError(f"The number of cases must be a positive whole number, "
+                                   f"got {n_cases!r}.")
+    pool = loaded.spec.reference_pool()
+    chosen = _round_robin(pool.labels, n_cases, loaded.spec.output_kind == "regression")
+    modality = loaded.spec.modality
+    if modality == "image":
+        masks = pool.extras.get("masks")
+        return _image_tensor_cases(
+            loaded, [(f"held-out {i}", pool.inputs[i:i + 1],
+                      None if masks is None else masks[i].bool(), int(pool.labels[i]))
+                     for i in chosen], baseline, seed, n_references)
+    if modality == "text":
+        texts = pool.extras.get("texts")
+        if texts is None:
+            raise EvaluationInputError(f"{loaded.spec.title}'s bundled set has no sentences.")
+        words = pool.extras.get("decisive_words") or [()] * len(texts)
+        items = [TextItem(f"held-out {i}", str(texts[i]), tuple(words[i]), int(pool.labels[i]))
+                 for i in chosen]
+        return text_cases(loaded, items, baseline=baseline, seed=seed, n_references=n_references)
+    raw = pool_raw(loaded, pool)
+    names = feature_names(loaded)
+    rows = [RowItem(f"held-out {i}", dict(zip(names, raw[i].tolist(), strict=True)),
+                    (), _label_value(pool.labels[i])) for i in chosen]
+    return tabular_cases(loaded, rows, baseline=baseline, seed=seed, n_references=n_references)
+
+
+def _round_robin(labels: torch.Tensor, n_cases: int, regression: bool) -> list[int]:
+    """Pool indices taking each class in turn (in pool order), so small sets stay balanced."""
+    if regression:
+        return list(range(min(n_cases, labels.shape[0])))
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels.tolist()):
+        by_class.setdefault(int(label), []).append(index)
+    queues = [by_class[c] for c in sorted(by_class)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n_cases and any(depth < len(q) for q in queues):
+        chosen.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return sorted(chosen[:n_cases])
+
+
+def _label_value(value: torch.Tensor) -> int | float:
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+def image_preprocessing(loaded: LoadedModel, example: torch.Tensor
+                        ) -> image_io.ImagePreprocessing:
+    meta = loaded.spec.metadata
+    channels, height, width = (int(v) for v in example.shape[-3:])
+    return image_io.ImagePreprocessing(
+        size=(height, width), channels=channels,
+        mean=tuple(float(v) for v in meta.get("input_mean", (0.0,))),
+        std=tuple(float(v) for v in meta.get("input_std", (1.0,))))
+
+
+def image_tensor(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
+    """A decoded picture -> the model's [1, C, H, W] input (CPU, float32, contiguous)."""
+    if loaded.preprocess is not None:
+        tensor = loaded.preprocess(picture)
+    else:
+        size = tuple(loaded.spec.metadata.get("input_size", (224, 224)))
+        prep = image_io.ImagePreprocessing(size=(int(size[0]), int(size[1])),
+                                           channels=int(loaded.spec.metadata.get("channels", 3)))
+        tensor = image_io.to_model_tensor(picture, prep)
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(0)
+    return tensor.detach().cpu().float().contiguous()
+
+
+def image_cases(loaded: LoadedModel, items: Sequence[ImageItem], *, baseline: str | None = None,
+                seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+    """Uploaded pictures (with optional masks at the picture's size) -> cases."""
+    prepared: list[tuple[str, torch.Tensor, torch.Tensor | None, int | None]] = []
+    skipped: list[str] = []
+    for item in items:
+        try:
+            tensor = image_tensor(loaded, item.image)
+        except (ValueError, OSError) as error:
+            skipped.append(f"{item.name}: the model cannot read this picture ({error}).")
+            continue
+        mask = None
+        if item.mask is not None:
+            height, width = tensor.shape[-2:]
+            resized = Image.fromarray(np.asarray(item.mask, dtype=np.uint8) * 255).resize(
+                (int(width), int(height)), Image.Resampling.NEAREST)
+            mask = torch.from_numpy(np.asarray(resized) > 127)
+            if not bool(mask.any()):
+                skipped.append(f"{item.name}: its mask is empty at the model's resolution "
+                               f"({width} x {height}); the case is kept without a mask.")
+                mask = None
+        prepared.append((item.name, tensor, mask, item.label))
+    build = _image_tensor_cases(loaded, prepared, baseline, seed, n_references)
+    return CaseBuild(build.cases, tuple(skipped) + build.skipped)
+
+
+def _image_tensor_cases(loaded: LoadedModel,
+                        prepared: Sequence[tuple[str, torch.Tensor, torch.Tensor | None,
+                                                 int | None]],
+                        baseline: str | None, seed: int, n_references: int) -> CaseBuild:
+    if not prepared:
+        return CaseBuild((), ())
+    example = prepared[0][1]
+    prep = image_preprocessing(loaded, example)
+    kind = baseline or loaded.spec.default_baseline
+    kind = IMAGE_BASELINE_KINDS.get(kind, kind)
+    pool = loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
+    dataset_mean = None
+    if kind == "mean":
+        known = loaded.extras.get("dataset_mean")
+        dataset_mean = known if isinstance(known, torch.Tensor) else (
+            None if pool is None else pool.inputs.float().mean(dim=0, keepdim=True))
+    height, width = (int(v) for v in example.shape[-2:])
+    units = patch_groups(height, width, max(1, math.ceil(max(height, width) / IMAGE_GRID)))
+    inputs = torch.cat([p[1] for p in prepared])
+    predicted = _predictions(loaded, inputs, {})
+    cases = []
+    for (name, tensor, mask, label), target in zip(prepared, predicted, strict=True):
+        base = image_io.make_baseline(kind, tensor, prep, seed=seed,
+                                      dataset_mean=dataset_mean).float()
+        refs = _class_references(pool, target, n_references, seed, exclude=tensor)
+        display = loaded.postprocess(tensor[0]) if loaded.postprocess is not None else None
+        if display is None or np.asarray(display).dtype != np.uint8:
+            display = image_io.to_display_array(tensor[0], prep)
+        cases.append(EvalCase(
+            case_id=name, inputs=tensor, baseline=base, target=target, references=refs,
+            units=units, reading_shape=(height, width), expected=mask, label=label,
+            label_name=_class_name(loaded, label), display=np.asarray(display)))
+    return CaseBuild(tuple(cases), ())
+
+
+def _class_references(pool: ReferencePool | None, target: int, k: int, seed: int,
+                      exclude: torch.Tensor | None = None) -> torch.Tensor:
+    if pool is None:
+        raise EvaluationInputError("This model has no reference pool: IG2 and GradientSHAP "
+                                   "need samples of other classes.")
+    candidates = torch.nonzero(pool.labels.long() != target).flatten()
+    if exclude is not None:
+        same = (pool.inputs.reshape(pool.inputs.shape[0], -1)
+                == exclude.reshape(1, -1).to(pool.inputs)).all(dim=1)
+        candidates = candidates[~same[candidates]]
+    if candidates.numel() == 0:
+        raise EvaluationInputError("The reference pool holds no sample of another class.")
+    generator = torch.Generator().manual_seed(seed + target)
+    order = torch.randperm(candidates.numel(), generator=generator)[:k]
+    return pool.inputs.index_select(0, candidates[order].sort().values).float()
+
+
+def _predictions(loaded: LoadedModel, inputs: torch.Tensor,
+                 kwargs: dict[str, torch.Tensor]) -> list[int]:
+    with device_lock(loaded.device), torch.no_grad():
+        outputs = loaded.forward(inputs.to(loaded.device),
+                                 **{k: v.to(loaded.device) for k, v in kwargs.items()})
+    if loaded.spec.output_kind == "regression":
+        return [0] * inputs.shape[0]
+    return [int(v) for v in outputs.argmax(dim=-1).tolist()]
+
+
+def _class_name(loaded: LoadedModel, label: int | float | None) -> str | None:
+    names = list(loaded.spec.class_names)
+    if isinstance(label, int) and 0 <= label < len(names):
+        return str(names[label])
+    return None if label is None else str(label)
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+def text_cases(loaded: LoadedModel, items: Sequence[TextItem], *, baseline: str | None = None,
+               seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+    """Sentences -> cases over token embeddings; expected words mark all their tokens."""
+    if loaded.tokenizer is None or loaded.embed is None:
+        raise EvaluationInputError(f"{loaded.spec.title} is not a text model with a tokenizer.")
+    kind = baseline or loaded.spec.default_baseline
+    limit = text_io.max_length_of(loaded.tokenizer, loaded.extras.get("max_length"))
+    ref_texts, ref_labels = _text_pool(loaded)
+    cases: list[EvalCase] = []
+    skipped: list[str] = []
+    for item in items:
+        try:
+            encoded = text_io.encode_text(loaded.tokenizer, item.text, limit, loaded.preprocess)
+        except text_io.TextInputError as error:
+            skipped.append(f"{item.name}: {error}")
+            continue
+        mask = encoded.attention_mask
+        with torch.no_grad():
+            inputs = loaded.embed(encoded.input_ids.to(loaded.device)).detach().cpu().float()
+        base = text_io.text_baseline(kind, encoded, loaded.tokenizer, _embed_cpu(loaded),
+                                     inputs).float()
+        target = _predictions(loaded, inputs, {"attention_mask": mask})[0]
+        words = text_io.group_words(encoded.tokens, encoded.special)
+        expected = None
+        if item.expected_words:
+            wanted = {w.strip().lower() for w in item.expected_words if w.strip()}
+            flags = torch.zeros(encoded.length, dtype=torch.bool)
+            for word in words:
+                if not word.special and word.text.strip().lower() in wanted:
+                    flags[list(word.token_indices)] = True
+            if bool(flags.any()):
+                expected = flags
+            else:
+                skipped.append(f"{item.name}: none of the expected words "
+                               f"({', '.join(item.expected_words)}) occurs in the text; the "
+                               "case is kept without expectations.")
+        others = [t for t, label in zip(ref_texts, ref_labels, strict=True) if label != target
+                  and t != item.text]
+        if not others:
+            skipped.append(f"{item.name}: no reference sentence of another class.")
+            continue
+        generator = torch.Generator().manual_seed(seed + target)
+        picks = torch.randperm(len(others), generator=generator)[:n_references].sort().values
+        ids, ref_mask = text_io.encode_to_length(loaded.tokenizer,
+                                                 [others[int(i)] for i in picks], encoded.length)
+        with torch.no_grad():
+            refs = loaded.embed(ids.to(loaded.device)).detach().cpu().float()
+        cases.append(EvalCase(
+            case_id=item.name, inputs=inputs, baseline=base, target=target, references=refs,
+            units=token_groups(encoded.length), reading_shape=(encoded.length,),
+            expected=expected, forward_kwargs={"attention_mask": mask},
+            reference_kwargs={"attention_mask": ref_mask}, unit_names=encoded.tokens,
+            label=item.label, label_name=_class_name(loaded, item.label),
+            display=encoded.tokens, text=item.text))
+    return CaseBuild(tuple(cases), tuple(skipped))
+
+
+def _embed_cpu(loaded: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    def embed(ids: torch.Tensor) -> torch.Tensor:
+        return loaded.embed(ids.to(loaded.device)).detach().cpu()  # type: ignore[misc]
+    return embed
+
+
+def _text_pool(loaded: LoadedModel) -> tuple[list[str], list[int]]:
+    """Reference sentences and their classes (the pool's labels, else the model's own)."""
+    if loaded.spec.reference_pool is not None:
+        pool = loaded.spec.reference_pool()
+        texts = pool.extras.get("texts")
+        if texts is not None:
+            return [str(t) for t in texts], [int(v) for v in pool.labels.tolist()]
+    if loaded.spec.samples is None:
+        raise EvaluationInputError(f"{loaded.spec.title} has no reference sentences.")
+    texts = [str(s.value) for s in loaded.spec.samples()]
+    labels = []
+    limit = text_io.max_length_of(loaded.tokenizer, loaded.extras.get("max_length"))
+    for text in texts:
+        encoded = text_io.encode_text(loaded.tokenizer, text, limit, loaded.preprocess)
+        with torch.no_grad():
+            embedded = loaded.embed(encoded.input_ids.to(loaded.device))  # type: ignore[misc]
+        labels.append(_predictions(loaded, embedded.cpu(),
+                                   {"attention_mask": encoded.attention_mask})[0])
+    return texts, labels
+
+
+# -- tabular --------------------------------------------------------------------------------------
+
+def feature_names(loaded: LoadedModel) -> tuple[str, ...]:
+    names = loaded.extras.get("feature_names") or loaded.spec.metadata.get("feature_names")
+    if not names:
+        raise EvaluationInputError(f"{loaded.spec.title} does not declare its feature names.")
+    return tuple(str(n) for n in names)
+
+
+def pool_raw(loaded: LoadedModel, pool: ReferencePool) -> np.ndarray:
+    """The reference pool in raw units [N, F]."""
+    raw = pool.extras.get("raw")
+    if raw is not None:
+        return np.asarray(raw, dtype=np.float64)
+    if loaded.postprocess is not None:
+        return np.asarray(loaded.postprocess(pool.inputs), dtype=np.float64)
+    return pool.inputs.detach().cpu().double().numpy()
+
+
+def tabular_baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
+    """A tabular baseline in raw units [F]: training mean / median, zeros or a pool row."""
+    names = feature_names(loaded)
+    if kind == "mean" and "train_mean_raw" in loaded.extras:
+        return np.asarray(loaded.extras["train_mean_raw"], dtype=np.float64)
+    if kind == "median" and "train_median_raw" in loaded.extras:
+        return np.asarray(loaded.extras["train_median_raw"], dtype=np.float64)
+    if kind == "zeros":
+        return np.zeros(len(names))
+    if loaded.spec.reference_pool is None:
+        raise ValueError(f"{loaded.spec.title} has no data set for the {kind} baseline.")
+    raw = pool_raw(loaded, loaded.spec.reference_pool())
+    if kind == "reference_row":
+        if not 0 <= reference_row < raw.shape[0]:
+            raise ValueError(f"Reference row {reference_row} is outside the data set "
+                             f"(0..{raw.shape[0] - 1}).")
+        return raw[reference_row]
+    if kind in ("mean", "median"):
+        return raw.mean(axis=0) if kind == "mean" else np.median(raw, axis=0)
+    raise ValueError(f"Unknown baseline {kind!r}; choose one of "
+                     f"{', '.join(tab_io.BASELINE_KINDS)}.")
+
+
+def model_rows(loaded: LoadedModel, raw: np.ndarray) -> torch.Tensor:
+    """Raw values [F] or [R, F] -> model rows [R, F] (CPU, float32)."""
+    if loaded.preprocess is None:
+        return torch.as_tensor(np.atleast_2d(raw), dtype=torch.float32)
+    return loaded.preprocess(np.atleast_2d(raw)).detach().cpu().float()
+
+
+def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: str | None = None,
+                  seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+    """Raw rows -> cases; regression references are the rows with the most distant targets."""
+    names = feature_names(loaded)
+    kind = baseline or loaded.spec.default_baseline
+    base_raw = tabular_baseline_raw(loaded, kind)
+    base = model_rows(loaded, base_raw)
+    pool = loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
+    regression = loaded.spec.output_kind == "regression"
+    cases: list[EvalCase] = []
+    skipped: list[str] = []
+    for item in items:
+        unknown = sorted(set(item.values) - set(names))
+        missing = [n for n in names if n not in item.values]
+        if unknown or missing:
+            skipped.append(f"{item.name}: columns do not match the model (missing: "
+                           f"{', '.join(missing) or 'none'}; unknown: "
+                           f"{', '.join(unknown) or 'none'}).")
+            continue
+        raw = np.array([float(item.values[n]) for n in names], dtype=np.float64)
+        if not np.isfinite(raw).all():
+            skipped.append(f"{item.name}: a value is missing or not a number.")
+            continue
+        inputs = model_rows(loaded, raw)
+        target = _predictions(loaded, inputs, {})[0]
+        if regression:
+            if pool is None:
+                raise EvaluationInputError("IG2 needs the model's data set for references.")
+            with device_lock(loaded.device), torch.no_grad():
+                value = float(loaded.forward(inputs.to(loaded.device))[0, 0])
+            picks = tab_io.distant_target_indices(pool.labels, value, k=n_references, seed=seed)
+            refs = pool.inputs.index_select(0, torch.as_tensor(picks)).float()
+        else:
+            refs = _class_references(pool, target, n_references, seed, exclude=inputs)
+        expected = None
+        if item.expected_features:
+            unknown_expected = sorted(set(item.expected_features) - set(names))
+            if unknown_expected:
+                raise EvaluationInputError(
+                    f"{item.name}: expected feature(s) {', '.join(unknown_expected)} are not "
+                    f"features of {loaded.spec.title}; valid names: {', '.join(names)}.")
+            expected = torch.tensor([n in item.expected_features for n in names])
+        label = item.label
+        cases.append(EvalCase(
+            case_id=item.name, inputs=inputs, baseline=base.clone(), target=target,
+            references=refs, units=None, reading_shape=(len(names),), expected=expected,
+            unit_names=names, label=int(label) if isinstance(label, int) else None,
+            label_name=_class_name(loaded, label), display=raw))
+    return CaseBuild(tuple(cases), tuple(skipped))
+
+
+def expected_area_share(cases: Sequence[EvalCase]) -> float:
+    """Mean share of the reading map that is expected (what a random map would put there)."""
+    shares = [float(c.expected.double().mean()) for c in cases if c.expected is not None]
+    return float(np.mean(shares)) if shares else math.nan
