@@ -29,6 +29,14 @@ from attribution_core.metrics import patch_groups, token_groups
 from attribution_core.modalities import image as image_io
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import text as text_io
+from attribution_core.models.inputs import (
+    feature_names,
+    image_preprocessing,
+    image_tensor,
+    model_rows,
+    pool_raw,
+    tabular_baseline_raw,
+)
 from attribution_core.models.spec import LoadedModel, ReferencePool
 
 IMAGE_GRID = 8  # deletion units per image side: 64 patches whatever the resolution
@@ -104,30 +112,6 @@ def _label_value(value: torch.Tensor) -> int | float:
 
 
 # -- images ---------------------------------------------------------------------------------------
-
-def image_preprocessing(loaded: LoadedModel, example: torch.Tensor
-                        ) -> image_io.ImagePreprocessing:
-    meta = loaded.spec.metadata
-    channels, height, width = (int(v) for v in example.shape[-3:])
-    return image_io.ImagePreprocessing(
-        size=(height, width), channels=channels,
-        mean=tuple(float(v) for v in meta.get("input_mean", (0.0,))),
-        std=tuple(float(v) for v in meta.get("input_std", (1.0,))))
-
-
-def image_tensor(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
-    """A decoded picture -> the model's [1, C, H, W] input (CPU, float32, contiguous)."""
-    if loaded.preprocess is not None:
-        tensor = loaded.preprocess(picture)
-    else:
-        size = tuple(loaded.spec.metadata.get("input_size", (224, 224)))
-        prep = image_io.ImagePreprocessing(size=(int(size[0]), int(size[1])),
-                                           channels=int(loaded.spec.metadata.get("channels", 3)))
-        tensor = image_io.to_model_tensor(picture, prep)
-    if tensor.dim() == 3:
-        tensor = tensor.unsqueeze(0)
-    return tensor.detach().cpu().float().contiguous()
-
 
 def image_cases(loaded: LoadedModel, items: Sequence[ImageItem], *, baseline: str | None = None,
                 seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
@@ -311,53 +295,6 @@ def _text_pool(loaded: LoadedModel) -> tuple[list[str], list[int]]:
 
 
 # -- tabular --------------------------------------------------------------------------------------
-
-def feature_names(loaded: LoadedModel) -> tuple[str, ...]:
-    names = loaded.extras.get("feature_names") or loaded.spec.metadata.get("feature_names")
-    if not names:
-        raise EvaluationInputError(f"{loaded.spec.title} does not declare its feature names.")
-    return tuple(str(n) for n in names)
-
-
-def pool_raw(loaded: LoadedModel, pool: ReferencePool) -> np.ndarray:
-    """The reference pool in raw units [N, F]."""
-    raw = pool.extras.get("raw")
-    if raw is not None:
-        return np.asarray(raw, dtype=np.float64)
-    if loaded.postprocess is not None:
-        return np.asarray(loaded.postprocess(pool.inputs), dtype=np.float64)
-    return pool.inputs.detach().cpu().double().numpy()
-
-
-def tabular_baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
-    """A tabular baseline in raw units [F]: training mean / median, zeros or a pool row."""
-    names = feature_names(loaded)
-    if kind == "mean" and "train_mean_raw" in loaded.extras:
-        return np.asarray(loaded.extras["train_mean_raw"], dtype=np.float64)
-    if kind == "median" and "train_median_raw" in loaded.extras:
-        return np.asarray(loaded.extras["train_median_raw"], dtype=np.float64)
-    if kind == "zeros":
-        return np.zeros(len(names))
-    if loaded.spec.reference_pool is None:
-        raise ValueError(f"{loaded.spec.title} has no data set for the {kind} baseline.")
-    raw = pool_raw(loaded, loaded.spec.reference_pool())
-    if kind == "reference_row":
-        if not 0 <= reference_row < raw.shape[0]:
-            raise ValueError(f"Reference row {reference_row} is outside the data set "
-                             f"(0..{raw.shape[0] - 1}).")
-        return raw[reference_row]
-    if kind in ("mean", "median"):
-        return raw.mean(axis=0) if kind == "mean" else np.median(raw, axis=0)
-    raise ValueError(f"Unknown baseline {kind!r}; choose one of "
-                     f"{', '.join(tab_io.BASELINE_KINDS)}.")
-
-
-def model_rows(loaded: LoadedModel, raw: np.ndarray) -> torch.Tensor:
-    """Raw values [F] or [R, F] -> model rows [R, F] (CPU, float32)."""
-    if loaded.preprocess is None:
-        return torch.as_tensor(np.atleast_2d(raw), dtype=torch.float32)
-    return loaded.preprocess(np.atleast_2d(raw)).detach().cpu().float()
-
 
 def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: str | None = None,
                   seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:

@@ -22,6 +22,7 @@ from attribution_core import integrated_gradients
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.modalities import image as image_io
+from attribution_core.models.inputs import image_preprocessing, image_tensor
 from attribution_core.models.spec import LoadedModel
 from attribution_core.results import Attribution
 from dashboard.components import ig2_adapter
@@ -100,33 +101,13 @@ class ExplanationRun:
 # -- inputs and predictions ---------------------------------------------------------------------
 
 def preprocessing_for(loaded: LoadedModel, example: torch.Tensor) -> image_io.ImagePreprocessing:
-    """The pixel <-> model-space mapping of a model (size from a preprocessed example).
-
-    Models in this product take pixels in [0, 1] and normalise inside the module (``extras``
-    mean/std describe that inner step, not the input), so the mapping is the identity unless
-    the spec's metadata declares ``input_mean`` / ``input_std`` for a normalised input.
-    """
-    meta = loaded.spec.metadata
-    channels, height, width = (int(v) for v in example.shape[-3:])
-    mean = tuple(float(v) for v in meta.get("input_mean", (0.0,)))
-    std = tuple(float(v) for v in meta.get("input_std", (1.0,)))
-    return image_io.ImagePreprocessing(size=(height, width), channels=channels, mean=mean, std=std)
+    """The pixel <-> model-space mapping of a model (size from a preprocessed example)."""
+    return image_preprocessing(loaded, example)
 
 
 def model_input(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
     """A decoded picture -> the model's [1, C, H, W] input on the model's device."""
-    if loaded.preprocess is not None:
-        tensor = loaded.preprocess(picture)
-    else:
-        size = tuple(loaded.spec.metadata.get("input_size", (224, 224)))
-        channels = int(loaded.spec.metadata.get("channels", 3))
-        prep = image_io.ImagePreprocessing(size=(int(size[0]), int(size[1])), channels=channels)
-        tensor = image_io.to_model_tensor(picture, prep)
-    if tensor.dim() == 3:
-        tensor = tensor.unsqueeze(0)
-    # contiguous: torchvision's pil_to_tensor yields channels-last strides, which the core's
-    # zeros_like(x).view(...) does not accept (reported to the core's owner).
-    return tensor.to(loaded.device, torch.float32).contiguous()
+    return image_tensor(loaded, picture).to(loaded.device)
 
 
 def display_array(loaded: LoadedModel, values: torch.Tensor,

@@ -21,6 +21,11 @@ from attribution_core import ig2, integrated_gradients
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.models.inputs import (
+    feature_names,
+    model_rows,
+    tabular_baseline_raw,
+)
 from attribution_core.models.spec import LoadedModel, ReferencePool
 from attribution_core.references import select_references
 from attribution_core.results import Attribution, IG2Attribution
@@ -88,13 +93,6 @@ class BatchRow:
     top: tuple[tuple[str, float], ...]
 
 
-def feature_names(loaded: LoadedModel) -> tuple[str, ...]:
-    names = loaded.extras.get("feature_names") or loaded.spec.metadata.get("feature_names")
-    if not names:
-        raise ValueError(f"{loaded.spec.title} does not declare its feature names.")
-    return tuple(str(n) for n in names)
-
-
 def units(loaded: LoadedModel) -> tuple[str, ...]:
     found = loaded.extras.get("units") or ()
     names = feature_names(loaded)
@@ -107,11 +105,7 @@ def is_regression(loaded: LoadedModel) -> bool:
 
 def model_row(loaded: LoadedModel, raw: np.ndarray) -> torch.Tensor:
     """Raw values ``[F]`` or ``[R, F]`` -> standardised model rows ``[R, F]`` on the device."""
-    if loaded.preprocess is None:
-        tensor = torch.as_tensor(np.atleast_2d(raw), dtype=torch.float32)
-    else:
-        tensor = loaded.preprocess(np.atleast_2d(raw))
-    return tensor.to(loaded.device, torch.float32)
+    return model_rows(loaded, raw).to(loaded.device)
 
 
 def outputs_of(loaded: LoadedModel, rows: torch.Tensor) -> torch.Tensor:
@@ -123,37 +117,9 @@ def pool(loaded: LoadedModel) -> ReferencePool | None:
     return loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
 
 
-def pool_raw(loaded: LoadedModel, data: ReferencePool) -> np.ndarray:
-    raw = data.extras.get("raw")
-    if raw is not None:
-        return np.asarray(raw, dtype=np.float64)
-    if loaded.postprocess is not None:
-        return np.asarray(loaded.postprocess(data.inputs), dtype=np.float64)
-    return data.inputs.detach().cpu().double().numpy()
-
-
 def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
     """The baseline in raw units ``[F]`` (the page shows it beside the row's values)."""
-    names = feature_names(loaded)
-    if kind == "mean" and "train_mean_raw" in loaded.extras:
-        return np.asarray(loaded.extras["train_mean_raw"], dtype=np.float64)
-    if kind == "median" and "train_median_raw" in loaded.extras:
-        return np.asarray(loaded.extras["train_median_raw"], dtype=np.float64)
-    if kind == "zeros":
-        return np.zeros(len(names))
-    data = pool(loaded)
-    if data is None:
-        raise ValueError(f"{loaded.spec.title} has no data set for the {kind} baseline.")
-    raw = pool_raw(loaded, data)
-    if kind == "reference_row":
-        if not 0 <= reference_row < raw.shape[0]:
-            raise ValueError(f"Reference row {reference_row} is outside the data set "
-                             f"(0..{raw.shape[0] - 1}).")
-        return raw[reference_row]
-    if kind in ("mean", "median"):
-        return raw.mean(axis=0) if kind == "mean" else np.median(raw, axis=0)
-    raise ValueError(f"Unknown baseline {kind!r}; choose one of "
-                     f"{', '.join(tab_io.BASELINE_KINDS)}.")
+    return tabular_baseline_raw(loaded, kind, reference_row)
 
 
 def digest_row(values: np.ndarray) -> str:
