@@ -20,6 +20,18 @@ HELP = {
         "weaker. The gauge shows the completeness error: green < 1 %, amber < 5 %, red above. "
         "The baseline is what 'absence' means: check that the model is not confident about it."
     ),
+    "text": (
+        "Each token (and each word, the sum of its tokens) is coloured by how much it moved the "
+        "chosen class's score: **red** up, **blue** down. Attributions are taken over the token "
+        "embeddings; the [PAD] baseline replaces every ordinary token and keeps [CLS] / [SEP]. "
+        "A large share on special tokens means the model reads position, not words."
+    ),
+    "tabular": (
+        "Bars give each feature's share of f(x) - f(baseline) in the model's output units; the "
+        "waterfall walks from the baseline's score to the row's. The baseline (training mean by "
+        "default) is the 'typical' row the explanation compares against: a different baseline "
+        "asks a different question and gives different bars."
+    ),
 }
 
 
