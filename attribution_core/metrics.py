@@ -325,11 +325,12 @@ def random_deletion_curve(forward: ForwardFn, x: torch.Tensor,
                           baseline: torch.Tensor | float | None = None,
                           target: TargetLike = None, groups: torch.Tensor | None = None,
                           n_points: int = DEFAULT_CURVE_POINTS,
-                          n_orders: int = DEFAULT_RANDOM_ORDERS, seed: int = 0,
-                          batch_size: int | None = None,
+                          n_orders: int = DEFAULT_RANDOM_ORDERS,
+                          seed: int | Sequence[int] = 0, batch_size: int | None = None,
                           forward_kwargs: Mapping[str, Any] | None = None) -> PerturbationCurve:
     """The deletion curve averaged over ``n_orders`` random unit orders (seeded): the
-    reference an attribution map has to beat. Costs ``ceil(O * B * P / batch_size)`` calls."""
+    reference an attribution map has to beat. Costs ``ceil(O * B * P / batch_size)`` calls.
+    ``seed``: one for the batch, or one per explicand (orders independent of the batch)."""
     return _random_curve("deletion", forward, x, baseline, target, groups, n_points, n_orders,
                          seed, batch_size, forward_kwargs)
 
@@ -338,8 +339,8 @@ def random_insertion_curve(forward: ForwardFn, x: torch.Tensor,
                            baseline: torch.Tensor | float | None = None,
                            target: TargetLike = None, groups: torch.Tensor | None = None,
                            n_points: int = DEFAULT_CURVE_POINTS,
-                           n_orders: int = DEFAULT_RANDOM_ORDERS, seed: int = 0,
-                           batch_size: int | None = None,
+                           n_orders: int = DEFAULT_RANDOM_ORDERS,
+                           seed: int | Sequence[int] = 0, batch_size: int | None = None,
                            forward_kwargs: Mapping[str, Any] | None = None) -> PerturbationCurve:
     """The insertion curve averaged over ``n_orders`` random unit orders (seeded)."""
     return _random_curve("insertion", forward, x, baseline, target, groups, n_points, n_orders,
@@ -348,15 +349,25 @@ def random_insertion_curve(forward: ForwardFn, x: torch.Tensor,
 
 def _random_curve(kind: CurveKind, forward: ForwardFn, x: torch.Tensor,
                   baseline: torch.Tensor | float | None, target: TargetLike,
-                  groups: torch.Tensor | None, n_points: int, n_orders: int, seed: int,
-                  batch_size: int | None, forward_kwargs: Mapping[str, Any] | None
-                  ) -> PerturbationCurve:
+                  groups: torch.Tensor | None, n_points: int, n_orders: int,
+                  seed: int | Sequence[int], batch_size: int | None,
+                  forward_kwargs: Mapping[str, Any] | None) -> PerturbationCurve:
     _check_pair(x, None)
     if not isinstance(n_orders, int) or isinstance(n_orders, bool) or n_orders < 1:
         raise ValueError(f"n_orders must be a positive int, got {n_orders!r}.")
     unit_map, n_units = _unit_map(x, groups)
-    generator = torch.Generator().manual_seed(seed)
-    ranks = torch.rand(n_orders, x.shape[0], n_units, generator=generator).argsort(dim=-1)
+    if isinstance(seed, int):
+        generator = torch.Generator().manual_seed(seed)
+        ranks = torch.rand(n_orders, x.shape[0], n_units, generator=generator).argsort(dim=-1)
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != x.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {x.shape[0]} explicands.")
+        # Per-explicand generators: a row's orders do not depend on its batch mates (one seed
+        # per row draws exactly what a batch of that row alone would draw).
+        ranks = torch.stack([torch.rand(n_orders, n_units,
+                                        generator=torch.Generator().manual_seed(s))
+                             for s in seeds], dim=1).argsort(dim=-1)
     return _perturbation_curve(kind, "random", forward, x, baseline, ranks, unit_map, n_units,
                                n_points, target, batch_size, forward_kwargs)
 

@@ -180,16 +180,11 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
     curve_args: dict[str, Any] = dict(baseline=base, target=target_arg, groups=units,
                                       n_points=settings.curve_points, forward_kwargs=kwargs)
     report("random-order reference curves")
-    random_del, random_ins = [], []
-    for i, case in enumerate(batch):
-        # One call per case (O x P rows each), seeded by the case: the reference must not
-        # depend on which other cases share its batch.
-        one = _one_case_args(curve_args, i)
-        seed = case_seed(settings.seed, case.case_id)
-        random_del.append(random_deletion_curve(loaded.forward, x[i:i + 1], seed=seed,
-                                                n_orders=settings.random_orders, **one))
-        random_ins.append(random_insertion_curve(loaded.forward, x[i:i + 1], seed=seed,
-                                                 n_orders=settings.random_orders, **one))
+    seeds = [case_seed(settings.seed, c.case_id) for c in batch]
+    random_del = random_deletion_curve(loaded.forward, x, n_orders=settings.random_orders,
+                                       seed=seeds, **curve_args)
+    random_ins = random_insertion_curve(loaded.forward, x, n_orders=settings.random_orders,
+                                        seed=seeds, **curve_args)
     per_method: dict[str, tuple[Any, float]] = {}
     for method in settings.methods:
         report(f"{method} attributions")
@@ -214,7 +209,7 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
             outcomes[case.case_id].append(_method_outcome(
                 method, result, i, scores[i], deletion, insertion, case,
                 (seconds + metric_seconds) / len(batch)))
-    return [_case_outcome(case, predicted[i], random_del[i], random_ins[i],
+    return [_case_outcome(case, i, predicted[i], random_del, random_ins,
                           tuple(outcomes[case.case_id]))
             for i, case in enumerate(batch)]
 
@@ -222,13 +217,6 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
 def case_seed(seed: int, case_id: str) -> int:
     """A seed of its own per case (stable across runs, batches and case sets)."""
     return (seed * 1_000_003 + zlib.crc32(case_id.encode())) % (2**31)
-
-
-def _one_case_args(curve_args: Mapping[str, Any], i: int) -> dict[str, Any]:
-    target = curve_args["target"]
-    return {**curve_args, "baseline": curve_args["baseline"][i:i + 1],
-            "target": None if target is None else [target[i]],
-            "forward_kwargs": {k: v[i:i + 1] for k, v in curve_args["forward_kwargs"].items()}}
 
 
 def _scalar_output(loaded: LoadedModel, x: torch.Tensor, kwargs: Mapping[str, torch.Tensor]
@@ -367,15 +355,15 @@ def _agreement(scores: np.ndarray, expected: torch.Tensor | None
             float(fit.positive_share_in_mask[0]), float(fit.pointing_game[0]))
 
 
-def _case_outcome(case: EvalCase, predicted: int, random_del: Any, random_ins: Any,
+def _case_outcome(case: EvalCase, i: int, predicted: int, random_del: Any, random_ins: Any,
                   outcomes: tuple[MethodOutcome, ...]) -> CaseOutcome:
     return CaseOutcome(
         case_id=case.case_id, target=case.target, label=case.label, predicted=predicted,
-        f_input=float(random_del.f_inputs[0]), f_baseline=float(random_del.f_baselines[0]),
+        f_input=float(random_del.f_inputs[i]), f_baseline=float(random_del.f_baselines[i]),
         fractions=random_del.fractions.detach().double().cpu().numpy(),
-        random_deletion=_normalised(random_del, 0), random_insertion=_normalised(random_ins, 0),
-        random_deletion_auc=float(random_del.normalised_auc[0]),
-        random_insertion_auc=float(random_ins.normalised_auc[0]), outcomes=outcomes,
+        random_deletion=_normalised(random_del, i), random_insertion=_normalised(random_ins, i),
+        random_deletion_auc=float(random_del.normalised_auc[i]),
+        random_insertion_auc=float(random_ins.normalised_auc[i]), outcomes=outcomes,
         disagreement=_disagreement(outcomes), reading_shape=tuple(case.reading_shape),
         expected=None if case.expected is None else case.expected.cpu().numpy().astype(bool),
         unit_names=tuple(case.unit_names), display=case.display, text=case.text)

@@ -403,3 +403,17 @@ def test_sensitivity_max_zero_for_a_constant_gradient_and_bounded_for_a_quadrati
     again = sensitivity_max(lambda rows, target=None: saliency(Quadratic(), rows), x,
                             radius=radius, n_samples=8, seed=3, batch_size=5)
     assert torch.equal(again, values), "a seed (with the same batch size) fixes the draws"
+
+
+def test_per_row_seeds_make_random_curves_independent_of_the_batch() -> None:
+    model = mlp(seed=4, n_in=6, n_out=2)
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(2))
+    together = random_deletion_curve(model, x, target=[0, 1, 0], n_points=7, n_orders=5,
+                                     seed=[11, 12, 13])
+    for i, seed in enumerate((11, 12, 13)):
+        alone = random_deletion_curve(model, x[i:i + 1], target=[[0, 1, 0][i]], n_points=7,
+                                      n_orders=5, seed=seed)
+        torch.testing.assert_close(together.outputs[i], alone.outputs[0],
+                                   msg=f"row {i}: its random orders depend on its batch mates")
+    with pytest.raises(ValueError, match="3 explicands"):
+        random_deletion_curve(model, x, target=0, seed=[1, 2])
