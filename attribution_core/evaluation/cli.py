@@ -1,0 +1,370 @@
+"""``python -m attribution_core explain``: evaluate explanations over many cases from a shell.
+
+The input is a folder of images, a .zip of images or a .csv of texts / table rows (which one is
+decided by the model's modality), or ``--bundled`` for the model's own held-out cases. The
+report (JSON, HTML, safetensors maps) goes to ``--out``; stdout gets one line of JSON that a
+script can parse, stderr gets progress. Bad input exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from attribution_core.evaluation.types import (
+    ALL_METHODS,
+    EvaluationInputError,
+    EvaluationResult,
+    EvaluationSettings,
+    ImageItem,
+    RowItem,
+    TextItem,
+)
+
+EXIT_OK, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+# Same budgets as the page's zip upload: a folder is read into memory before it is decoded.
+MAX_FOLDER_BYTES = 200 * 2**20
+MAX_CSV_BYTES = 50 * 2**20
+_ALIASES = {"smoothgrad": "SmoothGrad (IG)", "gxi": "Gradient x Input",
+            "gradxinput": "Gradient x Input", "shap": "GradientSHAP"}
+
+
+class CommandError(Exception):
+    """A problem with the command line or its files; the message is printed as is."""
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``IG,IG2,Saliency`` -> canonical names; spelling and spaces do not matter."""
+    by_key = {_key(m): m for m in ALL_METHODS} | _ALIASES
+    chosen: list[str] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        method = by_key.get(_key(part))
+        if method is None:
+            raise CommandError(f"Unknown method {part.strip()!r}; choose from "
+                               f"{', '.join(ALL_METHODS)} (comma-separated).")
+        if method not in chosen:
+            chosen.append(method)
+    if not chosen:
+        raise CommandError("--methods names no method; choose from " + ", ".join(ALL_METHODS))
+    return tuple(chosen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m attribution_core",
+        description="Attribution tools: evaluate explanations, list models.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    explain = commands.add_parser(
+        "explain", help="run IG, IG2 and comparison methods over many cases and write a report",
+        description="Evaluate explanation methods on a model over many cases; write a JSON, "
+                    "HTML and safetensors report and print a one-line JSON summary.")
+    explain.add_argument("--model", required=True, help="model name (see the 'models' command)")
+    source = explain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="folder or .zip of images (image models), "
+                        ".csv of texts (text models) or of rows in raw units (tabular models)")
+    source.add_argument("--bundled", action="store_true",
+                        help="use the model's bundled held-out cases instead of --input")
+    explain.add_argument("--expected", type=Path,
+                         help="image models: a folder of masks named <image stem>.png or "
+                              "<stem>_mask.png; text/tabular models: a CSV with columns "
+                              "name,expected (words or features separated by ';')")
+    explain.add_argument("--methods", default=",".join(ALL_METHODS),
+                         help=f"comma-separated, from: {', '.join(ALL_METHODS)} (default: all)")
+    explain.add_argument("--n-cases", type=int, default=50,
+                         help="how many cases to evaluate (default 50; the first N of --input)")
+    defaults = EvaluationSettings()
+    explain.add_argument("--ig-steps", type=int, default=defaults.ig_steps)
+    explain.add_argument("--ig2-steps", type=int, default=defaults.ig2_steps)
+    explain.add_argument("--seed", type=int, default=defaults.seed)
+    explain.add_argument("--out", type=Path, default=Path("evaluation-report"),
+                         help="folder for evaluation.json, .html and _attributions.safetensors")
+    explain.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                         help="default: cuda when available, else cpu")
+    commands.add_parser("models", help="list the registered models and whether they are ready")
+    return parser
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        raise CommandError(f"{path} is {size / 2**20:.0f} MB; the limit is {limit / 2**20:.0f} MB.")
+    return path.read_bytes()
+
+
+def zip_folder(folder: Path, limit: int = MAX_FOLDER_BYTES) -> bytes:
+    """A folder's files as an in-memory zip, so folders and zips share one validated reader."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise CommandError(f"The folder {folder} holds no files.")
+    total = sum(p.stat().st_size for p in files)
+    if total > limit:
+        raise CommandError(f"The folder {folder} holds {total / 2**20:.0f} MB; the limit is "
+                           f"{limit / 2**20:.0f} MB. Evaluate fewer images at once.")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in files:
+            archive.writestr(path.relative_to(folder).as_posix(), path.read_bytes())
+    return buffer.getvalue()
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    from attribution_core.modalities.image import UPLOAD_EXTENSIONS
+
+    masks: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower().lstrip(".") in UPLOAD_EXTENSIONS:
+            stem = path.stem[:-len("_mask")] if path.stem.lower().endswith("_mask") else path.stem
+            masks[stem] = path
+    return masks
+
+
+def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
+                 ) -> list[ImageItem]:
+    """Masks from ``folder`` matched to images by file stem; greys above 127 are expected."""
+    from attribution_core.modalities.image import ImageInputError, decode_image
+
+    if not folder.is_dir():
+        raise CommandError(f"--expected {folder} must be a folder of mask images for an "
+                           "image model.")
+    masks = _mask_files(folder)
+    attached: list[ImageItem] = []
+    for item in items:
+        path = masks.get(Path(item.name).stem)
+        if path is None:
+            attached.append(item)
+            continue
+        try:
+            grey = decode_image(_read_limited(path, 40 * 2**20)).image.convert("L")
+        except ImageInputError as error:
+            notes.append(f"{path.name}: {error} {item.name} is kept without a mask.")
+            attached.append(item)
+            continue
+        if grey.size != item.image.size:
+            notes.append(f"{path.name}: the mask is {grey.size[0]}x{grey.size[1]} pixels but "
+                         f"{item.name} is {item.image.size[0]}x{item.image.size[1]}; not used.")
+            attached.append(item)
+            continue
+        attached.append(replace(item, mask=np.asarray(grey, dtype=np.uint8) > 127))
+    return attached
+
+
+def _expected_by_name(path: Path) -> dict[str, str]:
+    text = _read_limited(path, MAX_CSV_BYTES).decode("utf-8-sig", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    columns = {c.lower().strip(): c for c in reader.fieldnames or ()}
+    name_column = columns.get("name") or columns.get("id")
+    if name_column is None or "expected" not in columns:
+        raise CommandError(f"--expected {path} needs the columns name (or id) and expected; "
+                           f"found {', '.join(reader.fieldnames or ()) or 'no header'}.")
+    return {row[name_column]: row[columns["expected"]] or "" for row in reader
+            if row.get(name_column)}
+
+
+def _apply_expected(items: list[Any], path: Path, feature_names: Sequence[str] | None,
+                    notes: list[str]) -> list[Any]:
+    from attribution_core.evaluation.uploads import parse_expected_features, parse_expected_words
+
+    wanted = _expected_by_name(path)
+    names = {item.name for item in items}
+    unknown = sorted(set(wanted) - names)
+    if unknown:
+        notes.append(f"--expected names {len(unknown)} case(s) not in the input: "
+                     + ", ".join(unknown[:5]) + ("…" if len(unknown) > 5 else ""))
+    updated = []
+    for item in items:
+        if item.name not in wanted:
+            updated.append(item)
+        elif isinstance(item, TextItem):
+            updated.append(replace(item, expected_words=parse_expected_words(wanted[item.name])))
+        else:
+            features = parse_expected_features(wanted[item.name], feature_names or ())
+            updated.append(replace(item, expected_features=features))
+    return updated
+
+
+def load_items(loaded: Any, source: Path, expected: Path | None, notes: list[str]
+               ) -> list[ImageItem] | list[TextItem] | list[RowItem]:
+    """Raw items from --input for the model's modality (upload readers do the validation)."""
+    from attribution_core.evaluation import uploads
+    from attribution_core.evaluation.cases import feature_names
+
+    modality = loaded.spec.modality
+    if not source.exists():
+        raise CommandError(f"--input {source} does not exist.")
+    suffix = source.suffix.lower()
+    if modality == "image":
+        if source.is_dir():
+            upload = uploads.read_image_zip(zip_folder(source))
+        elif suffix == ".zip":
+            upload = uploads.read_image_zip(_read_limited(source, MAX_FOLDER_BYTES))
+        else:
+            raise CommandError(f"{loaded.spec.name} is an image model: --input must be a folder "
+                               f"or a .zip of images, not {source.name}.")
+        notes.extend(upload.skipped)
+        items: list[Any] = list(upload.items)
+        return attach_masks(items, expected, notes) if expected is not None else items
+    if source.is_dir() or suffix != ".csv":
+        what = "texts (a 'text' column)" if modality == "text" else "rows in raw units"
+        raise CommandError(f"{loaded.spec.name} is a {modality} model: --input must be a .csv "
+                           f"of {what}, not {source.name}.")
+    data = _read_limited(source, MAX_CSV_BYTES)
+    names: tuple[str, ...] | None = None
+    if modality == "text":
+        text_upload = uploads.read_text_csv(data)
+        notes.extend(text_upload.skipped)
+        items = list(text_upload.items)
+    else:
+        names = feature_names(loaded)
+        rows = uploads.read_rows_csv(data, names)
+        notes.extend(rows.problems + rows.skipped)
+        items = list(rows.items)
+    return _apply_expected(items, expected, names, notes) if expected is not None else items
+
+
+def build_cases(loaded: Any, args: argparse.Namespace, notes: list[str]) -> tuple[Any, ...]:
+    from attribution_core.evaluation import cases as case_builders
+
+    if args.bundled:
+        build = case_builders.bundled_cases(loaded, args.n_cases, seed=args.seed)
+    else:
+        items = load_items(loaded, args.input, args.expected, notes)
+        if len(items) > args.n_cases:
+            notes.append(f"the input holds {len(items)} cases; the first {args.n_cases} are "
+                         "evaluated (raise --n-cases for more)")
+            items = items[:args.n_cases]
+        builder: Callable[..., Any] = {"image": case_builders.image_cases,
+                                       "text": case_builders.text_cases,
+                                       "tabular": case_builders.tabular_cases
+                                       }[loaded.spec.modality]
+        build = builder(loaded, items, seed=args.seed)
+    notes.extend(build.skipped)
+    if not build.cases:
+        raise EvaluationInputError("No case could be built from the input: "
+                                   + ("; ".join(notes[:5]) or "it is empty."))
+    return build.cases
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def summary_line(result: EvaluationResult, files: Any) -> dict[str, Any]:
+    return {
+        "json": str(files.json_path), "html": str(files.html_path),
+        "attributions": str(files.attributions_path), "model": result.model_name,
+        "n_cases": len(result.cases), "n_requested": result.n_requested,
+        "cancelled": result.cancelled, "seconds": round(result.seconds, 3),
+        "methods": {s.method: {"deletion_auc_mean": _finite_or_none(s.deletion_auc_mean),
+                               "insertion_auc_mean": _finite_or_none(s.insertion_auc_mean),
+                               "seconds": round(s.seconds_total, 3)}
+                    for s in result.summaries()},
+    }
+
+
+def _progress(done: int, total: int, message: str) -> None:
+    print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks the runner to stop after the current batch (the finished cases
+    still make a report); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("Stopping after the current batch (Ctrl-C again to abort)…", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    import torch
+
+    from attribution_core.evaluation.report import write_report
+    from attribution_core.evaluation.runner import evaluate
+    from attribution_core.models import load_model
+
+    if args.n_cases < 1:
+        raise CommandError(f"--n-cases must be at least 1, got {args.n_cases}.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda was asked for, but no CUDA device is available here; "
+                           "use --device cpu.")
+    settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
+                                  ig2_steps=args.ig2_steps, seed=args.seed)
+    started = time.perf_counter()
+    loaded = load_model(args.model, device=args.device)
+    notes: list[str] = []
+    cases = build_cases(loaded, args, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"Evaluating {len(cases)} case(s) of {loaded.spec.name} with "
+          f"{', '.join(settings.methods)}…", file=sys.stderr, flush=True)
+    with _StopOnInterrupt() as stop:
+        result = evaluate(loaded, cases, settings, progress=_progress,
+                          should_stop=lambda: stop.requested)
+    if notes:
+        result = replace(result, notes=result.notes + tuple(notes))
+    files = write_report(result, args.out, extra={
+        "command": "explain", "source": "bundled" if args.bundled else str(args.input),
+        "total_seconds": time.perf_counter() - started})
+    print(json.dumps(summary_line(result, files)), flush=True)
+    return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+
+
+def run_models() -> int:
+    from attribution_core.models.__main__ import main as list_models
+
+    return list_models()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from attribution_core.modalities.image import ImageInputError
+    from attribution_core.models import ModelLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return run_models()
+        return run_explain(args)
+    except (CommandError, EvaluationInputError, ModelLoadError, ImageInputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        print(f"error: could not read the input: {error}", file=sys.stderr)
+    except ValueError as error:  # other validation in the readers and case builders
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_INPUT
