@@ -9,6 +9,7 @@ prediction: an evaluation asks whether the explanation of what the model *did* i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,12 +55,20 @@ class CaseBuild:
 
 
 def bundled_cases(loaded: LoadedModel, n_cases: int = 50, *, baseline: str | None = None,
-                  seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+                  seed: int = 0, n_references: int = DEFAULT_REFERENCES,
+                  removal: str | None = None) -> CaseBuild:
     """``n_cases`` held-out cases from the model's reference pool, classes taken in turn.
 
     Shapes cases carry their object masks and planted-cue sentences their decisive words as the
-    expected features; digits and the tabular sets carry none.
+    expected features; digits and the tabular sets carry none. ``removal`` (a baseline kind)
+    is what the deletion / insertion curves put in place of removed units, when it should
+    differ from the attribution baseline (see :func:`with_removal`).
     """
+    if removal is not None and removal != baseline:
+        return with_removal(
+            bundled_cases(loaded, n_cases, baseline=baseline, seed=seed,
+                          n_references=n_references),
+            bundled_cases(loaded, n_cases, baseline=removal, seed=seed, n_references=1))
     if loaded.spec.reference_pool is None:
         raise EvaluationInputError(f"{loaded.spec.title} has no bundled evaluation cases; "
                                    "upload cases instead.")
@@ -114,8 +123,13 @@ def _label_value(value: torch.Tensor) -> int | float:
 # -- images ---------------------------------------------------------------------------------------
 
 def image_cases(loaded: LoadedModel, items: Sequence[ImageItem], *, baseline: str | None = None,
-                seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+                seed: int = 0, n_references: int = DEFAULT_REFERENCES,
+                removal: str | None = None) -> CaseBuild:
     """Uploaded pictures (with optional masks at the picture's size) -> cases."""
+    if removal is not None and removal != baseline:
+        return with_removal(
+            image_cases(loaded, items, baseline=baseline, seed=seed, n_references=n_references),
+            image_cases(loaded, items, baseline=removal, seed=seed, n_references=1))
     prepared: list[tuple[str, torch.Tensor, torch.Tensor | None, int | None]] = []
     skipped: list[str] = []
     for item in items:
@@ -211,8 +225,13 @@ def _class_name(loaded: LoadedModel, label: int | float | None) -> str | None:
 # -- text -----------------------------------------------------------------------------------------
 
 def text_cases(loaded: LoadedModel, items: Sequence[TextItem], *, baseline: str | None = None,
-               seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+               seed: int = 0, n_references: int = DEFAULT_REFERENCES,
+               removal: str | None = None) -> CaseBuild:
     """Sentences -> cases over token embeddings; expected words mark all their tokens."""
+    if removal is not None and removal != baseline:
+        return with_removal(
+            text_cases(loaded, items, baseline=baseline, seed=seed, n_references=n_references),
+            text_cases(loaded, items, baseline=removal, seed=seed, n_references=1))
     if loaded.tokenizer is None or loaded.embed is None:
         raise EvaluationInputError(f"{loaded.spec.title} is not a text model with a tokenizer.")
     kind = baseline or loaded.spec.default_baseline
@@ -297,8 +316,14 @@ def _text_pool(loaded: LoadedModel) -> tuple[list[str], list[int]]:
 # -- tabular --------------------------------------------------------------------------------------
 
 def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: str | None = None,
-                  seed: int = 0, n_references: int = DEFAULT_REFERENCES) -> CaseBuild:
+                  seed: int = 0, n_references: int = DEFAULT_REFERENCES,
+                  removal: str | None = None) -> CaseBuild:
     """Raw rows -> cases; regression references are the rows with the most distant targets."""
+    if removal is not None and removal != baseline:
+        return with_removal(
+            tabular_cases(loaded, items, baseline=baseline, seed=seed,
+                          n_references=n_references),
+            tabular_cases(loaded, items, baseline=removal, seed=seed, n_references=1))
     names = feature_names(loaded)
     kind = baseline or loaded.spec.default_baseline
     base_raw = tabular_baseline_raw(loaded, kind)
@@ -345,6 +370,20 @@ def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: st
             unit_names=names, label=int(label) if isinstance(label, int) else None,
             label_name=_class_name(loaded, label), display=raw))
     return CaseBuild(tuple(cases), tuple(skipped))
+
+
+def with_removal(build: CaseBuild, removal_build: CaseBuild) -> CaseBuild:
+    """The cases of ``build`` with the baselines of ``removal_build`` (same items built with
+    another baseline kind) as what the curves put in place of removed units.
+
+    Deletion and insertion replace units by the attribution baseline by default, which favours
+    methods that integrate from that same baseline (IG); a removal value that is no method's
+    baseline (e.g. a blurred image) compares IG and IG2 on neutral ground.
+    """
+    by_id = {case.case_id: case.baseline for case in removal_build.cases}
+    cases = tuple(dataclasses.replace(case, removal=by_id[case.case_id])
+                  for case in build.cases if case.case_id in by_id)
+    return CaseBuild(cases, build.skipped)
 
 
 def expected_area_share(cases: Sequence[EvalCase]) -> float:

@@ -116,6 +116,12 @@ def _validate(settings: EvaluationSettings, cases: Sequence[EvalCase]) -> None:
             raise EvaluationInputError(f"{name} must be a positive whole number, got {value!r}.")
     if not isinstance(settings.curve_points, int) or settings.curve_points < 2:
         raise EvaluationInputError("curve_points must be at least 2.")
+    with_removal = [c.removal is not None for c in cases]
+    if (settings.removal is not None and not all(with_removal)) or \
+            (settings.removal is None and any(with_removal)):
+        raise EvaluationInputError(
+            "settings.removal must name the removal baseline the cases were built with "
+            "(cases.*(removal=...)), and be None when they were built without one.")
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         raise EvaluationInputError("Case names must be unique; rename the duplicates.")
@@ -166,6 +172,8 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
     device = loaded.device
     x = torch.cat([c.inputs for c in batch]).to(device)
     base = torch.cat([c.baseline for c in batch]).to(device)
+    removal = torch.cat([c.baseline if c.removal is None else c.removal
+                         for c in batch]).to(device)
     refs = torch.stack([c.references for c in batch]).to(device)
     kwargs = _stack_kwargs(batch, "forward_kwargs", device)
     targets = [c.target for c in batch]
@@ -177,7 +185,7 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
     predicted = [int(v) for v in logits.argmax(dim=-1).tolist()] if logits.dim() > 1 else \
         [0] * len(batch)
 
-    curve_args: dict[str, Any] = dict(baseline=base, target=target_arg, groups=units,
+    curve_args: dict[str, Any] = dict(baseline=removal, target=target_arg, groups=units,
                                       n_points=settings.curve_points, forward_kwargs=kwargs)
     report("random-order reference curves")
     seeds = [case_seed(settings.seed, c.case_id) for c in batch]

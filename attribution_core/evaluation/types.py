@@ -46,7 +46,9 @@ class EvalCase:
     that shape (the mask image, the expected words' tokens, the expected features) or None.
     ``references`` [R, ...] are IG2's references (other classes) and GradientSHAP's
     distribution, ``reference_kwargs`` their forward kwargs (e.g. attention masks).
-    ``unit_names`` label the reading map's entries (tokens, feature names; empty for images).
+    ``removal`` is what the deletion / insertion curves put in place of removed units (None:
+    the baseline). ``unit_names`` label the reading map's entries (tokens, feature names;
+    empty for images).
     ``display`` is what a figure shows: an H x W x 3 uint8 array, the tokens, or raw values.
     """
 
@@ -65,6 +67,7 @@ class EvalCase:
     label_name: str | None = None
     display: Any = None
     text: str | None = None
+    removal: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class EvaluationSettings:
     random_orders: int = 4
     cases_per_batch: int = 10
     seed: int = 0
+    # What removed units become in the curves: None = each case's attribution baseline, else
+    # the baseline kind the cases' ``removal`` was built with (recorded for the report).
+    removal: str | None = None
 
     def record(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -130,7 +136,7 @@ class CaseOutcome:
     label: int | None
     predicted: int
     f_input: float
-    f_baseline: float
+    f_baseline: float  # f at the curves' removal value (the baseline unless one was chosen)
     fractions: np.ndarray
     random_deletion: np.ndarray
     random_insertion: np.ndarray
