@@ -9,12 +9,14 @@ same process, plain Integrated Gradients over the same cases (same steps, same b
 the denominator of ``ratio_evaluation_vs_ig`` (the whole evaluation costs that many IG runs)
 and of ``ratio_metrics_vs_ig`` (the curves of every method plus the random reference alone).
 IG2 vs IG is compared per case (win rates) and by the paired mean AUC difference with a seeded
-bootstrap 95% interval. ``--quick``: 12 cases and the four main methods.
+bootstrap 95% interval, twice: with removed pixels replaced by IG's own (black) baseline, and
+by a blurred copy of the image (no method's baseline). ``--quick``: 12 cases, four methods.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -45,6 +47,7 @@ MODEL = "digits_cnn"
 QUICK_CASES = 12
 QUICK_METHODS = (METHOD_IG, METHOD_IG2, METHOD_SALIENCY, METHOD_SMOOTHGRAD)
 BOOTSTRAP_RESAMPLES = 4000
+NEUTRAL_REMOVAL = "blurred"
 
 
 class PhaseClock:
@@ -137,6 +140,23 @@ def method_table(result: EvaluationResult) -> dict[str, Any]:
     return table
 
 
+def neutral_ground(loaded: Any, n_cases: int, settings: EvaluationSettings) -> dict[str, Any]:
+    """The same cases and baselines, with blurred pixels as the curves' removal value."""
+    neutral = dataclasses.replace(settings, methods=QUICK_METHODS, removal=NEUTRAL_REMOVAL)
+    cases = bundled_cases(loaded, n_cases, removal=NEUTRAL_REMOVAL).cases
+    result = evaluate(loaded, cases, neutral)
+    return {
+        "removal": NEUTRAL_REMOVAL, "methods": method_table(result),
+        "random_reference": {
+            "deletion_auc_mean": _round(float(np.nanmean([c.random_deletion_auc
+                                                          for c in result.cases]))),
+            "insertion_auc_mean": _round(float(np.nanmean([c.random_insertion_auc
+                                                           for c in result.cases]))),
+        },
+        "ig2_vs_ig": ig2_vs_ig(result, settings.seed),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -192,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                                                            for c in result.cases]))),
         },
         "ig2_vs_ig": ig2_vs_ig(result, settings.seed),
+        # The curves above replace removed pixels by IG's own baseline (black), which favours
+        # IG; with a blurred image as the removal value neither method integrates from it.
+        "blurred_removal": neutral_ground(loaded, n_cases, settings),
     }
     text = json.dumps(report, indent=2)
     if args.out:

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--ig-steps", type=int, default=defaults.ig_steps)
     explain.add_argument("--ig2-steps", type=int, default=defaults.ig2_steps)
     explain.add_argument("--seed", type=int, default=defaults.seed)
+    explain.add_argument("--baseline", default=None,
+                         help="attribution baseline kind (default: the model's; e.g. black, "
+                              "blurred, mean for images; pad, mask for text; mean, median)")
+    explain.add_argument("--removal", default=None,
+                         help="what deletion/insertion put in place of removed units, when it "
+                              "should differ from the baseline (a baseline kind)")
     explain.add_argument("--out", type=Path, default=Path("evaluation-report"),
                          help="folder for evaluation.json, .html and _attributions.safetensors")
     explain.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -248,7 +254,8 @@ def build_cases(loaded: Any, args: argparse.Namespace, notes: list[str]) -> tupl
     from attribution_core.evaluation import cases as case_builders
 
     if args.bundled:
-        build = case_builders.bundled_cases(loaded, args.n_cases, seed=args.seed)
+        build = case_builders.bundled_cases(loaded, args.n_cases, seed=args.seed,
+                                            baseline=args.baseline, removal=args.removal)
     else:
         items = load_items(loaded, args.input, args.expected, notes)
         if len(items) > args.n_cases:
@@ -259,7 +266,8 @@ def build_cases(loaded: Any, args: argparse.Namespace, notes: list[str]) -> tupl
                                        "text": case_builders.text_cases,
                                        "tabular": case_builders.tabular_cases
                                        }[loaded.spec.modality]
-        build = builder(loaded, items, seed=args.seed)
+        build = builder(loaded, items, seed=args.seed, baseline=args.baseline,
+                        removal=args.removal)
     notes.extend(build.skipped)
     if not build.cases:
         raise EvaluationInputError("No case could be built from the input: "
@@ -325,7 +333,8 @@ def run_explain(args: argparse.Namespace) -> int:
         raise CommandError("--device cuda was asked for, but no CUDA device is available here; "
                            "use --device cpu.")
     settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
-                                  ig2_steps=args.ig2_steps, seed=args.seed)
+                                  ig2_steps=args.ig2_steps, seed=args.seed,
+                                  removal=args.removal)
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)
     notes: list[str] = []
