@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import catalog, resources
 from dashboard.components import tabular_logic as logic
@@ -56,7 +57,7 @@ def _data_set(model: LoadedModel) -> pd.DataFrame | None:
     data = logic.pool(model)
     if data is None:
         return None
-    frame = pd.DataFrame(logic.pool_raw(model, data), columns=list(logic.feature_names(model)))
+    frame = pd.DataFrame(pool_raw(model, data), columns=list(logic.feature_names(model)))
     labels = data.labels.detach().cpu()
     if logic.is_regression(model):
         frame.insert(0, "target", labels.double().numpy())
