@@ -20,7 +20,12 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from attribution_core.evaluation.report import environment, image_data_url
-from attribution_core.evaluation.types import CaseOutcome, EvaluationResult, MethodSummary
+from attribution_core.evaluation.types import (
+    CaseOutcome,
+    EvaluationResult,
+    MethodSummary,
+    mean_curve,
+)
 
 MAX_CASE_SECTIONS = 10
 # Heat maps larger than this per side are block-averaged: a 224 x 224 map per method per case
@@ -82,43 +87,15 @@ def _grid(result: EvaluationResult) -> np.ndarray:
     return np.linspace(0.0, 1.0, max(int(result.settings.curve_points), 2))
 
 
-def _mean_curve(cases: Sequence[CaseOutcome], curve_of: Any, grid: np.ndarray) -> np.ndarray:
-    """Curves put on one fraction grid first: cases may have been run with different units."""
-    rows = []
-    for case in cases:
-        curve = np.asarray(curve_of(case), dtype=np.float64)
-        fractions = np.asarray(case.fractions, dtype=np.float64)
-        if curve.size and curve.size == fractions.size:
-            rows.append(np.interp(grid, fractions, curve))
-    if not rows:
-        return np.full(grid.shape, np.nan)
-    with np.errstate(all="ignore"), _quiet():
-        return np.nanmean(np.vstack(rows), axis=0)
-
-
-class _quiet:
-    """Silences numpy's 'mean of empty slice' warning: an all-NaN column is shown as a gap."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catcher = warnings.catch_warnings()
-        self._catcher.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._catcher.__exit__(*exc)
-
-
 def _curve_figure(result: EvaluationResult, kind: str) -> str:
     grid = _grid(result)
     fig = go.Figure()
     for index, method in enumerate(result.methods):
         ran = [c for c in result.cases if any(o.method == method for o in c.outcomes)]
-        mean = _mean_curve(ran, lambda c, m=method: getattr(c.outcome(m), kind), grid)
+        mean = mean_curve(ran, lambda c, m=method: getattr(c.outcome(m), kind), grid)
         fig.add_trace(go.Scatter(x=grid, y=mean, mode="lines", name=method,
                                  line={"color": _colour(index)}))
-    reference = _mean_curve(result.cases, lambda c: getattr(c, f"random_{kind}"), grid)
+    reference = mean_curve(result.cases, lambda c: getattr(c, f"random_{kind}"), grid)
     fig.add_trace(go.Scatter(x=grid, y=reference, mode="lines", name="random order",
                              line={"color": _RANDOM_COLOUR, "dash": "dash"}))
     better = "lower" if kind == "deletion" else "higher"

@@ -10,7 +10,7 @@ model again.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -254,6 +254,29 @@ def summarise_method(cases: Sequence[CaseOutcome], method: str) -> MethodSummary
         beats_random_insertion_rate=beats_insertion,
         seconds_total=float(_values(ran, method, "seconds").sum()),
     )
+
+
+def mean_curve(cases: Sequence[CaseOutcome], curve_of: Callable[[CaseOutcome], Any],
+               grid: np.ndarray) -> np.ndarray:
+    """The mean of ``curve_of(case)`` over the cases, on one fraction ``grid``.
+
+    Cases may have different unit counts (sentences of different lengths), so each curve is
+    interpolated onto the grid first; NaN values are left out of the mean, and a grid point
+    with no finite value at all is NaN.
+    """
+    rows = []
+    for case in cases:
+        curve = np.asarray(curve_of(case), dtype=np.float64)
+        fractions = np.asarray(case.fractions, dtype=np.float64)
+        if curve.size and curve.size == fractions.size:
+            rows.append(np.interp(grid, fractions, curve))
+    if not rows:
+        return np.full(np.shape(grid), np.nan)
+    stacked = np.vstack(rows)
+    finite = np.isfinite(stacked)
+    counts = finite.sum(axis=0)
+    totals = np.where(finite, stacked, 0.0).sum(axis=0)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
 def _rate(hits: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

@@ -8,8 +8,7 @@ see drawn. Every method keeps one colour on every chart.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.colors as plotly_colors
@@ -17,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from attribution_core.evaluation import ALL_METHODS, CaseOutcome, EvaluationResult
+from attribution_core.evaluation.types import mean_curve
 from dashboard.components import figures, text_views
 
 RANDOM_COLOUR = "#7f7f7f"
@@ -37,26 +37,6 @@ def metric_values(cases: Sequence[CaseOutcome], method: str, name: str) -> np.nd
     return np.asarray(values, dtype=np.float64)
 
 
-def mean_curve(cases: Sequence[CaseOutcome], curve_of: Callable[[CaseOutcome], Any],
-               grid: np.ndarray) -> np.ndarray | None:
-    """The mean of the cases' curves on one fraction grid (cases may have different unit
-    counts, e.g. sentences of different lengths, so each curve is interpolated first)."""
-    rows = []
-    for case in cases:
-        curve = np.asarray(curve_of(case), dtype=np.float64)
-        fractions = np.asarray(case.fractions, dtype=np.float64)
-        if curve.size and curve.size == fractions.size:
-            rows.append(np.interp(grid, fractions, curve))
-    if not rows:
-        return None
-    stacked = np.vstack(rows)
-    counts = np.isfinite(stacked).sum(axis=0)
-    if not counts.any():
-        return None
-    totals = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-
-
 def mean_curves_figure(result: EvaluationResult) -> go.Figure:
     """Mean deletion and insertion curves per method, with the random-order reference."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=(
@@ -67,7 +47,7 @@ def mean_curves_figure(result: EvaluationResult) -> go.Figure:
         for method in result.methods:
             ran = [c for c in cases if _ran(c, method)]
             mean = mean_curve(ran, lambda c, m=method, n=name: getattr(c.outcome(m), n), grid)
-            if mean is None:
+            if not np.isfinite(mean).any():
                 continue
             figure.add_trace(go.Scatter(
                 x=grid, y=mean, mode="lines", name=method, legendgroup=method,
@@ -75,7 +55,7 @@ def mean_curves_figure(result: EvaluationResult) -> go.Figure:
                 hovertemplate=f"{method}<br>%{{x:.0%}} of units<br>mean %{{y:.3f}}"
                               "<extra></extra>"), row=1, col=column)
         random_mean = mean_curve(cases, lambda c, n=name: getattr(c, f"random_{n}"), grid)
-        if random_mean is not None:
+        if np.isfinite(random_mean).any():
             figure.add_trace(go.Scatter(
                 x=grid, y=random_mean, mode="lines", name="random order",
                 legendgroup="random", showlegend=column == 1,

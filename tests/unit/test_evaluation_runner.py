@@ -20,6 +20,7 @@ from attribution_core.evaluation.types import (
     EvaluationInputError,
     EvaluationSettings,
     MethodOutcome,
+    mean_curve,
     summarise_method,
 )
 from attribution_core.models.spec import LoadedModel, ModelSpec
@@ -226,3 +227,20 @@ def test_summary_statistics_by_hand() -> None:
     assert summary.beats_random_insertion_rate == pytest.approx(2 / 3), "0.9 and 0.8 > 0.7"
     assert summary.seconds_total == pytest.approx(1.5), "3 x 0.5 s"
     assert math.isnan(summary.precision_at_k_mean), "no expectations: NaN, not 0"
+
+
+def test_mean_curve_interpolates_cases_of_different_lengths_and_skips_nan() -> None:
+    def case(fractions: list[float], curve: list[float]) -> CaseOutcome:
+        return CaseOutcome(
+            case_id=str(len(fractions)), target=0, label=None, predicted=0, f_input=1.0,
+            f_baseline=0.0, fractions=np.array(fractions), random_deletion=np.array(curve),
+            random_insertion=np.array(curve), random_deletion_auc=0.0,
+            random_insertion_auc=0.0, outcomes=(), disagreement=math.nan)
+
+    short = case([0.0, 1.0], [1.0, 0.0])
+    long = case([0.0, 0.5, 1.0], [1.0, 1.0, math.nan])
+    grid = np.array([0.0, 0.5, 1.0])
+    mean = mean_curve([short, long], lambda c: c.random_deletion, grid)
+    # short interpolates to [1, .5, 0]; long is [1, 1, NaN] -> means [1, .75, 0 (NaN left out)]
+    np.testing.assert_allclose(mean, [1.0, 0.75, 0.0], err_msg="interpolated NaN-aware mean")
+    assert np.isnan(mean_curve([], lambda c: c.random_deletion, grid)).all(), "no case: NaN"
