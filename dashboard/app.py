@@ -19,6 +19,6 @@ navigation = st.navigation([
             url_path=page.url_path, default=page.url_path == "home")
     for page in pages
 ])
-modality = next((page.modality for page in PAGES if page.title == navigation.title), None)
-render_sidebar(modality)
+current = next((page for page in PAGES if page.title == navigation.title), None)
+render_sidebar(current.modality if current else None, current.url_path if current else None)
 navigation.run()

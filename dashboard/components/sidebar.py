@@ -32,6 +32,14 @@ HELP = {
         "default) is the 'typical' row the explanation compares against: a different baseline "
         "asks a different question and gives different bars."
     ),
+    "evaluate": (
+        "Runs every method on many cases. **Deletion** removes the units a map ranks highest "
+        "first: a faithful map makes the score fall fast (low area). **Insertion** adds them "
+        "to the baseline: the score should rise fast (high area). Both are normalised so that "
+        "f(baseline) = 0 and f(x) = 1 and compared with random orders. Removing units by the "
+        "attribution baseline favours IG, which integrates from it: try another removal value "
+        "before concluding that one method is more faithful."
+    ),
 }
 
 
@@ -40,13 +48,15 @@ def selected_model_key(modality: str) -> str:
     return f"selected_model_{modality}"
 
 
-def render_sidebar(modality: str | None) -> None:
+def render_sidebar(modality: str | None, topic: str | None = None) -> None:
+    """Device, the model picker for ``modality`` (if any) and the help of ``topic`` (a page's
+    url path; the modality's help, else the general one, when it has none)."""
     with st.sidebar:
         st.caption(f"Computing on **{resources.device_label()}**")
         if modality is not None:
             _model_picker(modality)
         with st.expander("What am I looking at?", expanded=False):
-            st.markdown(HELP.get(modality, HELP[None]))
+            st.markdown(HELP.get(topic) or HELP.get(modality) or HELP[None])
 
 
 def _model_picker(modality: str) -> None:

@@ -13,6 +13,7 @@ from attribution_core.methods.ig2 import ig2
 from dashboard.components import catalog
 from dashboard.components.ig2_adapter import select_references
 from dashboard.components.navigation import PageInfo, existing_pages
+from dashboard.components.sidebar import HELP
 from tests.app.conftest import DIGITS, open_app
 from tests.app.helpers import chart_titles, explain, metric, region_tables
 
@@ -158,6 +159,8 @@ def test_every_page_loads_without_exception(page: PageInfo) -> None:
     at = open_app(page.file.removesuffix(".py"))
     assert not at.exception, f"{page.title} raised: {at.exception}"
     assert at.title, f"{page.title} shows a title"
+    help_text = " ".join(m.value for m in at.sidebar.markdown)
+    assert HELP[page.url_path] in help_text, f"the sidebar explains the {page.title} page"
 
 
 def test_switching_models_keeps_each_models_result(image_page: Callable[[str], AppTest]) -> None:
