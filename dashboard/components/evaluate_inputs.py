@@ -9,11 +9,9 @@ the last result stay on screen.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from types import ModuleType
 from typing import Any
 
 import streamlit as st
@@ -24,6 +22,15 @@ from attribution_core.evaluation import (
     EvaluationInputError,
     EvaluationSettings,
 )
+from attribution_core.evaluation.cases import (
+    CaseBuild,
+    bundled_cases,
+    image_cases,
+    tabular_cases,
+    text_cases,
+)
+from attribution_core.evaluation.uploads import read_image_zip, read_rows_csv, read_text_csv
+from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import catalog, resources
 from dashboard.components.evaluate_state import cases_digest, result_key
@@ -59,14 +66,6 @@ class EvaluationRequest:
     settings: EvaluationSettings
     key: str
     source: str
-
-
-def _core(name: str) -> ModuleType | None:
-    """An evaluation module of the core, or None while it is not installed."""
-    try:
-        return importlib.import_module(f"attribution_core.evaluation.{name}")
-    except ImportError:
-        return None
 
 
 def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
@@ -110,10 +109,6 @@ def _remembered(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
 def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | None = None
                 ) -> tuple[tuple[EvalCase, ...], str] | None:
     """Bundled cases (how many) or an upload; the cases and a one-line description of them."""
-    cases_module = _core("cases")
-    if cases_module is None:
-        st.info("The evaluation core (attribution_core.evaluation.cases) is not installed yet.")
-        return None
     source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key="eval_source")
     spec = model.spec
     if source == BUNDLED:
@@ -122,18 +117,17 @@ def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | Non
                                     help="Held-out samples, classes taken in turn."))
         built = _remembered(
             ("bundled", spec.name, model.weights_hash, count, baseline, seed, removal),
-            lambda: cases_module.bundled_cases(model, count, baseline=baseline, seed=seed,
-                                               removal=removal))
+            lambda: bundled_cases(model, count, baseline=baseline, seed=seed, removal=removal))
         found = _report(built, f"bundled {spec.modality} cases")
         if found is not None and len(found[0]) < count:
             st.info(f"The bundled set of {spec.title} holds {len(found[0])} cases; all of "
                     f"them are used (asked for {count}).")
         return found
-    return _upload(model, cases_module, baseline, seed, removal)
+    return _upload(model, baseline, seed, removal)
 
 
-def _upload(model: LoadedModel, cases_module: ModuleType, baseline: str, seed: int,
-            removal: str | None) -> tuple[tuple[EvalCase, ...], str] | None:
+def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
+            ) -> tuple[tuple[EvalCase, ...], str] | None:
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
     upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
@@ -141,40 +135,33 @@ def _upload(model: LoadedModel, cases_module: ModuleType, baseline: str, seed: i
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None
-    uploads = _core("uploads")
-    if uploads is None:
-        st.info("Uploads need attribution_core.evaluation.uploads, not installed yet.")
-        return None
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     built = _remembered(
         ("upload", model.spec.name, model.weights_hash, digest, baseline, seed, removal),
-        lambda: _read_upload(model, uploads, cases_module, data, baseline, seed, removal))
+        lambda: _read_upload(model, data, baseline, seed, removal))
     return _report(built, f"{upload.name}", prefix=f"{upload.name}: ")
 
 
-def _read_upload(model: LoadedModel, uploads: ModuleType, cases_module: ModuleType,
-                 data: bytes, baseline: str, seed: int, removal: str | None
-                 ) -> tuple[Any, tuple[str, ...]]:
+def _read_upload(model: LoadedModel, data: bytes, baseline: str, seed: int,
+                 removal: str | None) -> tuple[CaseBuild, tuple[str, ...]]:
     """Read the file and build its cases; the file's own skipped items come first."""
     modality = model.spec.modality
+    problems: tuple[str, ...] = ()
     if modality == "image":
-        read = uploads.read_image_zip(data)
-        build = cases_module.image_cases(model, read.items, baseline=baseline, seed=seed,
-                                         removal=removal)
-        problems: tuple[str, ...] = ()
+        images = read_image_zip(data)
+        build = image_cases(model, images.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = images.skipped
     elif modality == "text":
-        read = uploads.read_text_csv(data)
-        build = cases_module.text_cases(model, read.items, baseline=baseline, seed=seed,
-                                        removal=removal)
-        problems = ()
+        texts = read_text_csv(data)
+        build = text_cases(model, texts.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = texts.skipped
     else:
-        read = uploads.read_rows_csv(data, cases_module.feature_names(model))
-        problems = tuple(getattr(read, "problems", ()))
-        build = cases_module.tabular_cases(model, read.items, baseline=baseline, seed=seed,
-                                           removal=removal)
-    skipped = tuple(read.skipped) + tuple(build.skipped)
-    return type(build)(build.cases, skipped), problems
+        rows = read_rows_csv(data, feature_names(model))
+        problems = tuple(rows.problems)
+        build = tabular_cases(model, rows.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = rows.skipped
+    return CaseBuild(build.cases, tuple(file_skipped) + tuple(build.skipped)), problems
 
 
 def _report(built: Any, label: str, prefix: str = "") -> tuple[tuple[EvalCase, ...], str] | None:

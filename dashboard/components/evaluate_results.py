@@ -7,9 +7,7 @@ while the inputs are edited, marked as stale, until Run is pressed again.
 
 from __future__ import annotations
 
-import importlib
 import json
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,6 +15,9 @@ import pandas as pd
 import streamlit as st
 
 from attribution_core.evaluation import CaseOutcome, EvaluationInputError, EvaluationResult
+from attribution_core.evaluation.report import to_record
+from attribution_core.evaluation.report_html import report_html
+from attribution_core.evaluation.runner import evaluate
 from dashboard.components import evaluate_figures as charts
 from dashboard.components import resources
 from dashboard.components.evaluate_inputs import EvaluationRequest
@@ -45,13 +46,6 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str | None, bool], ...] = (
 )
 
 
-def _core(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(f"attribution_core.evaluation.{name}")
-    except ImportError:
-        return None
-
-
 def _store() -> EvaluationStore:
     return EvaluationStore(st.session_state)
 
@@ -63,40 +57,34 @@ def run_section(request: EvaluationRequest | None) -> None:
     store = _store()
     stopped = store.interrupted()
     st.session_state[PENDING_KEY] = None if request is None else request.key
-    runner = _core("runner")
-    if runner is None:
-        st.info("The evaluation runner (attribution_core.evaluation.runner) is not installed "
-                "yet; the inputs above can be prepared meanwhile.")
     run_column, continue_column, note_column = st.columns([1, 1, 4], vertical_alignment="center")
     clicked = run_column.button("Run evaluation", type="primary", key="eval_run",
-                                disabled=request is None or runner is None)
+                                disabled=request is None)
     resume = False
     note, continue_slot = note_column.empty(), continue_column.empty()
-    if stopped is not None and runner is not None:
+    if stopped is not None:
         note.warning(f"Stopped after {stopped.n_done} of {stopped.n_total} cases.",
                      icon=":material/pause_circle:")
         resume = continue_slot.button("Continue", key="eval_continue",
                                       help="Finish only the cases not done yet.")
-    if runner is None:
-        return
     if (resume or clicked) and stopped is not None:  # the run takes over; the note goes
         note.empty()
         continue_slot.empty()
     if resume and stopped is not None:
-        _execute(runner, store, store.resume())
+        _execute(store, store.resume())
     elif clicked and request is not None:
         if store.show(request.key):  # these inputs were evaluated: no model call at all
             return
         if stopped is not None and stopped.key == request.key:  # same numbers: keep its cases
-            _execute(runner, store, store.resume())
+            _execute(store, store.resume())
             return
-        _execute(runner, store, store.begin(request.key, request.model.spec.name,
+        _execute(store, store.begin(request.key, request.model.spec.name,
                                             request.cases, request.settings))
     elif stopped is not None and stopped.result is None and stopped.n_done:
-        _assemble(runner, store, stopped)
+        _assemble(store, stopped)
 
 
-def _execute(runner: ModuleType, store: EvaluationStore, partial: PartialRun) -> None:
+def _execute(store: EvaluationStore, partial: PartialRun) -> None:
     """Evaluate the partial run's remaining cases with progress and a Stop button."""
     model = resources.loaded_model(partial.model_name)
     slot = st.empty()  # emptied when the run ends (a container's own empty() would not clear)
@@ -115,10 +103,9 @@ def _execute(runner: ModuleType, store: EvaluationStore, partial: PartialRun) ->
         bar.progress(float(np.clip(done / max(total, 1), 0.0, 1.0)), text=text)
 
     try:
-        result = runner.evaluate(model, partial.cases, partial.settings, progress=progress,
-                                 should_stop=store.should_stop(), on_case=store.record,
-                                 done=tuple(partial.outcomes),
-                                 cache=resources.shared_result_cache())
+        result = evaluate(model, partial.cases, partial.settings, progress=progress,
+                          should_stop=store.should_stop(), on_case=store.record,
+                          done=tuple(partial.outcomes), cache=resources.shared_result_cache())
     except EvaluationInputError as error:
         slot.empty()
         st.error(f"The evaluation cannot run: {error}")
@@ -135,13 +122,12 @@ def _execute(runner: ModuleType, store: EvaluationStore, partial: PartialRun) ->
         st.rerun()
 
 
-def _assemble(runner: ModuleType, store: EvaluationStore, partial: PartialRun) -> None:
+def _assemble(store: EvaluationStore, partial: PartialRun) -> None:
     """The result of the cases an interrupted run finished (no case is computed again)."""
     model = resources.loaded_model(partial.model_name)
     try:
-        partial.result = runner.evaluate(model, partial.cases, partial.settings,
-                                         should_stop=lambda: True,
-                                         done=tuple(partial.outcomes))
+        partial.result = evaluate(model, partial.cases, partial.settings,
+                                  should_stop=lambda: True, done=tuple(partial.outcomes))
     except Exception as error:  # the stored cases stay; Continue can still finish the run
         st.error(f"The cases finished before the stop cannot be shown: {error}")
 
@@ -325,17 +311,11 @@ def _single_case(result: EvaluationResult, case: CaseOutcome) -> None:
 
 def _downloads(result: EvaluationResult) -> None:
     st.subheader("Downloads")
-    report = _core("report")
-    report_html = _core("report_html")
-    if report is None or report_html is None:
-        st.info("Report downloads need attribution_core.evaluation.report and report_html, "
-                "not installed yet.")
-        return
     stem = f"evaluation_{result.model_name}_{len(result.cases)}cases"
     left, right, _rest = st.columns([1, 1, 3])
-    left.download_button("HTML report", data=lambda: report_html.report_html(result),
+    left.download_button("HTML report", data=lambda: report_html(result),
                          file_name=f"{stem}.html", mime="text/html", on_click="ignore",
                          key="eval_dl_html", icon=":material/description:")
-    right.download_button("JSON record", data=lambda: json.dumps(report.to_record(result)),
+    right.download_button("JSON record", data=lambda: json.dumps(to_record(result)),
                           file_name=f"{stem}.json", mime="application/json",
                           on_click="ignore", key="eval_dl_json", icon=":material/data_object:")
