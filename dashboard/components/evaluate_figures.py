@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from attribution_core.evaluation import ALL_METHODS, CaseOutcome, EvaluationResult
-from attribution_core.evaluation.types import mean_curve
+from attribution_core.evaluation.types import UNSIGNED_METHODS, mean_curve
 from dashboard.components import figures, text_views
 
 RANDOM_COLOUR = "#7f7f7f"
@@ -176,6 +176,16 @@ def shared_limit(case: CaseOutcome, methods: Sequence[str], percentile: float = 
     joined = joined[np.isfinite(joined)]
     limit = float(np.percentile(joined, percentile)) if joined.size else 0.0
     return limit if limit > 0 else 1.0
+
+
+def case_limits(case: CaseOutcome, methods: Sequence[str], percentile: float = 99.0
+                ) -> dict[str, float]:
+    """Colour limits per method: one shared by the signed methods (all in the model's output
+    units, so a paler map is a weaker one), and its own for each unsigned gradient map, whose
+    units are not comparable (on the shared scale it would swamp or vanish)."""
+    signed = [m for m in methods if m not in UNSIGNED_METHODS]
+    shared = shared_limit(case, signed, percentile) if signed else 1.0
+    return {m: shared if m in signed else shared_limit(case, [m], percentile) for m in methods}
 
 
 def image_map_figure(case: CaseOutcome, method: str, limit: float) -> go.Figure:

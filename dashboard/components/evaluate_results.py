@@ -18,6 +18,7 @@ from attribution_core.evaluation import CaseOutcome, EvaluationInputError, Evalu
 from attribution_core.evaluation.report import to_record
 from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.runner import evaluate
+from attribution_core.evaluation.types import UNSIGNED_METHODS
 from dashboard.components import evaluate_figures as charts
 from dashboard.components import resources
 from dashboard.components.evaluate_inputs import EvaluationRequest
@@ -276,33 +277,37 @@ def _disagreement(result: EvaluationResult) -> None:
 def _single_case(result: EvaluationResult, case: CaseOutcome) -> None:
     methods = [m for m in result.methods if any(o.method == m for o in case.outcomes)]
     bars = result.modality == "tabular"
-    limit = charts.shared_limit(case, methods, percentile=100.0 if bars else 99.0)
+    limits = charts.case_limits(case, methods, percentile=100.0 if bars else 99.0)
+    signed = [m for m in methods if m not in UNSIGNED_METHODS]
     scale = "axis" if bars else "colour scale"
-    reach = "largest" if bars else "99th percentile of every map's"
+    reach = "largest" if bars else "99th percentile of the maps'"
     classes = (f": true class {_class(result, case.label)}, predicted "
                f"{_class(result, case.predicted)}") if len(result.class_names) != 1 else ""
-    st.caption(f"{case.case_id}{classes}. One shared {scale} ±{limit:.3g} ({reach} "
-               "|score|; red: for the class, blue: against). Saliency is unsigned and in "
-               "gradient units, so only its ranking compares.")
+    shared = f"One shared {scale} ±{limits[signed[0]]:.3g} ({reach} |score|; red: for the " \
+        "class, blue: against) for " + ", ".join(signed) + ". " if signed else ""
+    own = [m for m in methods if m in UNSIGNED_METHODS]
+    st.caption(f"{case.case_id}{classes}. {shared}"
+               + (f"{', '.join(own)}: unsigned gradient magnitudes on a scale of their own "
+                  "(other units: only the ranking compares)." if own else ""))
     if result.modality == "image":
         for start in range(0, len(methods), MAPS_PER_ROW):
             columns = st.columns(MAPS_PER_ROW)
             for column, method in zip(columns, methods[start:start + MAPS_PER_ROW],
                                       strict=False):
-                column.plotly_chart(charts.image_map_figure(case, method, limit),
+                column.plotly_chart(charts.image_map_figure(case, method, limits[method]),
                                     key=f"eval_map_{method}", width="stretch")
     elif result.modality == "text":
         if case.text:
             st.markdown(f"> {case.text}")
         for method in methods:
-            st.markdown(charts.token_html(case, method, limit), unsafe_allow_html=True)
+            st.markdown(charts.token_html(case, method, limits[method]), unsafe_allow_html=True)
         st.caption("Boxed tokens are the expected ones.")
     else:
         for start in range(0, len(methods), MAPS_PER_ROW):
             columns = st.columns(MAPS_PER_ROW)
             for column, method in zip(columns, methods[start:start + MAPS_PER_ROW],
                                       strict=False):
-                column.plotly_chart(charts.feature_bars_figure(case, method, limit),
+                column.plotly_chart(charts.feature_bars_figure(case, method, limits[method]),
                                     key=f"eval_bars_{method}", width="stretch")
         st.caption("★ marks the expected features.")
     st.plotly_chart(charts.case_curves_figure(case, methods), key="eval_case_curves",

@@ -120,3 +120,23 @@ def test_run_key_ignores_options_the_method_does_not_use() -> None:
     both = logic.ImageSettings(method="both")
     assert logic.run_key("m", "w", "x", "b", both) != logic.run_key(
         "m", "w", "x", "b", logic.ImageSettings(method="both", ig2_steps=99)), "both uses all"
+
+
+def test_single_case_scales_share_output_units_and_isolate_saliency() -> None:
+    import math
+
+    from attribution_core.evaluation.types import CaseOutcome, MethodOutcome
+    from dashboard.components.evaluate_figures import case_limits
+
+    def outcome(method: str, scores: list[float]) -> MethodOutcome:
+        curve = np.zeros(2)
+        return MethodOutcome(method, np.array(scores), curve, curve, 0.0, 1.0, 0.0, 0.0,
+                             *(math.nan,) * 4, 0.1, 1)
+
+    case = CaseOutcome("c", 0, None, 0, 1.0, 0.0, np.linspace(0, 1, 2), np.zeros(2),
+                       np.zeros(2), 0.5, 0.5,
+                       (outcome("IG", [0.5, -2.0]), outcome("IG2", [1.0, 0.1]),
+                        outcome("Saliency", [300.0, 40.0])), math.nan)
+    limits = case_limits(case, ["IG", "IG2", "Saliency"], percentile=100.0)
+    assert limits["IG"] == limits["IG2"] == 2.0, f"IG and IG2 share one scale: {limits}"
+    assert limits["Saliency"] == 300.0, f"saliency has its own scale: {limits}"

@@ -227,6 +227,24 @@ def test_zip_with_non_images_warns_and_runs_on_the_images() -> None:
 
 
 @pytest.mark.slow
+def test_a_zip_bomb_is_refused_with_a_clear_message_and_the_result_stays() -> None:
+    at = open_page("image", "digits_cnn", n_cases=5, methods=("IG", "Saliency"))
+    run(at)
+    before = summary(at)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("innocent.png", "w") as member:
+        for _ in range(8):  # 8 MiB of zeros deflate to a few kB: a ratio of about 1000
+            member.write(bytes(2**20))
+    _upload(at, "eval_upload_image", "bomb.zip", buffer.getvalue(), "application/zip")
+    errors = " ".join(e.value for e in at.error)
+    assert "innocent.png" in errors and "compress" in errors.lower(), \
+        f"the error names the member and why it is refused: {errors!r}"
+    assert at.button(key="eval_run").disabled, "nothing to run on a refused zip"
+    pd.testing.assert_frame_equal(summary(at), before, obj="the earlier result stays")
+
+
+@pytest.mark.slow
 def test_csv_with_an_unknown_expected_feature_keeps_the_last_result() -> None:
     model = "wine_mlp"
     at = open_page("tabular", model, n_cases=5, methods=("IG", "Saliency"))
