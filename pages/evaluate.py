@@ -9,4 +9,4 @@ st.caption("Run every method on many cases and compare how faithful (deletion / 
            "complete and plausible (agreement with expected features) their maps are.")
 request = evaluate_inputs.request_panel()
 evaluate_results.run_section(request)
-evaluate_results.results_section()
+evaluate_results.results_section(request)

@@ -12,6 +12,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -74,7 +75,7 @@ def evaluate(loaded: LoadedModel, cases: Sequence[EvalCase],
     todo = [c for c in cases if c.case_id not in finished]
     total = len(cases)
     cancelled = False
-    for batch in _batches(todo, settings.cases_per_batch):
+    for batch in batches(todo, settings.cases_per_batch):
         if should_stop is not None and should_stop():
             cancelled = True
             break
@@ -133,14 +134,14 @@ def _signature(case: EvalCase) -> tuple[Any, ...]:
     return (tuple(case.inputs.shape), tuple(case.references.shape), kwargs, ref_kwargs)
 
 
-def _batches(cases: Sequence[EvalCase], size: int) -> list[list[EvalCase]]:
+def batches(cases: Sequence[EvalCase], size: int) -> list[list[EvalCase]]:
     """Cases of one shape (and unit map) stacked, at most ``size`` per batch.
 
     Sentences of equal token count batch together even when not adjacent; batches come in the
     order of their first case, so progress still runs through the list from the top.
     """
     buckets: dict[tuple[Any, ...], list[list[EvalCase]]] = {}
-    batches: list[list[EvalCase]] = []
+    in_order: list[list[EvalCase]] = []
     for case in cases:
         key = (_signature(case), _units_key(case))
         open_batches = buckets.setdefault(key, [])
@@ -148,8 +149,8 @@ def _batches(cases: Sequence[EvalCase], size: int) -> list[list[EvalCase]]:
             open_batches[-1].append(case)
         else:
             open_batches.append([case])
-            batches.append(open_batches[-1])
-    return batches
+            in_order.append(open_batches[-1])
+    return in_order
 
 
 def _units_key(case: EvalCase) -> tuple[Any, ...]:
@@ -166,26 +167,50 @@ def _stack_kwargs(batch: Sequence[EvalCase], field: str, device: torch.device
     return {n: torch.cat([getattr(c, field)[n] for c in batch]).to(device) for n in names}
 
 
+@dataclass(frozen=True)
+class _Stacked:
+    """A batch of cases as stacked tensors on the model's device."""
+
+    x: torch.Tensor
+    base: torch.Tensor
+    removal: torch.Tensor
+    refs: torch.Tensor
+    kwargs: dict[str, torch.Tensor]
+    target: list[int] | None
+
+
+def _stack(loaded: LoadedModel, batch: Sequence[EvalCase]) -> _Stacked:
+    device = loaded.device
+    x = torch.cat([c.inputs for c in batch]).to(device)
+    kwargs = _stack_kwargs(batch, "forward_kwargs", device)
+    scalar = loaded.spec.output_kind == "regression" and _scalar_output(loaded, x[:1], kwargs)
+    return _Stacked(
+        x=x, base=torch.cat([c.baseline for c in batch]).to(device),
+        removal=torch.cat([c.baseline if c.removal is None else c.removal
+                           for c in batch]).to(device),
+        refs=torch.stack([c.references for c in batch]).to(device), kwargs=kwargs,
+        target=None if scalar else [c.target for c in batch])
+
+
+def attribute_batch(method: str, loaded: LoadedModel, batch: Sequence[EvalCase],
+                    settings: EvaluationSettings, cache: ResultCache | None = None) -> Any:
+    """One method's result on a batch of cases of one shape (see :func:`batches`)."""
+    return _attribute(method, loaded, _stack(loaded, batch), batch, settings, cache)
+
+
 def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
                     settings: EvaluationSettings, cache: ResultCache | None,
                     report: Callable[[str], None]) -> list[CaseOutcome]:
     device = loaded.device
-    x = torch.cat([c.inputs for c in batch]).to(device)
-    base = torch.cat([c.baseline for c in batch]).to(device)
-    removal = torch.cat([c.baseline if c.removal is None else c.removal
-                         for c in batch]).to(device)
-    refs = torch.stack([c.references for c in batch]).to(device)
-    kwargs = _stack_kwargs(batch, "forward_kwargs", device)
-    targets = [c.target for c in batch]
+    stacked = _stack(loaded, batch)
+    x, kwargs, target_arg = stacked.x, stacked.kwargs, stacked.target
     units = None if batch[0].units is None else batch[0].units.to(device)
-    target_arg: list[int] | None = None if loaded.spec.output_kind == "regression" and \
-        _scalar_output(loaded, x[:1], kwargs) else targets
     with device_lock(device), torch.no_grad():
         logits = loaded.forward(x, **kwargs).detach().double().cpu()
     predicted = [int(v) for v in logits.argmax(dim=-1).tolist()] if logits.dim() > 1 else \
         [0] * len(batch)
 
-    curve_args: dict[str, Any] = dict(baseline=removal, target=target_arg, groups=units,
+    curve_args: dict[str, Any] = dict(baseline=stacked.removal, target=target_arg, groups=units,
                                       n_points=settings.curve_points, forward_kwargs=kwargs)
     report("random-order reference curves")
     seeds = [case_seed(settings.seed, c.case_id) for c in batch]
@@ -197,8 +222,7 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
     for method in settings.methods:
         report(f"{method} attributions")
         started = time.perf_counter()
-        result = _attribute(method, loaded, x, base, refs, target_arg, kwargs, batch, settings,
-                            cache, device)
+        result = _attribute(method, loaded, stacked, batch, settings, cache)
         per_method[method] = (result, time.perf_counter() - started)
 
     outcomes: dict[str, list[MethodOutcome]] = {c.case_id: [] for c in batch}
@@ -234,10 +258,11 @@ def _scalar_output(loaded: LoadedModel, x: torch.Tensor, kwargs: Mapping[str, to
     return out.dim() == 1
 
 
-def _attribute(method: str, loaded: LoadedModel, x: torch.Tensor, base: torch.Tensor,
-               refs: torch.Tensor, target: list[int] | None, kwargs: dict[str, torch.Tensor],
-               batch: Sequence[EvalCase], settings: EvaluationSettings,
-               cache: ResultCache | None, device: torch.device) -> Any:
+def _attribute(method: str, loaded: LoadedModel, stacked: _Stacked, batch: Sequence[EvalCase],
+               settings: EvaluationSettings, cache: ResultCache | None) -> Any:
+    x, base, refs, target, kwargs = (stacked.x, stacked.base, stacked.refs, stacked.target,
+                                     stacked.kwargs)
+    device = loaded.device
     forward = loaded.forward
     if method == METHOD_IG:
         return integrated_gradients(forward, x, baselines=base, target=target,
@@ -291,14 +316,14 @@ def _per_case(method: str, forward: Any, x: torch.Tensor, base: torch.Tensor,
             parts.append(gradient_shap(
                 forward, x[i:i + 1], refs[i], target=one_target,
                 n_samples=settings.gradient_shap_samples, seed=seed, forward_kwargs=one_kwargs))
-    return _Stacked(
+    return _Concatenated(
         attributions=torch.cat([p.attributions for p in parts]),
         delta=torch.cat([p.delta for p in parts]),
         relative_delta=torch.cat([p.relative_delta for p in parts]),
         n_evaluations=torch.cat([torch.as_tensor(p.n_evaluations).reshape(-1) for p in parts]))
 
 
-class _Stacked:
+class _Concatenated:
     """The few result fields the evaluation reads, for methods run case by case."""
 
     def __init__(self, **fields: torch.Tensor) -> None:

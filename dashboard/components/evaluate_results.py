@@ -20,7 +20,7 @@ from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.runner import evaluate
 from attribution_core.evaluation.types import UNSIGNED_METHODS
 from dashboard.components import evaluate_figures as charts
-from dashboard.components import resources
+from dashboard.components import evaluate_sanity, resources
 from dashboard.components.evaluate_inputs import EvaluationRequest
 from dashboard.components.evaluate_state import EvaluationStore, PartialRun
 
@@ -135,7 +135,8 @@ def _assemble(store: EvaluationStore, partial: PartialRun) -> None:
 
 # -- the results ----------------------------------------------------------------------------------
 
-def results_section() -> None:
+def results_section(request: EvaluationRequest | None = None) -> None:
+    """The result on screen (the last run, or the stored one for these inputs)."""
     shown = _store().on_screen()
     if shown is None:
         st.info("Press **Run evaluation** to compare the methods on these cases.")
@@ -154,7 +155,8 @@ def results_section() -> None:
     _completeness(result)
     _agreement(result)
     _disagreement(result)
-    _downloads(result)
+    evaluate_sanity.sanity_section(request, key)
+    _downloads(result, key)
 
 
 def _header(result: EvaluationResult) -> None:
@@ -314,13 +316,16 @@ def _single_case(result: EvaluationResult, case: CaseOutcome) -> None:
                     width="stretch")
 
 
-def _downloads(result: EvaluationResult) -> None:
+def _downloads(result: EvaluationResult, key: str) -> None:
     st.subheader("Downloads")
     stem = f"evaluation_{result.model_name}_{len(result.cases)}cases"
     left, right, _rest = st.columns([1, 1, 3])
     left.download_button("HTML report", data=lambda: report_html(result),
                          file_name=f"{stem}.html", mime="text/html", on_click="ignore",
                          key="eval_dl_html", icon=":material/description:")
-    right.download_button("JSON record", data=lambda: json.dumps(to_record(result)),
+    sanity = evaluate_sanity.record_of(key)
+    extra = None if sanity is None else {"randomisation_check": sanity}
+    right.download_button("JSON record",
+                          data=lambda: json.dumps(to_record(result, extra=extra)),
                           file_name=f"{stem}.json", mime="application/json",
                           on_click="ignore", key="eval_dl_json", icon=":material/data_object:")

@@ -379,3 +379,22 @@ def test_a_cancelled_run_stays_partial_and_the_key_tracks_every_input() -> None:
     }
     for what, other in others.items():
         assert other != key, f"a change of {what} changes the key"
+
+
+@pytest.mark.slow
+def test_randomisation_check_on_demand_and_in_the_json_record() -> None:
+    at = open_page("image", "digits_cnn", n_cases=8, methods=("IG", "IG2", "Saliency"))
+    run(at)
+    charts_before = len(at.get("plotly_chart"))
+    run(at, "eval_sanity_run")
+    assert len(at.get("plotly_chart")) == charts_before + 1, "the check draws one chart"
+    verdicts = [m.value for m in [*at.success, *at.warning]]
+    for method in ("IG", "IG2"):
+        assert any(f"**{method}**" in v for v in verdicts), f"{method} verdict in {verdicts}"
+    key = at.session_state["eval_current"]
+    check = at.session_state["eval_sanity"][key]
+    assert check.correlations["IG"][0] == pytest.approx(1.0), "step 0 is trained vs trained"
+    assert len(check.correlations["IG"]) == len(check.layers) + 1, "one value per layer"
+    at.multiselect(key="eval_methods").set_value(["IG", "IG2"]).run()
+    assert not any(b.key == "eval_sanity_run" for b in at.button), \
+        "with changed inputs the stale result offers no check of other inputs"

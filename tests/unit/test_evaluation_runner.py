@@ -244,3 +244,20 @@ def test_mean_curve_interpolates_cases_of_different_lengths_and_skips_nan() -> N
     # short interpolates to [1, .5, 0]; long is [1, 1, NaN] -> means [1, .75, 0 (NaN left out)]
     np.testing.assert_allclose(mean, [1.0, 0.75, 0.0], err_msg="interpolated NaN-aware mean")
     assert np.isnan(mean_curve([], lambda c: c.random_deletion, grid)).all(), "no case: NaN"
+
+
+def test_a_removal_value_other_than_the_baseline_drives_the_curves() -> None:
+    x = torch.tensor([1.0, 0.5, -0.3, 0.8, 0.2])
+    case = tabular_case("only x0", x, 0, torch.zeros(2, 5))
+    moved = dataclasses.replace(case, removal=torch.full((1, 5), 0.5))
+    settings = EvaluationSettings(methods=(METHOD_IG,), ig_steps=8, curve_points=6)
+    result = evaluate(loaded_for(ReadsFeatureZero()), [moved],
+                      dataclasses.replace(settings, removal="half"))
+    outcome = result.cases[0]
+    assert outcome.f_baseline == pytest.approx(1.0), "f at the removal value 0.5 is 2 * 0.5"
+    np.testing.assert_allclose(outcome.outcome(METHOD_IG).scores, [2.0, 0, 0, 0, 0],
+                               atol=1e-12, err_msg="IG still integrates from its baseline 0")
+    np.testing.assert_allclose(outcome.outcome(METHOD_IG).deletion, [1, 0, 0, 0, 0, 0],
+                               atol=1e-12, err_msg="normalised by f(x) - f(removal)")
+    with pytest.raises(EvaluationInputError, match="removal"):
+        evaluate(loaded_for(ReadsFeatureZero()), [moved], settings)
