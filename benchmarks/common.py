@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -98,3 +99,12 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
+
+
+def dump_report(report: Mapping[str, Any], out: str | None) -> str:
+    """The report as indented JSON, also written to ``out`` when given (for partial runs too)."""
+    text = json.dumps(report, indent=2)
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    return text

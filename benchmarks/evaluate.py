@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -41,7 +40,7 @@ from attribution_core.evaluation.types import (
 )
 from attribution_core.methods.ig import integrated_gradients
 from attribution_core.models import load_model
-from benchmarks.common import environment, synchronise
+from benchmarks.common import dump_report, environment, synchronise
 
 MODEL = "digits_cnn"
 QUICK_CASES = 12
@@ -140,6 +139,12 @@ def method_table(result: EvaluationResult) -> dict[str, Any]:
     return table
 
 
+def random_reference(result: EvaluationResult) -> dict[str, float | None]:
+    return {f"{kind}_auc_mean": _round(float(np.nanmean([getattr(c, f"random_{kind}_auc")
+                                                          for c in result.cases])))
+            for kind in ("deletion", "insertion")}
+
+
 def neutral_ground(loaded: Any, n_cases: int, settings: EvaluationSettings) -> dict[str, Any]:
     """The same cases and baselines, with blurred pixels as the curves' removal value."""
     neutral = dataclasses.replace(settings, methods=QUICK_METHODS, removal=NEUTRAL_REMOVAL)
@@ -147,12 +152,7 @@ def neutral_ground(loaded: Any, n_cases: int, settings: EvaluationSettings) -> d
     result = evaluate(loaded, cases, neutral)
     return {
         "removal": NEUTRAL_REMOVAL, "methods": method_table(result),
-        "random_reference": {
-            "deletion_auc_mean": _round(float(np.nanmean([c.random_deletion_auc
-                                                          for c in result.cases]))),
-            "insertion_auc_mean": _round(float(np.nanmean([c.random_insertion_auc
-                                                           for c in result.cases]))),
-        },
+        "random_reference": random_reference(result),
         "ig2_vs_ig": ig2_vs_ig(result, settings.seed),
     }
 
@@ -205,22 +205,13 @@ def main(argv: list[str] | None = None) -> int:
                                        + clock.seconds.get("random_reference", 0.0)) / ig_seconds)
         if ig_seconds > 0 else None,
         "methods": method_table(result),
-        "random_reference": {
-            "deletion_auc_mean": _round(float(np.nanmean([c.random_deletion_auc
-                                                          for c in result.cases]))),
-            "insertion_auc_mean": _round(float(np.nanmean([c.random_insertion_auc
-                                                           for c in result.cases]))),
-        },
+        "random_reference": random_reference(result),
         "ig2_vs_ig": ig2_vs_ig(result, settings.seed),
         # The curves above replace removed pixels by IG's own baseline (black), which favours
         # IG; with a blurred image as the removal value neither method integrates from it.
         "blurred_removal": neutral_ground(loaded, n_cases, settings),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-    print(text)
+    print(dump_report(report, args.out))
     return 0
 
 

@@ -25,7 +25,13 @@ from torch import nn
 
 from attribution_core import ig2, integrated_gradients, pick_device
 from attribution_core.engine import select_target
-from benchmarks.common import best_batch, environment, forward_backward_rows, interleaved_medians
+from benchmarks.common import (
+    best_batch,
+    dump_report,
+    environment,
+    forward_backward_rows,
+    interleaved_medians,
+)
 
 N_REFERENCES = 8
 LIMIT_BATCHES = (8, 32, 128, 256)
@@ -231,11 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                               "repeats": repeats, "models": {}}
     for name in args.models.split(","):
         report["models"][name] = bench_model(name.strip(), steps_list, repeats, device)
-        text = json.dumps(report, indent=2)
+        # written after every model, so a cut-off run keeps what it measured
+        text = dump_report(report, args.out)
         print(f"[ig2 benchmark] {name} done", file=sys.stderr, flush=True)
-        if args.out:  # written after every model, so a cut-off run keeps what it measured
-            with open(args.out, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
     print(text)
     return 0
 

@@ -24,6 +24,7 @@ from attribution_core import integrated_gradients, pick_device
 from attribution_core.quadrature import quadrature
 from benchmarks.common import (
     best_batch,
+    dump_report,
     environment,
     forward_backward_rows,
     interleaved_medians,
@@ -185,11 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not case.name.startswith("resnet"):
                 report["evals_to_1pct"].append(_evals_to_tolerance(
                     case, 4 if args.quick else 20, 0.01, 256 if args.quick else 4096))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    print(dump_report(report, args.out))
     return report
 
 
