@@ -26,6 +26,8 @@ from attribution_core.evaluation.types import (
 from attribution_core.models.spec import LoadedModel, ModelSpec
 from tests.unit.models_for_tests import CountingModule, mlp
 
+pytestmark = pytest.mark.usefixtures("float64_default")
+
 N_FEATURES = 5
 
 
@@ -58,14 +60,6 @@ def random_cases(n: int, n_features: int = 10, seed: int = 0) -> list[EvalCase]:
     rows = torch.randn(n, n_features, generator=generator)
     refs = torch.randn(n, 4, n_features, generator=generator)
     return [tabular_case(f"case {i}", rows[i], i % 3, refs[i]) for i in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def test_a_model_reading_only_feature_zero_gives_hand_computed_curves() -> None:

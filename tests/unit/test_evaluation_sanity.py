@@ -17,13 +17,7 @@ from attribution_core.evaluation.types import (
 from tests.unit.models_for_tests import mlp
 from tests.unit.test_evaluation_runner import loaded_for, random_cases
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def test_ig_and_ig2_maps_change_when_the_layers_are_reinitialised() -> None:

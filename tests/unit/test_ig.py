@@ -13,14 +13,7 @@ from attribution_core import integrated_gradients
 from attribution_core.quadrature import QUADRATURE_METHODS
 from tests.unit.models_for_tests import CountingModule, MaskedEmbeddingClassifier, mlp, small_cnn
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Exact comparisons need float64; restore the default so other modules are unaffected."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 class Linear(nn.Module):

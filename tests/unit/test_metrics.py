@@ -32,13 +32,7 @@ from attribution_core.metrics import (
 )
 from tests.unit.models_for_tests import CountingModule, mlp
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 class ReadsFeatureZero(nn.Module):
