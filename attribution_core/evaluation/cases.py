@@ -31,6 +31,7 @@ from attribution_core.modalities import image as image_io
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import text as text_io
 from attribution_core.models.inputs import (
+    display_array,
     feature_names,
     image_preprocessing,
     image_tensor,
@@ -178,13 +179,11 @@ def _image_tensor_cases(loaded: LoadedModel,
         base = image_io.make_baseline(kind, tensor, prep, seed=seed,
                                       dataset_mean=dataset_mean).float()
         refs = _class_references(pool, target, n_references, seed, exclude=tensor)
-        display = loaded.postprocess(tensor[0]) if loaded.postprocess is not None else None
-        if display is None or np.asarray(display).dtype != np.uint8:
-            display = image_io.to_display_array(tensor[0], prep)
+        display = display_array(loaded, tensor[0], prep)
         cases.append(EvalCase(
             case_id=name, inputs=tensor, baseline=base, target=target, references=refs,
             units=units, reading_shape=(height, width), expected=mask, label=label,
-            label_name=_class_name(loaded, label), display=np.asarray(display)))
+            label_name=_class_name(loaded, label), display=display))
     return CaseBuild(tuple(cases), ())
 
 

@@ -52,6 +52,8 @@ from attribution_core.metrics import (
     random_insertion_curve,
     rank_correlation,
 )
+from attribution_core.modalities import image as image_io
+from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 
 Progress = Callable[[int, int, str], None]
@@ -270,9 +272,7 @@ def _attribute(method: str, loaded: LoadedModel, stacked: _Stacked, batch: Seque
                                     forward_kwargs=kwargs, cache=cache,
                                     model_key=loaded.weights_hash)
     if method == METHOD_IG2:
-        layer = loaded.spec.representation_module
-        representation = f"{layer}:input" if layer and isinstance(forward, torch.nn.Module) \
-            else None
+        representation = loaded.ig2_representation()
         box = loaded.spec.input_box
         own_refs = refs[:, : settings.ig2_references]
         ref_kwargs = {k: v[:, : settings.ig2_references]
@@ -332,14 +332,15 @@ class _Concatenated:
 
 def _reading_maps(attributions: torch.Tensor, batch: Sequence[EvalCase]) -> list[np.ndarray]:
     """Per case: the map people read (channel sum per pixel, embedding sum per token)."""
-    values = attributions.detach().double().cpu()
     maps = []
-    for i, case in enumerate(batch):
-        row = values[i]
+    for row, case in zip(attributions.detach().cpu(), batch, strict=True):
         shape = case.reading_shape or tuple(row.shape)
-        if row.dim() > len(shape):  # images [C, H, W] and text [L, E] fold their extra dim
-            row = row.sum(dim=0) if row.dim() == 3 else row.sum(dim=-1)
-        maps.append(row.reshape(shape).numpy())
+        if row.dim() == 3 and len(shape) == 2:
+            maps.append(image_io.channel_sum(row))
+        elif row.dim() == 2 and len(shape) == 1:
+            maps.append(text_io.token_scores(row).numpy())
+        else:
+            maps.append(row.double().reshape(shape).numpy())
     return maps
 
 

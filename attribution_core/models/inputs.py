@@ -39,6 +39,16 @@ def image_tensor(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
     return tensor.detach().cpu().float().contiguous()
 
 
+def display_array(loaded: LoadedModel, values: torch.Tensor,
+                  prep: image_io.ImagePreprocessing) -> np.ndarray:
+    """Model-space tensor -> H x W x 3 uint8 picture (the model's own postprocess first)."""
+    if loaded.postprocess is not None:
+        shown = np.asarray(loaded.postprocess(values.detach().cpu()))
+        if shown.ndim == 3 and shown.shape[2] == 3 and shown.dtype == np.uint8:
+            return shown
+    return image_io.to_display_array(values, prep)
+
+
 def feature_names(loaded: LoadedModel) -> tuple[str, ...]:
     names = loaded.extras.get("feature_names") or loaded.spec.metadata.get("feature_names")
     if not names:

@@ -91,6 +91,13 @@ class LoadedModel:
             return None
         return dict(self.module.named_modules()).get(self.spec.representation_module)
 
+    def ig2_representation(self) -> str | None:
+        """IG2's ``representation`` argument for the spec's layer: ``"<layer>:input"``, which
+        ``ig2`` hooks by name when ``forward`` is the module itself; None (IG2's default, the
+        last Linear's input) when there is no layer or the forward is a wrapper."""
+        layer = self.spec.representation_module
+        return f"{layer}:input" if layer and isinstance(self.forward, nn.Module) else None
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from attribution_core.modalities import image as image_io
+from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import ig2_adapter, resources
 from dashboard.components import image_logic as logic
@@ -145,7 +146,7 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
         st.image(_thumbnail(picture), caption=f"{name} ({picture.width}x{picture.height})",
                  width=200)
     with model_view:
-        shown = logic.display_array(model, inputs[0].cpu(), prep)
+        shown = display_array(model, inputs[0].cpu(), prep)
         st.image(_thumbnail(Image.fromarray(shown)),
                  caption=f"model input ({prep.size[1]}x{prep.size[0]}, {prep.channels} ch)",
                  width=200)

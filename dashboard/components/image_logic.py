@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -108,16 +107,6 @@ def preprocessing_for(loaded: LoadedModel, example: torch.Tensor) -> image_io.Im
 def model_input(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
     """A decoded picture -> the model's [1, C, H, W] input on the model's device."""
     return image_tensor(loaded, picture).to(loaded.device)
-
-
-def display_array(loaded: LoadedModel, values: torch.Tensor,
-                  prep: image_io.ImagePreprocessing) -> np.ndarray:
-    """Model-space tensor -> H x W x 3 uint8 picture (the model's own postprocess first)."""
-    if loaded.postprocess is not None:
-        shown = np.asarray(loaded.postprocess(values.detach().cpu()))
-        if shown.ndim == 3 and shown.shape[2] == 3 and shown.dtype == np.uint8:
-            return shown
-    return image_io.to_display_array(values, prep)
 
 
 def probabilities(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from attribution_core.modalities import image as image_io
+from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import exports, figures, resources, session_runs
 from dashboard.components import image_logic as logic
@@ -100,7 +101,7 @@ def results_section(model: LoadedModel) -> None:
         st.warning(note)
     options = _view_options()
     prep = logic.preprocessing_for(model, run.inputs)
-    picture = logic.display_array(model, run.inputs[0], prep)
+    picture = display_array(model, run.inputs[0], prep)
     maps = method_maps(run)
     limit = render_maps(maps, picture, options)
     _completeness(run)
@@ -202,7 +203,7 @@ def _ig2_details(model: LoadedModel, run: logic.ExplanationRun,
                "representation; its end (GradCF) is what the IG2 map is measured against.")
     columns = st.columns(min(8, len(summary.counterfactual_classes)))
     for index, cls in enumerate(summary.counterfactual_classes):
-        picture = logic.display_array(model, summary.counterfactuals[index], prep)
+        picture = display_array(model, summary.counterfactuals[index], prep)
         probability = summary.counterfactual_probabilities[index] \
             if index < len(summary.counterfactual_probabilities) else float("nan")
         with columns[index % len(columns)]:

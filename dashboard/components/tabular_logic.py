@@ -210,9 +210,7 @@ def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
         how = ("rows of the 2nd-4th most likely classes" if settings.reference_choice ==
                "relevant" else "rows of other classes than the explained one")
     references = data.inputs.index_select(0, indices).to(loaded.device, torch.float32)
-    layer = loaded.spec.representation_module
-    representation = f"{layer}:input" if layer and isinstance(loaded.forward, torch.nn.Module) \
-        else None
+    representation = loaded.ig2_representation()
     result = ig2(loaded.forward, inputs, references, representation=representation,
                  target=settings.target, n_steps=settings.ig2_steps,
                  step_size=settings.ig2_step_size, clip=loaded.spec.input_box, cache=cache,

@@ -264,9 +264,7 @@ def _run_ig2(loaded: LoadedModel, encoded: text_io.EncodedText, inputs: torch.Te
     chosen = [texts[int(i)] for i in selection.indices.tolist()]
     ids, ref_mask = text_io.encode_to_length(loaded.tokenizer, chosen, encoded.length)
     references = embeddings(loaded, ids)
-    layer = loaded.spec.representation_module
-    representation = f"{layer}:input" if layer and isinstance(loaded.forward, torch.nn.Module) \
-        else None
+    representation = loaded.ig2_representation()
 
     def on_progress(done: int, total: int) -> None:
         report(f"IG2: walking {len(chosen)} gradient paths towards the reference sentences "
