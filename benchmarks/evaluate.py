@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from attribution_core.evaluation.cases import bundled_cases
-from attribution_core.evaluation.runner import evaluate
+from attribution_core.evaluation.runner import batches, evaluate
 from attribution_core.evaluation.types import (
     ALL_METHODS,
     METHOD_IG,
@@ -80,8 +80,7 @@ def ig_alone_seconds(loaded: Any, cases: Sequence[EvalCase], settings: Evaluatio
     device = loaded.device
     synchronise(device)
     started = time.perf_counter()
-    for first in range(0, len(cases), settings.cases_per_batch):
-        batch = cases[first:first + settings.cases_per_batch]
+    for batch in batches(list(cases), settings.cases_per_batch):
         x = torch.cat([c.inputs for c in batch]).to(device)
         base = torch.cat([c.baseline for c in batch]).to(device)
         integrated_gradients(loaded.forward, x, baselines=base, target=[c.target for c in batch],
