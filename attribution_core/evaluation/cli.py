@@ -23,8 +23,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
-
 from attribution_core.evaluation.types import (
     ALL_METHODS,
     EvaluationInputError,
@@ -150,7 +148,8 @@ def _mask_files(folder: Path) -> dict[str, Path]:
 def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
                  ) -> list[ImageItem]:
     """Masks from ``folder`` matched to images by file stem; greys above 127 are expected."""
-    from attribution_core.modalities.image import ImageInputError, decode_image
+    from attribution_core.evaluation.uploads_images import decode_mask
+    from attribution_core.modalities.image import MAX_UPLOAD_BYTES, ImageInputError
 
     if not folder.is_dir():
         raise CommandError(f"--expected {folder} must be a folder of mask images for an "
@@ -163,17 +162,17 @@ def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
             attached.append(item)
             continue
         try:
-            grey = decode_image(_read_limited(path, 40 * 2**20)).image.convert("L")
+            mask = decode_mask(_read_limited(path, 40 * 2**20), max_bytes=MAX_UPLOAD_BYTES)
         except ImageInputError as error:
             notes.append(f"{path.name}: {error} {item.name} is kept without a mask.")
             attached.append(item)
             continue
-        if grey.size != item.image.size:
-            notes.append(f"{path.name}: the mask is {grey.size[0]}x{grey.size[1]} pixels but "
+        if mask.shape != (item.image.size[1], item.image.size[0]):
+            notes.append(f"{path.name}: the mask is {mask.shape[1]}x{mask.shape[0]} pixels but "
                          f"{item.name} is {item.image.size[0]}x{item.image.size[1]}; not used.")
             attached.append(item)
             continue
-        attached.append(replace(item, mask=np.asarray(grey, dtype=np.uint8) > 127))
+        attached.append(replace(item, mask=mask))
     return attached
 
 

@@ -35,6 +35,7 @@ from attribution_core.modalities.image import UPLOAD_EXTENSIONS, ImageInputError
 # Small members may compress far beyond any ratio (a flat BMP mask is ~99% zeros) and cannot
 # hurt anyone, so the ratio test only applies to members that would be large once inflated.
 RATIO_CHECK_FLOOR_BYTES = 1 * 2**20
+MASK_THRESHOLD = 127  # grey levels above this mark expected pixels
 NOT_AN_IMAGE = "not an image (only PNG, JPEG, WebP, BMP, TIFF, GIF are read)"
 LABELS_FILE = "labels.csv"
 
@@ -237,6 +238,13 @@ def _mask_home(path: PurePosixPath) -> PurePosixPath:
     return next(p.parent for p in path.parents if p.name.lower() == "masks")
 
 
+def decode_mask(content: bytes, max_bytes: int) -> np.ndarray:
+    """A mask image -> bool [H, W]: grey levels above ``MASK_THRESHOLD`` are expected (raises
+    ImageInputError for a file that is not a readable picture)."""
+    grey = decode_image(content, max_bytes=max_bytes).image.convert("L")
+    return np.asarray(grey, dtype=np.uint8) > MASK_THRESHOLD
+
+
 def _attach_masks(archive: zipfile.ZipFile, masks: Sequence[_Member],
                   decoded: dict[str, tuple[_Member, Image.Image]], budget: _Budget,
                   skipped: list[str]) -> dict[str, np.ndarray]:
@@ -262,18 +270,18 @@ def _attach_masks(archive: zipfile.ZipFile, masks: Sequence[_Member],
         if content is None:
             continue
         try:
-            grey = decode_image(content, max_bytes=max(budget.member_bytes, 1)).image.convert("L")
+            expected = decode_mask(content, max_bytes=max(budget.member_bytes, 1))
         except ImageInputError as error:
             skipped.append(f"{mask.shown}: {error} {key} is kept without a mask.")
             continue
         picture = decoded[key][1]
-        if grey.size != picture.size:
+        if expected.shape != (picture.size[1], picture.size[0]):
             skipped.append(
-                f"{mask.shown}: the mask is {grey.size[0]}x{grey.size[1]} pixels but the "
-                f"image {key} is {picture.size[0]}x{picture.size[1]}; "
+                f"{mask.shown}: the mask is {expected.shape[1]}x{expected.shape[0]} pixels but "
+                f"the image {key} is {picture.size[0]}x{picture.size[1]}; "
                 f"{key} is kept without a mask.")
             continue
-        found[key] = np.asarray(grey, dtype=np.uint8) > 127
+        found[key] = expected
         used_by[key] = mask.shown
     return found
 
