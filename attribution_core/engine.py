@@ -32,6 +32,8 @@ CPU_MEMORY_BUDGET_BYTES = 2 * 1024**3
 # Output-only rows ride along in a gradient call (paying a backward) only for small rows, where a
 # separate call's fixed overhead costs more; big models pay less for one no-grad call.
 FOLD_MAX_ROW_ELEMENTS = 4096
+# The memory planner probes with 1 and 2 rows (see GradientEngine._measure_row_bytes).
+MEMORY_PROBE_CALLS = 2
 _DEVICE_LOCKS: dict[str, threading.RLock] = {}
 _ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = (
     weakref.WeakKeyDictionary())
@@ -62,15 +64,30 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def resolve_device(device: torch.device | str) -> torch.device:
+    """The concrete device: ``cuda`` becomes ``cuda:<current index>`` (one GPU, one name)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return torch.device("cuda", index)
+    if device.type == "mps" and device.index is None:
+        return torch.device("mps", 0)
+    return device
+
+
 @contextmanager
-def device_lock(device: torch.device) -> Iterator[None]:
-    """Serialise work on an accelerator; the CPU needs no lock (threads share it fairly)."""
-    if device.type == "cpu":
+def device_lock(device: torch.device | str) -> Iterator[None]:
+    """Serialise work on an accelerator; the CPU needs no lock (threads share it fairly).
+
+    The lock is keyed on the resolved device, so ``cuda`` (what callers pass) and ``cuda:0``
+    (where the parameters live) are the same lock.
+    """
+    resolved = resolve_device(device)
+    if resolved.type == "cpu":
         yield
         return
-    key = str(device)
     with _DEVICE_LOCKS_GUARD:
-        lock = _DEVICE_LOCKS.setdefault(key, threading.RLock())
+        lock = _DEVICE_LOCKS.setdefault(str(resolved), threading.RLock())
     with lock:
         yield
 
@@ -114,7 +131,23 @@ def select_target(output: Any, target_rows: torch.Tensor | None) -> torch.Tensor
         raise ValueError(
             f"target= needs an output of shape [rows, classes], got {tuple(out.shape)}."
         )
+    check_target_range(target_rows, out.shape[1])
     return out.gather(1, target_rows.view(-1, 1)).squeeze(1)
+
+
+def check_target_range(target_rows: torch.Tensor, n_outputs: int) -> None:
+    """Raise a ValueError naming the target and the class count when 0 <= target < C fails.
+
+    Checked before ``gather``: on CUDA an out-of-range index is a device-side assert that breaks
+    the CUDA context of every session in the process, not only this request.
+    """
+    if target_rows.numel() == 0:
+        return
+    low, high = int(target_rows.min()), int(target_rows.max())
+    if low < 0 or high >= n_outputs:
+        bad = low if low < 0 else high
+        raise ValueError(f"target {bad} is out of range: the model has {n_outputs} outputs "
+                         f"(valid targets are 0 to {n_outputs - 1}).")
 
 
 def normalise_target(target: int | torch.Tensor | list[int] | None, n: int, device: torch.device
@@ -281,6 +314,20 @@ class GradientEngine:
         return BatchPlan(max(1, min(cap, budget // per_row)), per_row, budget)
 
     def _measure_row_bytes(self, sample_point: torch.Tensor, sample_owner: torch.Tensor) -> int:
+        """Activation bytes of one row: what a 2-row probe saves for backward minus a 1-row one.
+
+        The difference cancels whatever does not grow with rows (weights saved by linear layers,
+        buffers, constants), which a single probe would count as if every row carried it.
+        """
+        one = self._saved_bytes(sample_point, sample_owner)
+        two = self._saved_bytes(torch.cat([sample_point, sample_point]),
+                                torch.cat([sample_owner, sample_owner]))
+        saved, out_bytes = max(two[0] - one[0], 0), max(two[1] - one[1], 0)
+        point_bytes = sample_point[:1].numel() * sample_point.element_size()
+        # Forward outputs, gradients and the point itself come on top of saved activations.
+        return max(1, 2 * saved + 4 * point_bytes + out_bytes)
+
+    def _saved_bytes(self, points: torch.Tensor, owners: torch.Tensor) -> tuple[int, int]:
         saved = 0
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -290,11 +337,9 @@ class GradientEngine:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
                 torch.enable_grad(), device_lock(self.device):
-            point = sample_point.detach().requires_grad_(True)
-            out = as_output_tensor(self.forward(point, **self._kwargs_for(sample_owner)))
-        # Forward outputs, gradients and the point itself come on top of saved activations.
-        return max(1, 2 * saved + 4 * point.numel() * point.element_size()
-                   + out.numel() * out.element_size())
+            point = points.detach().requires_grad_(True)
+            out = as_output_tensor(self.forward(point, **self._kwargs_for(owners)))
+        return saved, out.numel() * out.element_size()
 
     # -- the sweep -------------------------------------------------------------------------------
     def sweep(self, n_rows: int, build_chunk: ChunkBuilder, consume: ChunkConsumer,

@@ -5,6 +5,7 @@ check and agreement with expected features. Re-exported by :mod:`attribution_cor
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,10 +77,11 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     row is constant. ``b`` may broadcast against ``a`` (e.g. one expected map for all rows)."""
     a, b = torch.broadcast_tensors(a, b)
     a_rows, b_rows = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    result = torch.empty(a_rows.shape[0], dtype=torch.float64, device=a.device)
+    # float64 on the CPU: MPS has no float64, and ranks of long rows need its precision.
+    result = torch.empty(a_rows.shape[0], dtype=torch.float64)
     for row in range(a_rows.shape[0]):
-        ra = _average_ranks(a_rows[row].detach().double())
-        rb = _average_ranks(b_rows[row].detach().double())
+        ra = _average_ranks(a_rows[row].detach().cpu().double())
+        rb = _average_ranks(b_rows[row].detach().cpu().double())
         ra, rb = ra - ra.mean(), rb - rb.mean()
         denominator = (ra.square().sum() * rb.square().sum()).sqrt()
         result[row] = (ra * rb).sum() / denominator if denominator > 0 else float("nan")
@@ -115,13 +117,14 @@ def randomisation_check(model_or_factory: ModelOrFactory, explain: Explain,
     ``model_or_factory`` is the trained module (deep-copied; the original is never touched) or a
     function returning a fresh trained one. ``layers`` names modules with ``reset_parameters``,
     output first; by default every such module holding parameters, in reverse registration
-    order. Re-initialisation is seeded (``seed + step``) and leaves the global RNG unchanged.
+    order. Re-initialisation draws from a private generator seeded with ``seed + step``: the
+    global RNG is neither read nor reseeded.
     """
     trained = model_or_factory() if not isinstance(model_or_factory, nn.Module) \
         else model_or_factory
     if not isinstance(trained, nn.Module):
         raise TypeError("model_or_factory must be an nn.Module or return one.")
-    randomised = copy.deepcopy(trained) if isinstance(model_or_factory, nn.Module) \
+    randomised = clean_copy(trained) if isinstance(model_or_factory, nn.Module) \
         else model_or_factory()
     names = tuple(layers) if layers is not None else _default_layers(randomised)
     modules = dict(randomised.named_modules())
@@ -132,16 +135,57 @@ def randomisation_check(model_or_factory: ModelOrFactory, explain: Explain,
         raise ValueError("The model has no layer with reset_parameters() to randomise.")
     reference = _attributions_of(explain(trained)).abs()
     correlations = [rank_correlation(reference, reference)]
-    devices = sorted({p.device.index or 0 for p in randomised.parameters()
-                      if p.device.type == "cuda"})
     for step, name in enumerate(names, start=1):
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + step)
-            modules[name].reset_parameters()  # type: ignore[operator]
+        reinitialise(modules[name], torch.Generator().manual_seed(seed + step))
         current = _attributions_of(explain(randomised)).abs()
         correlations.append(rank_correlation(reference, current))
     stacked = torch.stack(correlations)
     return RandomisationCheck(names, stacked, stacked.nanmean(dim=1))
+
+
+def clean_copy(model: nn.Module) -> nn.Module:
+    """A deep copy without the hooks the original carries at the moment of copying.
+
+    Another session may be running IG2 on the shared model, whose forward hook a plain
+    ``deepcopy`` would inherit and keep feeding.
+    """
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                      module._backward_pre_hooks, module._forward_hooks_with_kwargs,
+                      module._forward_hooks_always_called, module._forward_pre_hooks_with_kwargs):
+            hooks.clear()
+    return copied
+
+
+_NORMALISATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+@torch.no_grad()
+def reinitialise(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draw ``module``'s own parameters from ``generator``, never from torch's global RNG
+    (reseeding that would roll back other sessions' random streams).
+
+    Weights (2-D and up) follow ``reset_parameters``' default for linear and convolution layers,
+    Kaiming-uniform with a = sqrt(5); 1-D parameters are uniform in +-1/sqrt(fan_in); embeddings
+    are standard normal. Normalisation layers have no randomness: their own reset is used.
+    """
+    if isinstance(module, _NORMALISATION_LAYERS):
+        module.reset_parameters()
+        return
+    own = dict(module.named_parameters(recurse=False))
+    weights = [p for p in own.values() if p.dim() >= 2]
+    fan_in = nn.init._calculate_fan_in_and_fan_out(weights[0])[0] if weights else 1
+    for parameter in own.values():
+        fresh = torch.empty(parameter.shape, dtype=parameter.dtype)
+        if isinstance(module, nn.Embedding):
+            fresh.normal_(generator=generator)
+        elif parameter.dim() >= 2:
+            nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator)
+        else:
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            fresh.uniform_(-bound, bound, generator=generator)
+        parameter.copy_(fresh.to(parameter.device))
 
 
 def _default_layers(model: nn.Module) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ class Attribution:
     ``delta`` follows Captum's convergence delta: sum of attributions over the non-batch dims
     minus ``f_inputs - f_baselines``. ``convergence_*`` hold one row per refinement of an adaptive
     run (one row for a fixed step count) so the dashboard can plot error against cost.
+    Completeness is not correctness: ``convergence`` says how far the map itself may still move.
     """
 
     attributions: torch.Tensor
@@ -50,6 +51,11 @@ class Attribution:
     convergence_relative_delta: torch.Tensor | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     from_cache: bool = False
+    # Per-feature convergence [N]: max |change of A| / max |A| between the last two refinements
+    # (auto), or against a run at ``convergence_reference_steps`` steps (fixed); None: unknown.
+    convergence: torch.Tensor | None = None
+    convergence_change: torch.Tensor | None = None  # [rounds, N] for auto runs
+    convergence_reference_steps: int | str | None = None
 
     @property
     def batch_size(self) -> int:
@@ -66,6 +72,24 @@ def completeness(attributions: torch.Tensor, f_inputs: torch.Tensor, f_baselines
     gap = f_inputs - f_baselines
     delta = totals - gap
     return delta, delta.abs() / gap.abs().clamp_min(eps)
+
+
+def to_device(result: ResultT, device: torch.device | str) -> ResultT:
+    """The same result with every tensor field (and tuple of tensors) on ``device``."""
+    if not dataclasses.is_dataclass(result):
+        return result
+    device = torch.device(device)
+    moved: dict[str, Any] = {}
+    for item in dataclasses.fields(result):
+        value = getattr(result, item.name)
+        if isinstance(value, torch.Tensor):
+            if value.device != device:
+                moved[item.name] = value.detach().to(device)
+        elif isinstance(value, tuple) and value and all(
+                isinstance(v, torch.Tensor) for v in value) and any(
+                v.device != device for v in value):
+            moved[item.name] = tuple(v.detach().to(device) for v in value)
+    return dataclasses.replace(result, **moved) if moved else result  # type: ignore[type-var]
 
 
 # -- serialisation -----------------------------------------------------------------------------
@@ -156,11 +180,12 @@ class IG2Attribution:
     forward_calls: int
     rule: str
     norm: str
-    step_size: float
+    step_size: float  # eta of the first explicand (all of them when one was given)
     n_steps: int
     representation: str
     early_stop: bool = False
     target: torch.Tensor | None = None
+    step_sizes: torch.Tensor | None = None  # [N] float64: each explicand's eta
     params: Mapping[str, Any] = field(default_factory=dict)
     method: str = "ig2"
     from_cache: bool = False

@@ -208,7 +208,7 @@ def _evaluate_batch(loaded: LoadedModel, batch: Sequence[EvalCase],
     x, kwargs, target_arg = stacked.x, stacked.kwargs, stacked.target
     units = None if batch[0].units is None else batch[0].units.to(device)
     with device_lock(device), torch.no_grad():
-        logits = loaded.forward(x, **kwargs).detach().double().cpu()
+        logits = loaded.forward(x, **kwargs).detach().cpu().double()
     predicted = [int(v) for v in logits.argmax(dim=-1).tolist()] if logits.dim() > 1 else \
         [0] * len(batch)
 
@@ -370,7 +370,7 @@ def _item(values: Any, i: int, default: float = math.nan) -> float:
 
 def _normalised(curve: Any, i: int) -> np.ndarray:
     gap = float(curve.f_inputs[i] - curve.f_baselines[i])
-    outputs = curve.outputs[i].detach().double().cpu().numpy()
+    outputs = curve.outputs[i].detach().cpu().double().numpy()
     if gap == 0.0:
         return np.full_like(outputs, np.nan)
     return (outputs - float(curve.f_baselines[i])) / gap
@@ -394,7 +394,7 @@ def _case_outcome(case: EvalCase, i: int, predicted: int, random_del: Any, rando
     return CaseOutcome(
         case_id=case.case_id, target=case.target, label=case.label, predicted=predicted,
         f_input=float(random_del.f_inputs[i]), f_baseline=float(random_del.f_baselines[i]),
-        fractions=random_del.fractions.detach().double().cpu().numpy(),
+        fractions=random_del.fractions.detach().cpu().double().numpy(),
         random_deletion=_normalised(random_del, i), random_insertion=_normalised(random_ins, i),
         random_deletion_auc=float(random_del.normalised_auc[i]),
         random_insertion_auc=float(random_ins.normalised_auc[i]), outcomes=outcomes,

@@ -6,6 +6,7 @@ one pass (and one graph) serves both of IG2's gradients.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attribution_core.cache import callable_identity
 from attribution_core.engine import ForwardFn
 
 INPUT_SUFFIX = ":input"
@@ -30,13 +32,22 @@ class RepresentationProbe:
 
     @contextmanager
     def attached(self) -> Iterator[Callable[[], torch.Tensor]]:
-        """Hook the module while the block runs; yields ``capture()`` -> the last value seen."""
+        """Hook the module while the block runs; yields ``capture()`` -> the last value seen.
+
+        The module is shared: other sessions' threads run it while this hook is on it, and a
+        deep copy of it inherits the hook. So the hook keeps a value only when it fires in the
+        thread that attached it and on this very module object.
+        """
         if self.module is None:
             yield _no_capture
             return
         seen: list[torch.Tensor] = []
+        owner_thread = threading.get_ident()
+        hooked = self.module
 
-        def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if module is not hooked or threading.get_ident() != owner_thread:
+                return
             value = args[0] if self.take_input else output
             seen[:] = [_first_tensor(value, self.name)]
 
@@ -47,10 +58,9 @@ class RepresentationProbe:
                     "forward pass (modules used only through their weights, e.g. "
                     "MultiheadAttention.out_proj, fire no hooks); name another module."
                 )
-            value = seen.pop()
-            return value
+            return seen.pop()
 
-        handle = self.module.register_forward_hook(hook)
+        handle = hooked.register_forward_hook(hook)
         try:
             yield capture
         finally:
@@ -108,6 +118,6 @@ def resolve_representation(forward: ForwardFn,
                      if m is representation), type(representation).__name__)
         return RepresentationProbe(name, representation)
     if callable(representation):
-        label = getattr(representation, "__qualname__", type(representation).__name__)
-        return RepresentationProbe(f"callable:{label}", function=representation)
+        return RepresentationProbe(f"callable:{callable_identity(representation)}",
+                                   function=representation)
     raise TypeError("representation must be None, a module name, a module or a callable.")

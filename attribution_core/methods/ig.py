@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribution_core.cache import ResultCache, fingerprint_model, make_key
+from attribution_core.cache import ResultCache, lookup
 from attribution_core.engine import (
     ForwardFn,
     GradientEngine,
@@ -26,18 +26,18 @@ from attribution_core.engine import (
     normalise_target,
 )
 from attribution_core.methods._gradients import expand_baselines
+from attribution_core.methods._ig_adaptive import (
+    AUTO_INITIAL_INTERVALS,
+    accumulation_dtype,
+    adaptive_ig,
+)
 from attribution_core.quadrature import (
     QUADRATURE_METHODS,
-    NestedGrid,
     QuadratureRule,
     custom_rule,
     quadrature,
-    trapezoid_weights,
 )
-from attribution_core.results import Attribution, completeness
-
-AUTO_INITIAL_INTERVALS = 4
-AUTO_MARKING_FRACTION = 0.5
+from attribution_core.results import Attribution, completeness, to_device
 
 
 def integrated_gradients(
@@ -84,24 +84,17 @@ def integrated_gradients(
         raise TypeError(f"n_steps must be an int or 'auto', got {n_steps!r}.")
     expanded = expand_baselines(inputs, baselines)
 
-    key = None
-    if cache is not None:
-        key = make_key(
-            "integrated_gradients",
-            model_key if model_key is not None else fingerprint_model(forward),
-            tensors={"inputs": inputs, "baselines": expanded,
-                     **{f"kw.{k}": v for k, v in (forward_kwargs or {}).items()
-                        if isinstance(v, torch.Tensor)}},
-            params={"target": _plain(target), "n_steps": n_steps, "method": method,
-                    "tolerance": tolerance if n_steps == "auto" else None,
-                    "max_evaluations": max_evaluations if n_steps == "auto" else None,
-                    "alphas": None if alphas is None else _plain(alphas),
-                    "kwargs": {k: repr(v) for k, v in (forward_kwargs or {}).items()
-                               if not isinstance(v, torch.Tensor)}},
-        )
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
+    key, hit = lookup(
+        cache, "integrated_gradients", forward, model_key,
+        tensors={"inputs": inputs, "baselines": expanded},
+        params={"target": _plain(target), "n_steps": n_steps, "method": method,
+                "tolerance": tolerance if n_steps == "auto" else None,
+                "max_evaluations": max_evaluations if n_steps == "auto" else None,
+                "alphas": None if alphas is None else _plain(alphas),
+                "kwargs": dict(forward_kwargs or {})},
+        device=inputs.device)
+    if hit is not None:
+        return hit
 
     device = model_device(forward, inputs.device)
     engine = GradientEngine(
@@ -112,11 +105,11 @@ def integrated_gradients(
     x = inputs.detach().to(device)
     x_base = expanded.detach().to(device)
     if n_steps == "auto" and alphas is None:
-        result = _adaptive(engine, x, x_base, tolerance, max_evaluations)
+        result = adaptive_ig(engine, x, x_base, tolerance, max_evaluations)
     else:
         rule = custom_rule(_as_numpy(alphas)) if alphas is not None else quadrature(method, n_steps)
         result = _fixed(engine, x, x_base, rule)
-    result = _to_device(result, inputs.device)
+    result = to_device(result, inputs.device)
     if cache is not None and key is not None:
         cache.put(key, result)
     return result
@@ -125,12 +118,14 @@ def integrated_gradients(
 def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: QuadratureRule
            ) -> Attribution:
     n_explicands = x.shape[0]
-    diffs = x - x_base
+    acc_dtype = accumulation_dtype(x.dtype)
+    diffs = x.to(acc_dtype) - x_base.to(acc_dtype)
+    base = x_base.to(acc_dtype)
     feature_shape = (1,) * (x.dim() - 1)
-    alphas = torch.tensor(rule.alphas, dtype=x.dtype, device=x.device)
-    weights = torch.tensor(rule.step_sizes, dtype=x.dtype, device=x.device)
+    alphas = torch.tensor(rule.alphas, dtype=acc_dtype, device=x.device)
+    weights = torch.tensor(rule.step_sizes, dtype=acc_dtype, device=x.device)
     # Contiguous whatever the input's strides (a permuted image tensor must not break view()).
-    accumulated = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+    accumulated = torch.zeros(x.shape, dtype=acc_dtype, device=x.device)
     flat_accumulated = accumulated.view(n_explicands, -1)
     endpoint_steps = [k for k, a in enumerate(rule.alphas) if a in (0.0, 1.0)]
     endpoint_outputs: dict[int, torch.Tensor] = {}
@@ -147,18 +142,19 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
         owners = rows % n_explicands
         steps = whole_steps(start, stop)
         if steps is not None:
-            points = x_base.unsqueeze(0) + alphas[steps[0]:steps[1]].view(
+            points = base.unsqueeze(0) + alphas[steps[0]:steps[1]].view(
                 -1, 1, *feature_shape) * diffs.unsqueeze(0)
-            return points.reshape(-1, *x.shape[1:]), owners
-        points = x_base.index_select(0, owners) + alphas[rows // n_explicands].view(
+            return points.reshape(-1, *x.shape[1:]).to(x.dtype), owners
+        points = base.index_select(0, owners) + alphas[rows // n_explicands].view(
             -1, *feature_shape) * diffs.index_select(0, owners)
-        return points, owners
+        return points.to(x.dtype), owners
 
     def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor) -> None:
         steps = whole_steps(start, stop)
         if steps is not None:
             first, last = steps
-            per_step = grads.reshape(last - first, n_explicands * flat_accumulated.shape[1])
+            per_step = grads.reshape(last - first, n_explicands * flat_accumulated.shape[1]
+                                     ).to(acc_dtype)
             flat_accumulated.add_((weights[first:last] @ per_step).view_as(flat_accumulated))
             for step in endpoint_steps:
                 if first <= step < last:
@@ -167,7 +163,8 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
             return
         rows = torch.arange(start, stop, device=x.device)
         step_of_row, owners = rows // n_explicands, rows % n_explicands
-        accumulated.index_add_(0, owners, grads * weights[step_of_row].view(-1, *feature_shape))
+        accumulated.index_add_(0, owners, grads.to(acc_dtype) * weights[step_of_row].view(
+            -1, *feature_shape))
         for step in endpoint_steps:
             mask = step_of_row == step
             if bool(mask.any()):
@@ -189,7 +186,8 @@ def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: 
                  consume_tail=consume_tail)
     by_alpha.update({float(rule.alphas[step]): values
                      for step, values in endpoint_outputs.items()})
-    f_inputs, f_baselines = _endpoint_values(engine, x, x_base, by_alpha)
+    f_inputs, f_baselines = (values.to(acc_dtype)
+                             for values in _endpoint_values(engine, x, x_base, by_alpha))
     attributions = accumulated * diffs
     delta, relative = completeness(attributions, f_inputs, f_baselines)
     node_alphas = torch.tensor(rule.alphas, dtype=torch.float64)
@@ -216,137 +214,24 @@ def _endpoint_values(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tens
     return both[:n], both[n:]
 
 
-def _adaptive(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, tolerance: float,
-              max_evaluations: int) -> Attribution:
-    n_explicands = x.shape[0]
-    diffs = x - x_base
-    feature_shape = (1,) * (x.dim() - 1)
-    grids = [NestedGrid.uniform(AUTO_INITIAL_INTERVALS) for _ in range(n_explicands)]
-    # One entry per evaluated node: which explicand, where, f there, d f / d alpha there.
-    node_owner: list[np.ndarray] = []
-    node_alpha: list[np.ndarray] = []
-    node_f: list[torch.Tensor] = []
-    node_phi: list[torch.Tensor] = []
-    node_grads: list[torch.Tensor] = []
-    pending = [(b, grid.nodes) for b, grid in enumerate(grids)]
-    active = np.ones(n_explicands, dtype=bool)
-    history_evals: list[list[int]] = []
-    history_relative: list[list[float]] = []
-    relative = np.full(n_explicands, np.inf)
+def attribution_change(fine: Attribution, coarse: Attribution) -> torch.Tensor:
+    """Per explicand [N] (float64, CPU): max_i |A_i(fine) - A_i(coarse)| / max_i |A_i(fine)|.
 
-    while pending:
-        owners_np = np.concatenate([np.full(len(a), b, dtype=np.int64) for b, a in pending])
-        alphas_np = np.concatenate([a for _b, a in pending])
-        owners_t = torch.as_tensor(owners_np, device=x.device)
-        alphas_t = torch.as_tensor(alphas_np, dtype=x.dtype, device=x.device)
-
-        def build(start: int, stop: int, owners_t: torch.Tensor = owners_t,
-                  alphas_t: torch.Tensor = alphas_t) -> tuple[torch.Tensor, torch.Tensor]:
-            owners = owners_t[start:stop]
-            points = x_base.index_select(0, owners) + alphas_t[start:stop].view(
-                -1, *feature_shape) * diffs.index_select(0, owners)
-            return points, owners
-
-        def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor,
-                    owners_t: torch.Tensor = owners_t) -> None:
-            owners = owners_t[start:stop]
-            node_f.append(outputs)
-            node_phi.append((grads * diffs.index_select(0, owners)).flatten(1).sum(1))
-            node_grads.append(grads)
-
-        engine.sweep(len(owners_np), build, consume)
-        node_owner.append(owners_np)
-        node_alpha.append(alphas_np)
-
-        all_owner = np.concatenate(node_owner)
-        all_alpha = np.concatenate(node_alpha)
-        all_f = torch.cat(node_f).double().cpu().numpy()
-        all_phi = torch.cat(node_phi).double().cpu().numpy()
-        pending = []
-        for b in range(n_explicands):
-            if not active[b]:
-                continue
-            mine = np.flatnonzero(all_owner == b)
-            order = mine[np.argsort(all_alpha[mine])]
-            f_nodes, phi_nodes = all_f[order], all_phi[order]
-            widths = np.diff(all_alpha[order])
-            errors = 0.5 * widths * (phi_nodes[:-1] + phi_nodes[1:]) - np.diff(f_nodes)
-            gap = abs(f_nodes[-1] - f_nodes[0])
-            relative[b] = abs(errors.sum()) / max(gap, 1e-12)
-            evaluated = len(mine)
-            budget_left = max_evaluations - evaluated
-            if relative[b] <= tolerance or budget_left <= 0:
-                active[b] = False
-                continue
-            chosen = _mark_intervals(np.abs(errors), budget_left)
-            grids[b], new_nodes = grids[b].refine(chosen)
-            pending.append((b, new_nodes))
-        history_evals.append([int((np.concatenate(node_owner) == b).sum())
-                              for b in range(n_explicands)])
-        history_relative.append(relative.tolist())
-
-    return _assemble_adaptive(x, x_base, diffs, node_owner, node_alpha, node_f, node_grads,
-                              history_evals, history_relative, tolerance, engine)
+    The per-feature convergence estimate of a fixed step count, from a run at fewer steps: the
+    completeness error can be tiny while this is large (errors that cancel in the sum).
+    """
+    if fine.attributions.shape != coarse.attributions.shape:
+        raise ValueError("Both results must explain the same inputs.")
+    a = fine.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
+    b = coarse.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
+    scale = a.abs().amax(1).clamp_min(1e-300)
+    return (a - b).abs().amax(1) / scale
 
 
-def _mark_intervals(abs_errors: np.ndarray, budget_left: int) -> np.ndarray:
-    """Dörfler marking: the fewest intervals holding half of the total absolute error."""
-    order = np.argsort(-abs_errors, kind="stable")
-    cumulative = np.cumsum(abs_errors[order])
-    total = cumulative[-1]
-    count = int(np.searchsorted(cumulative, AUTO_MARKING_FRACTION * total) + 1) if total > 0 \
-        else len(order)
-    return order[: max(1, min(count, budget_left))]
-
-
-def _assemble_adaptive(x: torch.Tensor, x_base: torch.Tensor, diffs: torch.Tensor,
-                       node_owner: list[np.ndarray], node_alpha: list[np.ndarray],
-                       node_f: list[torch.Tensor], node_grads: list[torch.Tensor],
-                       history_evals: list[list[int]], history_relative: list[list[float]],
-                       tolerance: float, engine: GradientEngine) -> Attribution:
-    n_explicands = x.shape[0]
-    owners = np.concatenate(node_owner)
-    alphas = np.concatenate(node_alpha)
-    values = torch.cat(node_f)
-    grads = torch.cat(node_grads)
-    weights = np.zeros_like(alphas)
-    node_grids: list[torch.Tensor] = []
-    f_inputs = torch.empty(n_explicands, dtype=values.dtype, device=values.device)
-    f_baselines = torch.empty_like(f_inputs)
-    for b in range(n_explicands):
-        mine = np.flatnonzero(owners == b)
-        order = mine[np.argsort(alphas[mine])]
-        weights[order] = trapezoid_weights(alphas[order])
-        node_grids.append(torch.as_tensor(alphas[order], dtype=torch.float64))
-        f_baselines[b], f_inputs[b] = values[order[0]], values[order[-1]]
-    feature_shape = (1,) * (x.dim() - 1)
-    owners_t = torch.as_tensor(owners, device=x.device)
-    weights_t = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-    accumulated = torch.zeros_like(x).index_add_(
-        0, owners_t, grads * weights_t.view(-1, *feature_shape))
-    attributions = accumulated * diffs
-    delta, relative = completeness(attributions, f_inputs, f_baselines)
-    evaluations = torch.as_tensor(history_evals[-1], dtype=torch.long)
-    return Attribution(
-        attributions=attributions, f_inputs=f_inputs, f_baselines=f_baselines, delta=delta,
-        relative_delta=relative, n_evaluations=evaluations, method="integrated_gradients",
-        quadrature="adaptive_trapezoid", n_steps="auto", baselines=x_base, target=engine.target,
-        alphas=tuple(node_grids),
-        convergence_evaluations=torch.as_tensor(history_evals, dtype=torch.long),
-        convergence_relative_delta=torch.as_tensor(history_relative, dtype=torch.float64),
-        params={"quadrature": "adaptive_trapezoid", "n_steps": "auto", "tolerance": tolerance},
-    )
-
-
-def _to_device(result: Attribution, device: torch.device) -> Attribution:
-    moved = {
-        name: getattr(result, name).to(device)
-        for name in ("attributions", "f_inputs", "f_baselines", "delta", "relative_delta",
-                     "baselines")
-    }
-    if result.target is not None:
-        moved["target"] = result.target.to(device)
-    return dataclasses.replace(result, **moved)
+def with_convergence(result: Attribution, coarse: Attribution) -> Attribution:
+    """``result`` carrying the per-feature convergence estimate against ``coarse``."""
+    return dataclasses.replace(result, convergence=attribution_change(result, coarse),
+                               convergence_reference_steps=coarse.n_steps)
 
 
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -14,14 +14,13 @@ are independent. The path is never stored: attributions and traces accumulate as
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from attribution_core.cache import ResultCache, fingerprint_model, make_key
+from attribution_core.cache import ResultCache, lookup
 from attribution_core.engine import (
     ForwardFn,
     GradientEngine,
@@ -35,7 +34,7 @@ from attribution_core.engine import (
     split_forward_kwargs,
 )
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
-from attribution_core.results import IG2Attribution
+from attribution_core.results import IG2Attribution, to_device
 
 Rule = Literal["trapezoid", "middle", "left"]
 Norm = Literal["l2", "l1"]
@@ -90,15 +89,13 @@ def ig2(
         raise ValueError(f"references of shape {tuple(references.shape)} do not match inputs of "
                          f"shape {tuple(inputs.shape)}: use [B, ...] or [N, B, ...].")
     probe = resolve_representation(forward, representation)
-    if step_size == "auto":
-        step_size = auto_step_size(inputs, refs, n_steps, norm)
-    key = None
-    if cache is not None:
-        key = _cache_key(forward, model_key, inputs, refs, probe, target, n_steps, step_size,
-                         norm, rule, forward_kwargs, reference_kwargs, clip, eps, early_stop)
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
+    step_sizes = auto_step_size(inputs, refs, n_steps, norm) if step_size == "auto" else \
+        torch.full((n_explicands,), float(step_size), dtype=torch.float64)
+    key, hit = _lookup(cache, forward, model_key, inputs, refs, probe, target, n_steps,
+                       step_sizes, norm, rule, forward_kwargs, reference_kwargs, clip, eps,
+                       early_stop)
+    if hit is not None:
+        return hit
     device = model_device(forward, inputs.device)
     runner = _PathRunner(forward, probe, inputs.detach().to(device), refs.detach().to(device),
                          target, forward_kwargs, reference_kwargs, clip, device)
@@ -106,23 +103,29 @@ def ig2(
         runner.capture = capture
         runner.plan_rows(batch_size)
         runner.reference_pass()
-        runner.walk(n_steps, float(step_size), norm, rule, eps, early_stop, progress)
-    result = runner.result(n_steps, float(step_size), norm, rule, early_stop, probe.name,
+        runner.walk(n_steps, step_sizes, norm, rule, eps, early_stop, progress)
+    result = runner.result(n_steps, step_sizes, norm, rule, early_stop, probe.name,
                            references.dim() == inputs.dim() + 1)
-    result = _to_device(result, inputs.device)
+    result = to_device(result, inputs.device)
     if cache is not None and key is not None:
         cache.put(key, result)
     return result
 
 
-def auto_step_size(inputs: torch.Tensor, refs: torch.Tensor, n_steps: int, norm: str) -> float:
-    """AUTO_PATH_LENGTH x the mean distance (l2 or l1) from each explicand to its references / T."""
-    gaps = (refs - inputs.unsqueeze(1)).flatten(2).double()
+def auto_step_size(inputs: torch.Tensor, refs: torch.Tensor, n_steps: int, norm: str
+                   ) -> torch.Tensor:
+    """Per explicand [N] (float64, CPU): AUTO_PATH_LENGTH x the mean distance (l2 or l1) from
+    that explicand to its own references / T.
+
+    Averaging over the explicand's references only keeps its attributions independent of which
+    other explicands share the batch.
+    """
+    gaps = (refs - inputs.unsqueeze(1)).flatten(2).detach().cpu().double()
     sizes = gaps.norm(dim=2) if norm == "l2" else gaps.abs().sum(2)
-    mean = float(sizes.mean())
-    if mean == 0.0:
-        return 1e-3  # every reference equals its explicand: any eta gives a zero path
-    return AUTO_PATH_LENGTH * mean / n_steps
+    means = sizes.mean(1)
+    # Every reference equals its explicand: any eta gives a zero path.
+    return torch.where(means == 0, torch.full_like(means, 1e-3),
+                       AUTO_PATH_LENGTH * means / n_steps)
 
 
 def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
@@ -259,9 +262,10 @@ class _PathRunner:
                     grad_f = grad_d = _grad((f * wf).sum() + (dist * wd).sum(), z, retain=False)
         return f.detach(), dist.detach(), _classes(output), grad_f, grad_d
 
-    def walk(self, n_steps: int, step_size: float, norm: str, rule: str, eps: float,
+    def walk(self, n_steps: int, step_sizes: torch.Tensor, norm: str, rule: str, eps: float,
              early_stop: bool, progress: ProgressFn | None) -> None:
         rows_total = self.n_rows
+        row_eta = step_sizes.to(self.device, self.x.dtype).index_select(0, self.owner)
         g = self.x.index_select(0, self.owner).clone()
         self.acc = torch.zeros_like(g)
         prev_step = torch.zeros_like(g)
@@ -329,7 +333,8 @@ class _PathRunner:
                 moving &= dist_now < view.take(self.dist[:, j - 1])
             step = torch.zeros_like(points[:n_path])
             if any_d:
-                step = self._descent_step(view.take(g), gd_items[:n_path], step_size, norm, eps)
+                step = self._descent_step(view.take(g), gd_items[:n_path], view.take(row_eta),
+                                          norm, eps)
                 step *= moving.view(-1, *self.feature_shape)
             if rule == "left" and any_f:
                 view.add(self.acc, gf_items[:n_path] * step)
@@ -349,18 +354,21 @@ class _PathRunner:
             progress(total_work, total_work)
         self.g = g
 
-    def _descent_step(self, g: torch.Tensor, grad_d: torch.Tensor, step_size: float, norm: str,
+    def _descent_step(self, g: torch.Tensor, grad_d: torch.Tensor, eta: torch.Tensor, norm: str,
                       eps: float) -> torch.Tensor:
-        """s_j = g_j - clip(g_j - eta * d_j / max(||d_j||, eps)); u_j = 0 where d_j = 0."""
+        """s_j = g_j - clip(g_j - eta * d_j / max(||d_j||, eps)); u_j = 0 where d_j = 0.
+
+        ``eta`` [rows]: each row's step size (its explicand's)."""
         flat = grad_d.reshape(grad_d.shape[0], -1)
         size = flat.norm(dim=1) if norm == "l2" else flat.abs().sum(1)
-        nxt = g - step_size * grad_d / size.clamp_min(eps).view(-1, *self.feature_shape)
+        nxt = g - (eta / size.clamp_min(eps)).view(-1, *self.feature_shape) * grad_d
         if self.lo is not None or self.hi is not None:
             nxt = torch.clamp(nxt, min=self.lo, max=self.hi)
         return g - nxt
 
     # -- the result ----------------------------------------------------------------------------
-    def result(self, n_steps: int, step_size: float, norm: str, rule: str, early_stop: bool,
+    def result(self, n_steps: int, step_sizes: torch.Tensor, norm: str, rule: str,
+               early_stop: bool,
                representation: str, per_explicand_refs: bool) -> IG2Attribution:
         n, b = self.n_explicands, self.n_refs
         attributions = self.acc.reshape(n, b, *self.x.shape[1:]).mean(1)
@@ -382,10 +390,12 @@ class _PathRunner:
             reference_classes=self.ref_classes.reshape(n, b), references=self.refs.clone(),
             steps_taken=self.steps_taken.reshape(n, b),
             n_evaluations=self.evaluations.reshape(n, b).sum(1),
-            forward_calls=self.forward_calls, rule=rule, norm=norm, step_size=step_size,
+            forward_calls=self.forward_calls, rule=rule, norm=norm,
+            step_size=float(step_sizes[0]), step_sizes=step_sizes.clone(),
             n_steps=n_steps, representation=representation, early_stop=early_stop,
             target=self.target,
-            params={"rule": rule, "norm": norm, "step_size": step_size, "n_steps": n_steps,
+            params={"rule": rule, "norm": norm, "step_size": step_sizes.tolist(),
+                    "n_steps": n_steps,
                     "representation": representation, "early_stop": early_stop,
                     "per_explicand_references": per_explicand_refs},
         )
@@ -456,33 +466,17 @@ def _reference_kwargs(kwargs: Mapping[str, Any], n_refs: int, n_rows: int, devic
     return per_row, shared
 
 
-def _cache_key(forward: ForwardFn, model_key: str | None, inputs: torch.Tensor,
-               refs: torch.Tensor, probe: RepresentationProbe, target: Any, n_steps: int,
-               step_size: float, norm: str, rule: str, forward_kwargs: Mapping[str, Any] | None,
-               reference_kwargs: Mapping[str, Any] | None, clip: tuple[Bound, Bound] | None,
-               eps: float, early_stop: bool) -> str:
-    tensors: dict[str, torch.Tensor | None] = {"inputs": inputs, "references": refs}
-    params: dict[str, Any] = {
-        "target": target.tolist() if isinstance(target, torch.Tensor) else target,
-        "n_steps": n_steps, "step_size": float(step_size), "norm": norm, "rule": rule,
-        "eps": eps, "early_stop": early_stop, "representation": probe.name}
-    for prefix, kwargs in (("kw", forward_kwargs), ("refkw", reference_kwargs)):
-        for name, value in (kwargs or {}).items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{name}"] = value
-            else:
-                params[f"{prefix}.{name}"] = repr(value)
-    for side, value in zip(("lo", "hi"), clip or (None, None), strict=True):
-        if isinstance(value, torch.Tensor):
-            tensors[f"clip.{side}"] = value
-        else:
-            params[f"clip.{side}"] = value
-    return make_key("ig2", model_key if model_key is not None else fingerprint_model(forward),
-                    tensors, params)
-
-
-def _to_device(result: IG2Attribution, device: torch.device) -> IG2Attribution:
-    moved = {item.name: getattr(result, item.name).to(device)
-             for item in dataclasses.fields(result)
-             if isinstance(getattr(result, item.name), torch.Tensor)}
-    return dataclasses.replace(result, **moved)
+def _lookup(cache: ResultCache | None, forward: ForwardFn, model_key: str | None,
+            inputs: torch.Tensor, refs: torch.Tensor, probe: RepresentationProbe, target: Any,
+            n_steps: int, step_sizes: torch.Tensor, norm: str, rule: str,
+            forward_kwargs: Mapping[str, Any] | None, reference_kwargs: Mapping[str, Any] | None,
+            clip: tuple[Bound, Bound] | None, eps: float, early_stop: bool
+            ) -> tuple[str | None, IG2Attribution | None]:
+    return lookup(
+        cache, "ig2", forward, model_key, tensors={"inputs": inputs, "references": refs},
+        params={"target": target, "n_steps": n_steps, "step_size": step_sizes, "norm": norm,
+                "rule": rule, "eps": eps, "early_stop": early_stop,
+                "representation": probe.name, "kwargs": dict(forward_kwargs or {}),
+                "reference_kwargs": None if reference_kwargs is None else dict(reference_kwargs),
+                "clip": clip},
+        device=inputs.device)

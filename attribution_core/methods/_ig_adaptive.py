@@ -1,0 +1,296 @@
+"""IG's adaptive step count: nested trapezoid refinement that stops on a per-feature criterion.
+
+Every forward pass at a node also yields f there, so the exact integral of the directional
+derivative over any interval, f(b) - f(a), is known, and so is each interval's trapezoid error
+of the *sum* of attributions. That bounds the completeness error only: per-feature errors can
+cancel in the sum (f = sin 6x1 - sin 6x2 has a zero completeness error on any symmetric grid).
+So a run stops only when both hold:
+
+- completeness: sum_k |e_k| <= tolerance * scale, with e_k the interval errors (absolute values,
+  so errors of opposite sign cannot hide each other) and scale = max(|f(x) - f(x')|,
+  COMPLETENESS_FLOOR * max(|f(x)|, |f(x')|)): when f(x) is close to f(x') the gap alone would
+  ask for an error below the output's own rounding;
+- per feature: max_i |A_i(new) - A_i(previous)| <= tolerance * max_i |A_i(new)| between two
+  successive refinements.
+
+Intervals to bisect are marked (Doerfler, half of the total) by the sum of both indicators:
+|e_k| / scale and the per-feature spread (b - a) / 2 * max_i |g_i(b) - g_i(a)| * |x_i - x'_i|
+over max_i |A_i|. Node gradients are kept chunk by chunk on the CPU (never one concatenation on
+the device), and the attributions are updated incrementally: only the weights of new nodes and
+of their neighbours change in a round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from attribution_core.engine import GradientEngine
+from attribution_core.quadrature import trapezoid_weights
+from attribution_core.results import Attribution, completeness
+
+AUTO_INITIAL_INTERVALS = 4
+AUTO_MARKING_FRACTION = 0.5
+COMPLETENESS_FLOOR = 1e-3
+_BLOCK = 64  # node rows gathered at once when the estimate is recomputed
+_TINY = 1e-300
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: bf16 quadrature weights do not even sum to 1."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+class _NodeStore:
+    """Gradient x (x - x') of every evaluated node, flattened, kept chunk by chunk on the CPU."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.chunks: list[torch.Tensor] = []
+        self.starts: list[int] = []
+        self.size = 0
+
+    def append(self, rows: torch.Tensor) -> None:
+        self.starts.append(self.size)
+        self.chunks.append(rows.detach().to("cpu", self.dtype))
+        self.size += rows.shape[0]
+
+    def gather(self, indices: np.ndarray) -> torch.Tensor:
+        """Rows at global ``indices`` (any order), in that order, as float64."""
+        if indices.size == 0:
+            width = self.chunks[0].shape[1] if self.chunks else 0
+            return torch.zeros(0, width, dtype=torch.float64)
+        starts = np.asarray(self.starts)
+        chunk_of = np.searchsorted(starts, indices, side="right") - 1
+        out = torch.empty(indices.size, self.chunks[0].shape[1], dtype=torch.float64)
+        for chunk in np.unique(chunk_of):
+            where = np.flatnonzero(chunk_of == chunk)
+            local = torch.as_tensor(indices[where] - starts[chunk])
+            out[torch.as_tensor(where)] = self.chunks[chunk].index_select(0, local).double()
+        return out
+
+
+@dataclass
+class _ExplicandState:
+    """One explicand's grid: node ids (global store rows) sorted by alpha, and its figures."""
+
+    alphas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    f: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    phi: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    interval_error: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per feature, max
+    change: float = float("inf")
+    completeness_error: float = float("inf")
+    active: bool = True
+
+    def merge(self, alphas: np.ndarray, ids: np.ndarray, f: np.ndarray, phi: np.ndarray) -> None:
+        all_alphas = np.concatenate([self.alphas, alphas])
+        order = np.argsort(all_alphas, kind="stable")
+        self.alphas = all_alphas[order]
+        self.ids = np.concatenate([self.ids, ids])[order]
+        self.f = np.concatenate([self.f, f])[order]
+        self.phi = np.concatenate([self.phi, phi])[order]
+
+
+def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
+                tolerance: float, max_evaluations: int) -> Attribution:
+    """Adaptive IG of every explicand (see the module docstring for the stopping rule)."""
+    n_explicands = x.shape[0]
+    acc_dtype = accumulation_dtype(x.dtype)
+    diffs = x - x_base
+    flat_diffs = diffs.reshape(n_explicands, -1).to(acc_dtype)
+    feature_shape = (1,) * (x.dim() - 1)
+    store = _NodeStore(acc_dtype)
+    states = [_ExplicandState() for _ in range(n_explicands)]
+    initial = np.linspace(0.0, 1.0, AUTO_INITIAL_INTERVALS + 1)
+    pending = [(b, initial) for b in range(n_explicands)]
+    history_evals: list[list[int]] = []
+    history_relative: list[list[float]] = []
+    history_change: list[list[float]] = []
+
+    while pending:
+        owners_np = np.concatenate([np.full(len(a), b, dtype=np.int64) for b, a in pending])
+        alphas_np = np.concatenate([a for _b, a in pending])
+        owners_t = torch.as_tensor(owners_np, device=x.device)
+        alphas_t = torch.as_tensor(alphas_np, dtype=acc_dtype, device=x.device)
+        first_id = store.size
+        f_parts: list[torch.Tensor] = []
+
+        def build(start: int, stop: int, owners_t: torch.Tensor = owners_t,
+                  alphas_t: torch.Tensor = alphas_t) -> tuple[torch.Tensor, torch.Tensor]:
+            owners = owners_t[start:stop]
+            points = x_base.index_select(0, owners).to(acc_dtype) + alphas_t[start:stop].view(
+                -1, *feature_shape) * diffs.index_select(0, owners).to(acc_dtype)
+            return points.to(x.dtype), owners
+
+        def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor,
+                    owners_t: torch.Tensor = owners_t, f_parts: list[torch.Tensor] = f_parts
+                    ) -> None:
+            owners = owners_t[start:stop]
+            weighted = grads.reshape(grads.shape[0], -1).to(acc_dtype) * \
+                flat_diffs.index_select(0, owners)
+            store.append(weighted)
+            f_parts.append(outputs.detach().to("cpu", torch.float64))
+
+        engine.sweep(len(owners_np), build, consume)
+        new_ids = np.arange(first_id, store.size)
+        new_f = torch.cat(f_parts).numpy()
+        new_phi = np.concatenate([chunk.double().sum(1).numpy()
+                                  for chunk in store.chunks[_chunk_index(store, first_id):]])
+        pending = []
+        for b, state in enumerate(states):
+            mine = owners_np == b
+            if not state.active or not mine.any():
+                continue
+            _update(state, store, alphas_np[mine], new_ids[mine], new_f[mine], new_phi[mine])
+            evaluated = state.alphas.size
+            if _converged(state, tolerance) or evaluated >= max_evaluations:
+                state.active = False
+                continue
+            chosen = _mark_intervals(_indicators(state), max_evaluations - evaluated)
+            pending.append((b, 0.5 * (state.alphas[chosen] + state.alphas[chosen + 1])))
+        history_evals.append([s.alphas.size for s in states])
+        history_relative.append([_relative_delta(s) for s in states])
+        history_change.append([s.change for s in states])
+
+    return _assemble(x, x_base, diffs, states, store, acc_dtype, history_evals,
+                     history_relative, history_change, tolerance, engine)
+
+
+def _chunk_index(store: _NodeStore, first_id: int) -> int:
+    return int(np.searchsorted(np.asarray(store.starts), first_id, side="left"))
+
+
+def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: np.ndarray,
+            f: np.ndarray, phi: np.ndarray) -> None:
+    """Merge new nodes; recompute the estimate's per-feature error and the interval figures.
+
+    Per-feature error: for every parent interval [p, q] bisected at m, the change of its
+    trapezoid estimate per feature, |w / 2 (2 r_m - r_p - r_q)| (w = q - m, r = grad x (x - x')),
+    counted half for each child that is still a leaf, and summed in absolute value (so errors
+    of opposite sign across intervals cannot cancel); a leaf of the initial grid has no parent
+    and counts its left-right Riemann spread w / 2 |r_q - r_p|. The estimate is then
+    max_i E_i / max_i |A_i|.
+    """
+    state.merge(alphas, ids, f, phi)
+    widths = np.diff(state.alphas)
+    errors = 0.5 * widths * (state.phi[:-1] + state.phi[1:]) - np.diff(state.f)
+    state.completeness_error = float(np.abs(errors).sum())
+    total, feature_error, interval_error = _feature_error(state, store, widths)
+    scale = max(float(total.abs().max()), _TINY)
+    state.change = float(feature_error.max()) / scale
+    state.interval_error = interval_error / scale
+
+
+def _feature_error(state: _ExplicandState, store: _NodeStore, widths: np.ndarray
+                   ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(attributions A, error vector E, each leaf's max_i error) in blocks over the nodes."""
+    alphas = state.alphas
+    initial_width = 1.0 / AUTO_INITIAL_INTERVALS
+    weights = trapezoid_weights(alphas)
+    width = store.chunks[0].shape[1]
+    total = torch.zeros(width, dtype=torch.float64)
+    error = torch.zeros(width, dtype=torch.float64)
+    leaf_error = np.zeros(widths.size)
+    for start in range(0, alphas.size, _BLOCK):
+        stop = min(alphas.size, start + _BLOCK)
+        total += torch.as_tensor(weights[start:stop]) @ store.gather(state.ids[start:stop])
+    # Leaves of the initial grid: the left-right Riemann spread.
+    top = np.flatnonzero(widths >= initial_width * (1 - 1e-9))
+    # Other leaves: their parent [p, q] = the aligned interval of twice their width.
+    child = np.flatnonzero(widths < initial_width * (1 - 1e-9))
+    parent_start = np.floor(alphas[child] / (2 * widths[child]) + 1e-9) * 2 * widths[child]
+    parents: dict[tuple[float, float], list[int]] = {}
+    for leaf, start_alpha in zip(child, parent_start, strict=True):
+        parents.setdefault((float(widths[leaf]), float(start_alpha)), []).append(int(leaf))
+    triples = [(p, p + w, p + 2 * w, w, leaves) for (w, p), leaves in parents.items()]
+    for start in range(0, len(top), _BLOCK):
+        block = top[start:start + _BLOCK]
+        left = store.gather(state.ids[block])
+        right = store.gather(state.ids[block + 1])
+        spread = torch.as_tensor(0.5 * widths[block]).view(-1, 1) * (right - left).abs()
+        error += spread.sum(0)
+        leaf_error[block] = spread.amax(1).numpy()
+    for start in range(0, len(triples), _BLOCK):
+        block = triples[start:start + _BLOCK]
+        nodes = np.searchsorted(alphas, np.array([[t[0], t[1], t[2]] for t in block]))
+        rows = store.gather(state.ids[nodes.reshape(-1)]).view(len(block), 3, width)
+        w = torch.as_tensor([t[3] for t in block]).view(-1, 1)
+        change = (0.5 * w * (2 * rows[:, 1] - rows[:, 0] - rows[:, 2])).abs()
+        leaf_count = torch.as_tensor([len(t[4]) for t in block], dtype=torch.float64)
+        error += (0.5 * leaf_count.view(-1, 1) * change).sum(0)
+        per_parent = change.amax(1).numpy()
+        for t, value in zip(block, per_parent, strict=True):
+            leaf_error[t[4]] = 0.5 * value
+    return total, error, leaf_error
+
+
+def _scale(state: _ExplicandState) -> float:
+    gap = abs(state.f[-1] - state.f[0])
+    floor = COMPLETENESS_FLOOR * max(abs(state.f[-1]), abs(state.f[0]))
+    return max(gap, floor, _TINY)
+
+
+def _converged(state: _ExplicandState, tolerance: float) -> bool:
+    return state.completeness_error <= tolerance * _scale(state) and state.change <= tolerance
+
+
+def _relative_delta(state: _ExplicandState) -> float:
+    widths = np.diff(state.alphas)
+    total = float((0.5 * widths * (state.phi[:-1] + state.phi[1:])).sum())
+    gap = state.f[-1] - state.f[0]
+    return abs(total - gap) / max(abs(gap), 1e-12)
+
+
+def _indicators(state: _ExplicandState) -> np.ndarray:
+    widths = np.diff(state.alphas)
+    errors = np.abs(0.5 * widths * (state.phi[:-1] + state.phi[1:]) - np.diff(state.f))
+    return errors / _scale(state) + state.interval_error
+
+
+def _mark_intervals(indicators: np.ndarray, budget_left: int) -> np.ndarray:
+    """Doerfler marking: the fewest intervals holding half of the total indicator."""
+    order = np.argsort(-indicators, kind="stable")
+    cumulative = np.cumsum(indicators[order])
+    total = cumulative[-1]
+    count = int(np.searchsorted(cumulative, AUTO_MARKING_FRACTION * total) + 1) if total > 0 \
+        else len(order)
+    return np.sort(order[: max(1, min(count, budget_left))])
+
+
+def _assemble(x: torch.Tensor, x_base: torch.Tensor, diffs: torch.Tensor,
+              states: list[_ExplicandState], store: _NodeStore, acc_dtype: torch.dtype,
+              history_evals: list[list[int]], history_relative: list[list[float]],
+              history_change: list[list[float]], tolerance: float, engine: GradientEngine
+              ) -> Attribution:
+    """Final attributions in one pass over the stored nodes with the final weights (the
+    incremental estimate steered the refinement; the result is the plain weighted sum)."""
+    n_explicands = x.shape[0]
+    weights = np.zeros(store.size)
+    owners = np.zeros(store.size, dtype=np.int64)
+    for b, state in enumerate(states):
+        weights[state.ids] = trapezoid_weights(state.alphas)
+        owners[state.ids] = b
+    total = torch.zeros(n_explicands, store.chunks[0].shape[1], dtype=torch.float64)
+    for start, chunk in zip(store.starts, store.chunks, strict=True):
+        stop = start + chunk.shape[0]
+        total.index_add_(0, torch.as_tensor(owners[start:stop]),
+                         chunk.double() * torch.as_tensor(weights[start:stop]).view(-1, 1))
+    attributions = total.to(x.device, acc_dtype).reshape(x.shape)
+    f_inputs = torch.tensor([s.f[-1] for s in states], dtype=acc_dtype, device=x.device)
+    f_baselines = torch.tensor([s.f[0] for s in states], dtype=acc_dtype, device=x.device)
+    delta, relative = completeness(attributions, f_inputs, f_baselines)
+    evaluations = torch.as_tensor(history_evals[-1], dtype=torch.long)
+    return Attribution(
+        attributions=attributions, f_inputs=f_inputs, f_baselines=f_baselines, delta=delta,
+        relative_delta=relative, n_evaluations=evaluations, method="integrated_gradients",
+        quadrature="adaptive_trapezoid", n_steps="auto", baselines=x_base, target=engine.target,
+        alphas=tuple(torch.as_tensor(s.alphas, dtype=torch.float64) for s in states),
+        convergence_evaluations=torch.as_tensor(history_evals, dtype=torch.long),
+        convergence_relative_delta=torch.as_tensor(history_relative, dtype=torch.float64),
+        convergence=torch.tensor([s.change for s in states], dtype=torch.float64),
+        convergence_change=torch.as_tensor(history_change, dtype=torch.float64),
+        params={"quadrature": "adaptive_trapezoid", "n_steps": "auto", "tolerance": tolerance},
+    )
