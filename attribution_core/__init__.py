@@ -5,7 +5,7 @@ This package never imports Streamlit; the dashboard is one client of it among ot
 
 from attribution_core.cache import ResultCache, fingerprint_model
 from attribution_core.engine import describe_device, pick_device
-from attribution_core.methods.ig import integrated_gradients
+from attribution_core.methods.ig import attribution_change, integrated_gradients, with_convergence
 from attribution_core.methods.ig2 import ig2
 from attribution_core.results import Attribution, IG2Attribution
 
@@ -13,11 +13,13 @@ __all__ = [
     "Attribution",
     "IG2Attribution",
     "ResultCache",
+    "attribution_change",
     "describe_device",
     "fingerprint_model",
     "ig2",
     "integrated_gradients",
     "pick_device",
+    "with_convergence",
 ]
 
 # Comparison methods for the Evaluate page (also importable from attribution_core.methods).

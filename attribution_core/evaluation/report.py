@@ -155,11 +155,18 @@ def _settings_from(record: Mapping[str, Any]) -> EvaluationSettings:
     return EvaluationSettings(**values)
 
 
+_OPTIONAL_OUTCOME_FIELDS = ("convergence",)
+
+
 def _outcome_from(record: Mapping[str, Any]) -> MethodOutcome:
     names = tuple(item.name for item in fields(MethodOutcome))
-    require(record, names, "a method outcome")
+    # Records written before the convergence estimate existed lack it: NaN, "not measured".
+    require(record, tuple(n for n in names if n not in _OPTIONAL_OUTCOME_FIELDS),
+            "a method outcome")
     values: dict[str, Any] = {}
     for name in names:
+        if name not in record:
+            continue
         if name in _OUTCOME_ARRAYS:
             values[name] = decode_array(record[name])
         elif name == "method":

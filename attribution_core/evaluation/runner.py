@@ -40,7 +40,7 @@ from attribution_core.evaluation.types import (
 )
 from attribution_core.methods.gradient_shap import gradient_shap
 from attribution_core.methods.gradient_x_input import gradient_x_input
-from attribution_core.methods.ig import integrated_gradients
+from attribution_core.methods.ig import integrated_gradients, with_convergence
 from attribution_core.methods.ig2 import ig2
 from attribution_core.methods.saliency import saliency
 from attribution_core.methods.smoothgrad import smoothgrad
@@ -55,6 +55,7 @@ from attribution_core.metrics import (
 from attribution_core.modalities import image as image_io
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
+from attribution_core.results import Attribution
 
 Progress = Callable[[int, int, str], None]
 
@@ -267,10 +268,16 @@ def _attribute(method: str, loaded: LoadedModel, stacked: _Stacked, batch: Seque
     device = loaded.device
     forward = loaded.forward
     if method == METHOD_IG:
-        return integrated_gradients(forward, x, baselines=base, target=target,
-                                    n_steps=settings.ig_steps, method=settings.quadrature,
-                                    forward_kwargs=kwargs, cache=cache,
-                                    model_key=loaded.weights_hash)
+        def run_ig(steps: int) -> Attribution:
+            return integrated_gradients(forward, x, baselines=base, target=target,
+                                        n_steps=steps, method=settings.quadrature,
+                                        forward_kwargs=kwargs, cache=cache,
+                                        model_key=loaded.weights_hash)
+        full = run_ig(settings.ig_steps)
+        if settings.ig_steps < 2:
+            return full
+        # Half the steps again: how far the map itself still moves (see MethodOutcome).
+        return with_convergence(full, run_ig(settings.ig_steps // 2))
     if method == METHOD_IG2:
         representation = loaded.ig2_representation()
         box = loaded.spec.input_box
@@ -358,7 +365,8 @@ def _method_outcome(method: str, result: Any, i: int, scores: np.ndarray, deleti
         deletion_auc=float(deletion.normalised_auc[i]),
         insertion_auc=float(insertion.normalised_auc[i]), delta=delta, relative_delta=relative,
         precision_at_k=fit[0], rank_correlation=fit[1], mask_share=fit[2], pointing_game=fit[3],
-        seconds=seconds, n_evaluations=int(_item(getattr(result, "n_evaluations", None), i, 0)))
+        seconds=seconds, n_evaluations=int(_item(getattr(result, "n_evaluations", None), i, 0)),
+        convergence=_item(getattr(result, "convergence", None), i))
 
 
 def _item(values: Any, i: int, default: float = math.nan) -> float:

@@ -121,6 +121,9 @@ class MethodOutcome:
     pointing_game: float
     seconds: float
     n_evaluations: int
+    # IG only: max |A(n steps) - A(n / 2 steps)| / max |A(n steps)|, the per-feature
+    # convergence of the map (the completeness error can be tiny while this is not). NaN else.
+    convergence: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class MethodSummary:
     beats_random_deletion_rate: float
     beats_random_insertion_rate: float
     seconds_total: float
+    convergence_median: float = math.nan
+    convergence_max: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,8 @@ def summarise_method(cases: Sequence[CaseOutcome], method: str) -> MethodSummary
         beats_random_deletion_rate=beats_deletion,
         beats_random_insertion_rate=beats_insertion,
         seconds_total=float(_values(ran, method, "seconds").sum()),
+        convergence_median=_nan_stat(_values(ran, method, "convergence"), "median"),
+        convergence_max=_nan_stat(_values(ran, method, "convergence"), "max"),
     )
 
 

@@ -39,6 +39,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str | None, bool], ...] = (
     ("beats_random_insertion_rate", "Beats random (insertion) ↑", "high", False),
     ("abs_relative_delta_median", "|Completeness error|, median ↓", "low", False),
     ("abs_relative_delta_max", "|Completeness error|, max ↓", "low", False),
+    ("convergence_median", "Map convergence (IG), median ↓", "low", False),
     ("precision_at_k_mean", "Top-k precision ↑", "high", True),
     ("rank_correlation_mean", "Rank correlation ↑", "high", True),
     ("mask_share_mean", "Mask share ↑", "high", True),

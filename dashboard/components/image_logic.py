@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from attribution_core import integrated_gradients
+from attribution_core import integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.modalities import image as image_io
@@ -201,6 +201,7 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
             progress=ig_progress, cache=cache, model_key=loaded.weights_hash,
         )
         curve.extend(_adaptive_curve(ig_result))
+        nearest: Attribution | None = None
         offset = settings.n_steps if isinstance(settings.n_steps, int) else 0
         for steps in ladder:
             report(f"IG: convergence curve, {steps} steps", ig_share * offset / max(total_steps, 1))
@@ -213,6 +214,9 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
             offset += steps
             curve.append(CurvePoint(steps, float(smaller.relative_delta[0]),
                                     "smaller step count"))
+            nearest = smaller  # the ladder ascends: the last run is the closest to n_steps
+        if nearest is not None:
+            ig_result = with_convergence(ig_result, nearest)
     if want_ig2:
         if not ig2_adapter.available():
             notes.append("IG2 is not available in this build of the core yet.")

@@ -18,7 +18,7 @@ import torch
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, session_runs
+from dashboard.components import exports, figures, resources, session_runs, trust
 from dashboard.components import image_logic as logic
 from dashboard.components.image_inputs import ImageInput
 from dashboard.components.image_views import ViewOptions, method_maps, render_maps
@@ -153,6 +153,8 @@ def _completeness(run: logic.ExplanationRun) -> None:
             st.metric(f"{name} delta", f"{delta:.6g}", help="sum of attributions minus the "
                       "score change it explains, in logits")
             st.caption(f"{figures.completeness_colour(relative)}: {detail}")
+            if name == "IG" and run.ig is not None:
+                trust.show_map_convergence(run.ig)
     if run.ig is not None:
         with columns[-1]:
             _curve(run)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribution_core import ig2, integrated_gradients
+from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.modalities import tabular as tab_io
@@ -155,6 +155,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
             n_steps=settings.n_steps, tolerance=settings.tolerance, cache=cache,
             model_key=loaded.weights_hash)
         curve.extend(_own_curve(ig_result))
+        nearest: Attribution | None = None
         if settings.convergence_curve and isinstance(settings.n_steps, int):
             for divisor in CURVE_DIVISORS:
                 steps = max(2, settings.n_steps // divisor)
@@ -165,6 +166,11 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
                     n_steps=steps, cache=cache, model_key=loaded.weights_hash)
                 curve.append(CurvePoint(int(smaller.n_evaluations[0]),
                                         float(smaller.relative_delta[0]), "fewer steps"))
+                if nearest is None or int(smaller.n_evaluations[0]) > int(
+                        nearest.n_evaluations[0]):
+                    nearest = smaller
+        if nearest is not None:
+            ig_result = with_convergence(ig_result, nearest)
         ig_result = replace(ig_result, attributions=ig_result.attributions.detach().cpu(),
                             baselines=ig_result.baselines.detach().cpu())
     ig2_result = None

@@ -23,6 +23,7 @@ from dashboard.components import (
     session_runs,
     tabular_views,
     text_views,
+    trust,
 )
 from dashboard.components import tabular_logic as logic
 from dashboard.components.tabular_inputs import TabularInput
@@ -161,6 +162,8 @@ def _completeness(run: logic.TabularRun) -> None:
             st.plotly_chart(figures.gauge_figure(relative, f"{label}: relative error"),
                             key=f"tab_gauge_{label}", width="stretch")
             st.caption(f"{label}: {figures.completeness_colour(relative)}")
+            if label == "IG" and run.ig is not None:
+                trust.show_map_convergence(run.ig)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribution_core import ig2, integrated_gradients
+from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.modalities import text as text_io
@@ -169,6 +169,7 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
             n_steps=settings.n_steps, tolerance=settings.tolerance, progress=ig_progress,
             forward_kwargs=kwargs, cache=cache, model_key=loaded.weights_hash)
         curve.extend(_own_curve(ig_result))
+        nearest: Attribution | None = None
         if settings.convergence_curve and isinstance(settings.n_steps, int):
             for divisor in CURVE_DIVISORS:
                 steps = max(2, settings.n_steps // divisor)
@@ -181,6 +182,11 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
                     model_key=loaded.weights_hash)
                 curve.append(CurvePoint(int(smaller.n_evaluations[0]),
                                         float(smaller.relative_delta[0]), "fewer steps"))
+                if nearest is None or int(smaller.n_evaluations[0]) > int(
+                        nearest.n_evaluations[0]):
+                    nearest = smaller
+        if nearest is not None:
+            ig_result = with_convergence(ig_result, nearest)
     ig2_result: TextIg2 | None = None
     if want_ig2:
         start = 1.0 - ig_share if want_ig else 0.0

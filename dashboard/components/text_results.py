@@ -15,7 +15,7 @@ import streamlit as st
 
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, session_runs, text_views
+from dashboard.components import exports, figures, resources, session_runs, text_views, trust
 from dashboard.components import text_logic as logic
 from dashboard.components.text_inputs import TextInput, class_label
 
@@ -153,6 +153,8 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
                             key=f"txt_gauge_{view.name}", width="stretch")
             st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}"
                        + (" (from cache)" if view.from_cache else ""))
+            if view.name == "IG" and run.ig is not None:
+                trust.show_map_convergence(run.ig)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from attribution_core import integrated_gradients
+from attribution_core import attribution_change, integrated_gradients
 from attribution_core.methods.ig2 import ig2
 from dashboard.components import catalog
 from dashboard.components.ig2_adapter import select_references
@@ -82,6 +82,11 @@ def test_image_page_matches_the_core(image_page: Callable[[str], AppTest], metho
         _assert_close(metric(at, "IG delta"), float(exact.delta[0]), "IG delta")
         _assert_close(metric(at, "IG relative error"), 100 * float(exact.relative_delta[0]),
                       "IG relative error in %", digits=4)
+        half = integrated_gradients(loaded.forward, x, baselines=torch.zeros_like(x),
+                                    target=target, n_steps=150, method="gausslegendre")
+        _assert_close(metric(at, "IG map convergence"),
+                      100 * float(attribution_change(exact, half)[0]),
+                      "IG map convergence in % (300 vs 150 steps)", digits=3)
     if "IG2" in wanted:
         pool = loaded.spec.reference_pool()
         with torch.no_grad():
@@ -120,6 +125,7 @@ def test_auto_steps_draw_the_refinement_curve(image_page: Callable[[str], AppTes
     assert len(run.curve) >= 2, f"the refinement history is the curve: {run.curve}"
     errors = [p.relative_delta for p in run.curve]
     assert errors[-1] <= 0.01 and errors[-1] < errors[0], f"the error falls: {errors}"
+    assert metric(at, "IG map convergence") <= 1.0, "auto also stops on the map's convergence"
 
 
 @pytest.mark.parametrize("baseline", ["white", "blurred", "noise", "mean"])
