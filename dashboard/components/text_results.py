@@ -151,8 +151,8 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
             st.plotly_chart(figures.gauge_figure(view.relative_delta,
                                                  f"{view.name}: relative error"),
                             key=f"txt_gauge_{view.name}", width="stretch")
-            st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}"
-                       + (" (from cache)" if view.from_cache else ""))
+            # No "(from cache)": a shared-cache hit would reveal another user's input.
+            st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}")
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
