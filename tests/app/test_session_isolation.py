@@ -163,3 +163,25 @@ def test_set_up_details_go_to_the_server_log(caplog: pytest.LogCaptureFixture) -
     assert catalog.public_status(status) == catalog.NOT_AVAILABLE, "users see 'not available'"
     assert any(detail in record.getMessage() for record in caplog.records), \
         f"the operator finds the details in the log: {[r.getMessage() for r in caplog.records]}"
+
+
+def test_configured_login_comes_before_every_page() -> None:
+    import importlib.util
+
+    from tests.app.conftest import APP
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback",
+                          "cookie_secret": "test only", "client_id": "dashboard",
+                          "client_secret": "test only",
+                          "server_metadata_url": "https://id.example/.well-known/"
+                                                 "openid-configuration"}
+    at.run()
+    assert not at.exception, f"the login gate raised: {at.exception}"
+    assert not at.dataframe and not at.get("page_link"), "no page content before logging in"
+    if importlib.util.find_spec("authlib") is not None:
+        assert [b.label for b in at.button] == ["Log in"], "only a log-in button is offered"
+    else:  # configured but unusable: closed, with a one-line message
+        assert len(at.error) == 1 and not at.button, f"closed: {[e.value for e in at.error]}"
+    open_home = open_app()
+    assert open_home.dataframe, "without [auth] in secrets.toml the pages are open (local use)"
