@@ -73,6 +73,11 @@ def test_zero_shot_labels_stay_in_the_session_that_typed_them() -> None:
     first.switch_page("../pages/evaluate.py").run()
     assert any("quokka" in o for o in _text_model_options(first)), \
         "A's Evaluate page offers A's own label model"
+    own_name = next(iter(first.session_state["session_model_specs"]))
+    first.selectbox(key="eval_model_text").set_value(own_name).run()
+    assert not first.exception, f"choosing A's model raised: {first.exception}"
+    assert own_name in first.session_state["session_loaded_models"], \
+        "A's Evaluate page loads A's model into A's session (bundled cases: none for it)"
 
     assert not any("quokka" in spec.title or "quokka" in spec.description
                    or "quokka" in str(spec.metadata) for spec in registry.list_specs()), \
