@@ -9,10 +9,12 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 
 import streamlit as st  # noqa: E402
 
+from dashboard.components.access import require_login  # noqa: E402
 from dashboard.components.navigation import PAGES, existing_pages  # noqa: E402
 from dashboard.components.sidebar import render_sidebar  # noqa: E402
 
 st.set_page_config(page_title="IG / IG2 explanations", page_icon=":material/search:", layout="wide")
+require_login()  # only when the operator configured [auth] in secrets.toml
 pages = existing_pages()
 navigation = st.navigation([
     st.Page(str(ROOT / "pages" / page.file), title=page.title, icon=page.icon,

@@ -43,12 +43,14 @@ if problem:
 if not entries:
     st.info("No model is registered yet.")
 else:
+    # Whether each model is ready, not where its files live: paths and set-up hints are for
+    # the operator (server log, `python -m attribution_core.models`).
     st.dataframe(
         [{"model": e.spec.title, "name": e.spec.name, "modality": e.spec.modality,
-          "ready": e.status.ready, "status": e.status.message}
+          "ready": e.status.ready, "status": catalog.public_status(e.status)}
          for e in entries],
         hide_index=True, width="stretch", height=35 * (len(entries) + 1) + 3,
         column_config={"model": st.column_config.TextColumn(width="medium"),
                        "ready": st.column_config.CheckboxColumn(width="small"),
-                       "status": st.column_config.TextColumn(width="large")},
+                       "status": st.column_config.TextColumn(width="medium")},
     )

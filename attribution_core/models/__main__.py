@@ -1,10 +1,13 @@
-"""``python -m attribution_core.models``: list every registered model and whether it is ready."""
+"""``python -m attribution_core.models``: list every registered model, whether it is ready,
+where its files live and how to set up a missing one (operator details: the dashboard shows
+users only whether a model is ready)."""
 
 from __future__ import annotations
 
 import sys
 
 from attribution_core.models.registry import list_specs
+from attribution_core.models.sources import MODEL_DIRS_VARIABLE, model_roots
 
 
 def main() -> int:
@@ -16,6 +19,12 @@ def main() -> int:
         flag = "ready" if status.ready else "NOT READY"
         detail = "" if status.message == "ready" else f" - {status.message}"
         print(f"{spec.name:<{width}}  {spec.modality:<8}  {spec.source:<11}  {flag}{detail}")
+        if spec.weights_path is not None:
+            print(f"{'':<{width}}  files: {spec.weights_path}")
+    roots = model_roots()
+    shared = ", ".join(str(root) for root in roots) if roots else "none"
+    print(f"\nHugging Face folders users may load ({MODEL_DIRS_VARIABLE}): {shared}; "
+          "hub ids: those already in the local Hugging Face cache.")
     return 0
 
 

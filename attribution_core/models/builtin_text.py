@@ -232,7 +232,8 @@ def zero_shot_spec(name: str, labels: Mapping[str, str], title: str | None = Non
                    temperature: float = TEMPERATURE) -> ModelSpec:
     """A MiniLM zero-shot classifier over ``labels`` (class name -> description).
 
-    Register it with ``registry.register_spec`` to explain a label set the user typed.
+    The dashboard keeps a label set a user typed in that user's session; a library user may
+    ``registry.register_spec`` it (the registry is shared by the whole process).
     """
     if len(labels) < 2:
         raise ModelLoadError("A zero-shot classifier needs at least two labels.")

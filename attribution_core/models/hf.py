@@ -35,11 +35,17 @@ def _local_only(allow_download: bool | None) -> bool:
     return os.environ.get("ATTRIBUTION_ALLOW_DOWNLOAD", "") != "1"
 
 
-def _from_pretrained(loader: Callable[..., Any], source: str, what: str, local_only: bool
-                     ) -> Any:
+def _from_pretrained(loader: Callable[..., Any], source: str, what: str, local_only: bool,
+                     display_name: str | None = None) -> Any:
     try:
         return loader(source, trust_remote_code=False, local_files_only=local_only)
     except Exception as error:
+        if display_name is not None:
+            # A source accepted by the source policy (sources.py): name it as the user typed
+            # it, never by the server path it resolved to.
+            reason = str(error).replace(source, display_name)
+            raise ModelLoadError(f"Could not load the {what} from {display_name!r}: "
+                                 f"{reason}") from error
         where = (f"the folder {source}" if Path(source).exists() else
                  f"the hub id {source!r}" + (" (offline: only the local Hugging Face cache "
                                               "was searched)" if local_only else ""))
@@ -58,25 +64,31 @@ def _tokenize(tokenizer: Any, text: str, max_length: int) -> dict[str, torch.Ten
 
 def load_hf_text_classifier(source: str, device: str | torch.device = "cpu",
                             allow_download: bool | None = None, name: str | None = None,
-                            max_length: int = 256) -> LoadedModel:
-    """``AutoModelForSequenceClassification`` + ``AutoTokenizer``; forward over embeddings."""
+                            max_length: int = 256, display_name: str | None = None
+                            ) -> LoadedModel:
+    """``AutoModelForSequenceClassification`` + ``AutoTokenizer``; forward over embeddings.
+
+    ``display_name`` replaces ``source`` in the title and in error messages (the dashboard
+    passes what the user typed, and the resolved server folder as ``source``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     local_only = _local_only(allow_download)
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", local_only)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", local_only,
+                                 display_name)
     model = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, source,
-                             "sequence classifier", local_only)
+                             "sequence classifier", local_only, display_name)
+    shown = display_name or source
     target = torch.device(device)
     module = HFTextClassifier(model.eval()).to(target)
     n_classes = int(model.config.num_labels)
     head = last_linear_name(module)
     spec = ModelSpec(
-        name=name or f"hf:{source}", title=f"Hugging Face text classifier {source}",
+        name=name or f"hf:{shown}", title=f"Hugging Face text classifier {shown}",
         modality="text", output_kind="classification",
         class_names=_class_names(model.config, n_classes),
         loader=lambda dev: loaded, default_baseline="pad", baselines=TEXT_BASELINES,
         representation_module=head, input_box=None, ig2_step_size=0.02,
-        metadata={"source": source}, source="huggingface",
+        metadata={"source": shown}, source="huggingface",
     )
     loaded = LoadedModel(
         spec=spec, module=module, forward=module,
@@ -97,16 +109,19 @@ def _image_processor_preprocess(processor: Any, image: Image.Image) -> torch.Ten
 
 
 def load_hf_image_classifier(source: str, device: str | torch.device = "cpu",
-                             allow_download: bool | None = None, name: str | None = None
-                             ) -> LoadedModel:
-    """``AutoModelForImageClassification`` + ``AutoImageProcessor``; input pixels in [0, 1]."""
+                             allow_download: bool | None = None, name: str | None = None,
+                             display_name: str | None = None) -> LoadedModel:
+    """``AutoModelForImageClassification`` + ``AutoImageProcessor``; input pixels in [0, 1].
+
+    ``display_name``: as for :func:`load_hf_text_classifier`."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     local_only = _local_only(allow_download)
     processor = _from_pretrained(AutoImageProcessor.from_pretrained, source, "image processor",
-                                 local_only)
+                                 local_only, display_name)
     model = _from_pretrained(AutoModelForImageClassification.from_pretrained, source,
-                             "image classifier", local_only)
+                             "image classifier", local_only, display_name)
+    shown = display_name or source
     mean = getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5)
     std = getattr(processor, "image_std", None) or (0.5, 0.5, 0.5)
     if not getattr(processor, "do_normalize", True):
@@ -116,12 +131,12 @@ def load_hf_image_classifier(source: str, device: str | torch.device = "cpu",
     n_classes = int(model.config.num_labels)
     head = last_linear_name(module)
     spec = ModelSpec(
-        name=name or f"hf:{source}", title=f"Hugging Face image classifier {source}",
+        name=name or f"hf:{shown}", title=f"Hugging Face image classifier {shown}",
         modality="image", output_kind="classification",
         class_names=_class_names(model.config, n_classes), loader=lambda dev: loaded,
         default_baseline="black", baselines=("black", "white", "blurred", "uniform_noise"),
         representation_module=head, input_box=(0.0, 1.0), ig2_step_size=0.5,
-        metadata={"source": source}, source="huggingface",
+        metadata={"source": shown}, source="huggingface",
     )
     loaded = LoadedModel(
         spec=spec, module=module, forward=module,

@@ -1,7 +1,9 @@
 """The model registry: list specs, look one up, load it once per device (in-process cache).
 
 Built-in specs are collected on first use (building a spec reads only small JSON files; no
-weights). ``register_spec`` adds user models (e.g. a zero-shot label set or an uploaded network).
+weights). ``register_spec`` adds models for a library or command-line user; the registry is
+process-wide, so the shared dashboard never registers what one of its users defines (those
+models live in that user's session: dashboard/components/session_models.py).
 Loaded models are cached by (name, device, weights hash or file stamp), so a retrained or
 replaced weights file is loaded afresh while repeated requests reuse one module.
 """

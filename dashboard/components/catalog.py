@@ -1,21 +1,36 @@
-"""The dashboard's view of the model registry, plus temporary specs (benchmarks, tests).
+"""The dashboard's view of the models: the built-in registry plus this session's own models.
 
-The registry belongs to attribution_core.models; this module only adapts it, so the dashboard
-keeps working (with an explanatory empty list) while the registry is missing or broken.
+The registry belongs to attribution_core.models and holds built-in models only (process-wide);
+what a user defines (a zero-shot label set) lives in the user's session
+(:mod:`dashboard.components.session_models`), so each session lists built-ins plus its own
+definitions and never a stranger's. This module only adapts the registry, so the dashboard keeps
+working (with an explanatory empty list) while the registry is missing or broken.
+
+Operator details stay with the operator: a model's status message (file paths, set-up hints)
+goes to the server log; users see :func:`public_status`, ready or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
 from attribution_core.models.spec import LoadedModel, ModelSpec, ModelStatus
+from dashboard.components import session_models
 
+LOG = logging.getLogger("dashboard.models")
+NOT_AVAILABLE = "not available on this server"
+# Process-wide on purpose: benchmarks and tests offer specs outside the registry. Never used for
+# anything a user defines (that is session_models).
 _TEMPORARY: dict[str, ModelSpec] = {}
+_LOGGED: set[tuple[str, str]] = set()
+_LOGGED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,17 +73,39 @@ def list_entries(modality: str | None = None) -> list[CatalogEntry]:
         with contextlib.suppress(Exception):
             specs.extend(registry.list_specs(modality))
     specs.extend(s for s in _TEMPORARY.values() if modality is None or s.modality == modality)
+    specs.extend(session_models.listed(modality))
     return [CatalogEntry(spec, status_of(spec)) for spec in specs]
 
 
 def status_of(spec: ModelSpec) -> ModelStatus:
+    """The full status (for the operator: may name server paths); logged once when not ready."""
     try:
-        return spec.status()
+        status = spec.status()
     except Exception as error:  # a status check must never take the page down
-        return ModelStatus(False, f"status check failed: {error}")
+        status = ModelStatus(False, f"status check failed: {error}")
+    if not status.ready:
+        _log_once(spec.name, status.message)
+    return status
+
+
+def public_status(status: ModelStatus) -> str:
+    """What a user may see of a status: ready or not, never where the files are."""
+    return "ready" if status.ready else NOT_AVAILABLE
+
+
+def _log_once(name: str, message: str) -> None:
+    with _LOGGED_LOCK:
+        if (name, message) in _LOGGED:
+            return
+        _LOGGED.add((name, message))
+    LOG.warning("Model %s is not ready: %s (see `python -m attribution_core.models`)",
+                name, message)
 
 
 def get_spec(name: str) -> ModelSpec:
+    own = session_models.get(name)
+    if own is not None:
+        return own
     if name in _TEMPORARY:
         return _TEMPORARY[name]
     registry = _registry()
@@ -78,7 +115,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def load(name: str, device: torch.device) -> LoadedModel:
-    """Load a model (temporary specs through their own loader)."""
+    """Load a model (temporary specs through their own loader). The session's own models are
+    loaded by :func:`session_models.load` (see resources.loaded_model), never here."""
     if name in _TEMPORARY:
         return _TEMPORARY[name].loader(device)
     registry = _registry()

@@ -135,15 +135,15 @@ def _completeness(run: logic.ExplanationRun) -> None:
         entries.append(("IG", float(run.ig.delta[0]), float(run.ig.relative_delta[0]),
                         f"f(input) = {float(run.ig.f_inputs[0]):.5g}, f(baseline) = "
                         f"{float(run.ig.f_baselines[0]):.5g}, "
-                        f"{int(run.ig.n_evaluations[0])} gradient evaluations"
-                        + (" (from cache)" if run.ig.from_cache else "")))
+                        f"{int(run.ig.n_evaluations[0])} gradient evaluations"))
+    # A shared-cache hit is not announced: it would tell the user that someone else explained
+    # the same input.
     if run.ig2 is not None:
         s = run.ig2
         entries.append(("IG2", s.delta, s.relative_delta,
                         f"f(input) = {s.f_input:.5g}, mean f(GradCF) = "
                         f"{s.f_counterfactual_mean:.5g} (mean f(references) = "
-                        f"{s.f_reference_mean:.5g}), {s.n_evaluations} path points"
-                        + (" (from cache)" if s.from_cache else "")))
+                        f"{s.f_reference_mean:.5g}), {s.n_evaluations} path points"))
     columns = st.columns(max(2, len(entries) + (1 if run.ig is not None else 0)))
     for column, (name, delta, relative, detail) in zip(columns, entries, strict=False):
         with column:

@@ -1,12 +1,14 @@
 """Process-wide resources shared by every session: the device, the result cache, loaded models.
 
-Models and the cache are created once per process with ``st.cache_resource``, keyed by plain
-strings (a model's name and the device), never by tensors: Streamlit's hasher never sees weights.
-Everything a session changes lives in ``st.session_state`` instead.
+Built-in models and the cache are created once per process with ``st.cache_resource``, keyed by
+plain strings (a model's name and the device), never by tensors: Streamlit's hasher never sees
+weights. Everything a session changes or defines lives in ``st.session_state`` instead, its own
+models included (:mod:`dashboard.components.session_models`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +18,9 @@ import torch
 
 from attribution_core import ResultCache, describe_device, pick_device
 from attribution_core.models.spec import LoadedModel, ModelSpec
-from dashboard.components import catalog
+from dashboard.components import catalog, session_models
 
+LOG = logging.getLogger("dashboard.models")
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR_VARIABLE = "IG_DASHBOARD_CACHE_DIR"
 DEVICE_VARIABLE = "IG_DASHBOARD_DEVICE"
@@ -53,7 +56,11 @@ def _load_model(name: str, device_name: str) -> LoadedModel:
 
 
 def loaded_model(name: str) -> LoadedModel:
-    """The model ``name`` on the active device, loaded once per process."""
+    """The model ``name`` on the active device: this session's own model from its session,
+    a built-in one loaded once per process."""
+    own = session_models.get(name)
+    if own is not None:
+        return session_models.load(own, active_device())
     return _load_model(name, active_device_name())
 
 
@@ -65,8 +72,8 @@ def load_ready_model(name: str, resolve: Callable[[ModelSpec], str] | None = Non
     try:
         spec = catalog.get_spec(name)
         status = catalog.status_of(spec)
-        if not status.ready:
-            st.error(f"{spec.title} is not ready: {status.message}")
+        if not status.ready:  # the reason (paths, set-up hints) is in the server log
+            st.error(f"{spec.title} is {catalog.public_status(status)}.")
             return None
         if resolve is not None:
             name = resolve(spec)

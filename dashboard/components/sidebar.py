@@ -80,10 +80,11 @@ def _model_picker(modality: str) -> None:
     )
     st.session_state[store] = chosen
     status = by_name[chosen].status
+    shown = catalog.public_status(status)  # the operator's details are in the server log
     if status.ready:
-        st.success(f"Status: {status.message}", icon=":material/check_circle:")
+        st.success(f"Status: {shown}", icon=":material/check_circle:")
     else:
-        st.error(f"Status: {status.message}", icon=":material/block:")
+        st.error(f"Status: {shown}", icon=":material/block:")
     description = by_name[chosen].spec.description
     if description:
         st.caption(description)

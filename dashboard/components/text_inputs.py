@@ -14,8 +14,9 @@ import streamlit as st
 import torch
 
 from attribution_core.modalities import text as text_io
+from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
 from attribution_core.models.spec import LoadedModel, ModelSpec
-from dashboard.components import catalog, resources
+from dashboard.components import catalog, resources, session_models
 from dashboard.components import text_logic as logic
 from dashboard.components.sidebar import selected_model_key
 
@@ -23,6 +24,7 @@ MAX_UPLOAD_BYTES = 1024 * 1024
 DEFAULT_TEXT = "The food was wonderful and the staff were friendly."
 SIDEBAR, HUGGING_FACE = "Model from the sidebar", "Hugging Face classifier"
 MEMO_ITEMS = 16
+HF_MODEL_KEY = "txt_hf_model"
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,20 @@ class TextInput:
 
 # -- the model -------------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _hugging_face_model(source: str, device_name: str) -> LoadedModel:
+def _hugging_face_model(typed: str, device_name: str) -> LoadedModel:
+    """The Hugging Face classifier ``typed`` names, if the source policy allows it, loaded once
+    per session: a stranger's session neither lists it nor gets it from a shared cache."""
     from attribution_core.models.loaders import load_hf_text_classifier
 
-    return load_hf_text_classifier(source, device=device_name)
+    resolved = resolve_model_source(typed)  # refusals all read the same (sources.py)
+    held = st.session_state.get(HF_MODEL_KEY)
+    if held is not None and held[0] == (resolved.load_path, device_name):
+        return held[1]
+    st.session_state.pop(HF_MODEL_KEY, None)  # one Hugging Face model per session in memory
+    loaded = load_hf_text_classifier(resolved.load_path, device=device_name,
+                                     allow_download=False, display_name=resolved.display_name)
+    st.session_state[HF_MODEL_KEY] = ((resolved.load_path, device_name), loaded)
+    return loaded
 
 
 def _builtin_name() -> str | None:
@@ -63,8 +74,9 @@ def _builtin_name() -> str | None:
 def current_model() -> LoadedModel | None:
     source = st.radio("Model source", [SIDEBAR, HUGGING_FACE], horizontal=True,
                       key="txt_model_source",
-                      help="Hugging Face: a sequence classifier by hub id (from the local cache) "
-                           "or a local folder; loaded with trust_remote_code=False.")
+                      help="Hugging Face: a sequence classifier by hub id (already in the "
+                           "server's Hugging Face cache) or a folder under the model folders "
+                           "the operator shared; loaded with trust_remote_code=False.")
     if source == HUGGING_FACE:
         return _hugging_face_panel()
     name = _builtin_name()
@@ -86,12 +98,15 @@ def _hugging_face_panel() -> LoadedModel | None:
         st.session_state["txt_hf_loaded"] = source.strip()
     loaded_source = st.session_state.get("txt_hf_loaded")
     if not loaded_source:
-        st.info("Type a hub id (already in the local Hugging Face cache) or a folder and press "
-                "**Load**.")
+        st.info("Type a hub id (already in the server's Hugging Face cache) or a folder the "
+                "operator shared, and press **Load**.")
         return None
     try:
         with st.spinner(f"Loading {loaded_source}…"):
             return _hugging_face_model(loaded_source, resources.active_device_name())
+    except ModelSourceRefused as error:  # one message whatever the reason (sources.py)
+        st.error(str(error))
+        return None
     except Exception as error:
         st.error(f"Could not load {loaded_source}: {error}")
         return None
@@ -126,7 +141,7 @@ def _zero_shot_labels(base_name: str, defaults: dict[str, str]) -> str:
         apply, reset = st.columns(2)
         if apply.button("Use these labels", key=f"txt_labels_apply_{base_name}"):
             try:
-                st.session_state[store] = _register_zero_shot(base_name, parse_labels(typed))
+                st.session_state[store] = _define_zero_shot(base_name, parse_labels(typed))
             except Exception as error:
                 st.error(f"The labels could not be used: {error}")
         if reset.button("Back to the built-in labels", key=f"txt_labels_reset_{base_name}"):
@@ -137,14 +152,14 @@ def _zero_shot_labels(base_name: str, defaults: dict[str, str]) -> str:
     return str(chosen)
 
 
-def _register_zero_shot(base_name: str, labels: dict[str, str]) -> str:
+def _define_zero_shot(base_name: str, labels: dict[str, str]) -> str:
+    """The user's label set as a model of this session only (never the shared registry)."""
     from attribution_core.models.builtin_text import zero_shot_spec
-    from attribution_core.models.registry import register_spec
 
     tag = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:8]
     name = f"{base_name}_custom_{tag}"
-    register_spec(zero_shot_spec(name, labels, f"MiniLM zero-shot ({', '.join(labels)})"),
-                  replace=True)
+    session_models.define(zero_shot_spec(name, labels,
+                                         f"MiniLM zero-shot ({', '.join(labels)})"))
     return name
 
 

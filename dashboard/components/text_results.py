@@ -151,8 +151,8 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
             st.plotly_chart(figures.gauge_figure(view.relative_delta,
                                                  f"{view.name}: relative error"),
                             key=f"txt_gauge_{view.name}", width="stretch")
-            st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}"
-                       + (" (from cache)" if view.from_cache else ""))
+            # No "(from cache)": a shared-cache hit would reveal another user's input.
+            st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}")
             if view.name == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
     if run.ig is not None:

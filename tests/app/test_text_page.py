@@ -180,8 +180,10 @@ def _tiny_hugging_face_folder(folder: Path) -> Path:
     return folder
 
 
-def test_hugging_face_classifier_from_a_local_folder(tmp_path: Path) -> None:
-    folder = _tiny_hugging_face_folder(tmp_path)
+def test_hugging_face_classifier_from_a_local_folder(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IG_DASHBOARD_MODEL_DIRS", str(tmp_path))  # the operator shares it
+    folder = _tiny_hugging_face_folder(tmp_path / "tiny")
     at = AppTest.from_file(str(PAGE), default_timeout=120)
     at.session_state["selected_model_text"] = "cue_transformer"
     at.run()
