@@ -21,8 +21,9 @@ from tests import hostile_files as hostile
 
 
 def _kept_bytes(answer: Any) -> int:
+    items = getattr(answer, "items", ())
     images = [answer.image] if hasattr(answer, "image") else \
-        [item.image for item in getattr(answer, "items", ())]
+        [item.image for item in items] if isinstance(items, tuple) else []
     return sum(len(image.getbands()) * image.width * image.height
                * (2 if image.mode.startswith("I;16") else 1) for image in images)
 
@@ -35,6 +36,18 @@ def _cases() -> dict[str, Callable[[], Callable[[], Any]]]:
         from dashboard.components.text_inputs import parse_labels
         typed = hostile.long_label_set()
         return lambda: parse_labels(typed)
+
+    def labels_to_model() -> Callable[[], Any]:
+        import torch
+
+        from attribution_core.models.builtin_text import zero_shot_spec
+        from dashboard.components.text_inputs import parse_labels
+        typed = hostile.long_label_set()
+
+        def run() -> Any:
+            spec = zero_shot_spec("minilm_topic_custom_bench", parse_labels(typed))
+            return spec.loader(torch.device("cpu"))
+        return run
 
     def build(read: Callable[[bytes], Any], make: Callable[[], bytes]
               ) -> Callable[[], Callable[[], Any]]:
@@ -63,6 +76,7 @@ def _cases() -> dict[str, Callable[[], Callable[[], Any]]]:
             build(uploads.read_image_zip, hostile.deep_names_zip),
         "zip: 200k empty members": build(uploads.read_image_zip, hostile.many_members_zip),
         "labels: 500 x 2,000 characters (parse only)": labels,
+        "labels: 500 x 2,000 characters (parse, then the model embeds them)": labels_to_model,
         "png: flat 6324x6324 RGB (132 KB)":
             build(image.decode_image, lambda: hostile.solid_png(6324)),
         "png: flat 6324x6324 16-bit grey":
