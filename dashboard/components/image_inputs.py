@@ -200,6 +200,8 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
                 uploaded_baseline = _decode_upload(upload.getvalue()).image
             except image_io.ImageInputError as error:
                 st.error(f"Baseline {upload.name}: {error}")
+            except Exception as error:  # MemoryError included: shown, logged, not remembered
+                show_unexpected(error, f"Reading the baseline {upload.name}")
     small = source.inputs.numel() <= SMALL_INPUT_VALUES
     auto = st.checkbox("Choose the step count automatically", key="img_auto_steps",
                        help="Refine the path until the completeness error reaches the tolerance.")
