@@ -22,6 +22,7 @@ from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.components import catalog, resources
 from dashboard.components import text_logic as logic
+from dashboard.components.errors import show_unexpected
 from dashboard.components.sidebar import selected_model_key
 
 MAX_UPLOAD_BYTES = 1024 * 1024
@@ -136,8 +137,10 @@ def _zero_shot_labels(base_name: str, defaults: dict[str, str]) -> str:
         if apply.button("Use these labels", key=f"txt_labels_apply_{base_name}"):
             try:
                 st.session_state[store] = _register_zero_shot(base_name, parse_labels(typed))
-            except Exception as error:
+            except ValueError as error:  # TextInputError and ModelLoadError: a reason to show
                 st.error(f"The labels could not be used: {error}")
+            except Exception as error:  # logged with a reference; one line on the page
+                show_unexpected(error, "Using these labels")
         if reset.button("Back to the built-in labels", key=f"txt_labels_reset_{base_name}"):
             st.session_state.pop(store, None)
     chosen = st.session_state.get(store, base_name)
