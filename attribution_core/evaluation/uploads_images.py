@@ -294,6 +294,17 @@ def _attach_masks(archive: zipfile.ZipFile, masks: Sequence[_Member],
     return found
 
 
+class _SuffixNode:
+    """One path ending in the trie of ``_unique_names``: how many paths end this way, and the
+    longer endings (one more folder) below it."""
+
+    __slots__ = ("children", "paths")
+
+    def __init__(self) -> None:
+        self.paths = 0
+        self.children: dict[str, _SuffixNode] = {}
+
+
 def _unique_names(paths: Sequence[PurePosixPath]) -> dict[str, str]:
     """Full path -> the file name, with as many parent folders as it takes to be unique.
 
@@ -302,20 +313,19 @@ def _unique_names(paths: Sequence[PurePosixPath]) -> dict[str, str]:
     in the total number of parts (comparing every path's endings with every other's was
     quadratic in the depth: 16 paths 32,000 folders deep took 28 s).
     """
-    root: dict[str, list] = {}  # part -> [paths through this node, children]
+    root = _SuffixNode()
     for path in paths:
-        children = root
+        node = root
         for part in reversed(path.parts):
-            node = children.setdefault(part, [0, {}])
-            node[0] += 1
-            children = node[1]
+            node = node.children.setdefault(part, _SuffixNode())
+            node.paths += 1
     names: dict[str, str] = {}
     for path in paths:
         parts = path.parts
-        depth, node = 1, root[parts[-1]]
-        while depth < len(parts) and node[0] > 1:
+        depth, node = 1, root.children[parts[-1]]
+        while depth < len(parts) and node.paths > 1:
             depth += 1
-            node = node[1][parts[-depth]]
+            node = node.children[parts[-depth]]
         names[str(path)] = "/".join(parts[-depth:])
     return names
 
