@@ -21,6 +21,7 @@ from typing import TypeVar
 import pandas as pd
 
 from attribution_core.evaluation.types import EvaluationInputError, RowItem, TextItem
+from attribution_core.limits import header_problem
 from attribution_core.modalities.tabular import (
     MAX_CSV_BYTES,
     TabularInputError,
@@ -113,9 +114,9 @@ def _read_csv_records(data: bytes, what: str = "The CSV"
     except csv.Error as error:
         raise EvaluationInputError(f"{what} could not be read as CSV: {error}.") from error
     header = [name.strip() for name in records[0]] if records else []
-    duplicated = sorted({n for n in header if n and header.count(n) > 1})
-    if duplicated:
-        raise EvaluationInputError(f"{what} repeats the column(s) {_listing(duplicated)}.")
+    problem = header_problem(header, what, ignore_empty=True)
+    if problem is not None:
+        raise EvaluationInputError(problem)
     rows = [(number, cells) for number, cells in enumerate(records[1:], start=2)
             if any(cell.strip() for cell in cells)]
     if not rows:
@@ -204,18 +205,20 @@ def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int =
     ``expected`` (feature names separated by ``;`` or ``|``), ``label`` and ``name``/``id``."""
     names = [str(n) for n in feature_names]
     header, rows = _read_csv_records(data)
-    missing = [n for n in names if n not in header]
+    in_header = set(header)  # sets: a long header stays linear
+    missing = [n for n in names if n not in in_header]
     if missing:
         raise EvaluationInputError(
             f"The CSV lacks the feature column(s) {_with_hints(missing, header)}. The model "
             f"needs: {_listing(names, 40)}.")
     reserved = ("expected", "label", *_NAME_COLUMNS)
-    extra = [c for c in header if c not in names and c.lower() not in reserved]
+    known = set(names)
+    extra = [c for c in header if c not in known and c.lower() not in reserved]
     if extra:
         raise EvaluationInputError(
             f"The CSV has column(s) this model does not know: {_with_hints(extra, names)}. Valid "
             f"columns: {_listing(names, 40)}, plus optional expected, label, name or id.")
-    role = {j: c for j, c in enumerate(header) if c in names}
+    role = {j: c for j, c in enumerate(header) if c in known}
 
     def column(name: str) -> int | None:
         return next((j for j, c in enumerate(header) if j not in role and c.lower() == name), None)

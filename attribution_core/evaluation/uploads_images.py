@@ -30,6 +30,11 @@ from attribution_core.evaluation.uploads_csv import (
     _parse_label,
     _read_csv_records,
 )
+from attribution_core.evaluation.zip_directory import (
+    check_declared_directory,
+    check_member_names,
+)
+from attribution_core.limits import EVALUATE_MAX_TOTAL_PIXELS
 from attribution_core.modalities.image import UPLOAD_EXTENSIONS, ImageInputError, decode_image
 
 # Small members may compress far beyond any ratio (a flat BMP mask is ~99% zeros) and cannot
@@ -58,15 +63,17 @@ class _Member:
 
 def read_image_zip(data: bytes, *, max_cases: int = 500, max_total_bytes: int = 200 * 2**20,
                    max_member_bytes: int = 40 * 2**20, max_ratio: float = 200.0,
-                   max_total_pixels: int = 400_000_000) -> ImageUpload:
+                   max_total_pixels: int = EVALUATE_MAX_TOTAL_PIXELS) -> ImageUpload:
     """A zip of images (with optional masks and ``labels.csv``) -> image cases.
 
     A mask is ``<stem>_mask.<ext>`` or ``masks/<stem>.<ext>`` at any depth; it is read as grey
     levels and pixels above 127 count as expected-to-matter. ``labels.csv`` has columns
     ``file,label`` (an integer class). ``max_total_pixels`` bounds the decoded pictures held
-    in memory together (a small PNG can hold a large canvas).
+    in memory together (a small PNG can hold a large canvas); each picture is first reduced
+    to ``MAX_KEPT_SIDE`` as on the image page, and its mask with it.
     """
     archive = _open_zip(data)
+    check_member_names([info.filename for info in archive.infolist()])
     members = [m for m in (_member(info) for info in archive.infolist()) if m is not None]
     if not members:
         raise EvaluationInputError("The zip is empty: it holds no files (folders, __MACOSX and "
@@ -158,6 +165,7 @@ def bounded_read(handle: IO[bytes], limit: int, name: str) -> bytes:
 def _open_zip(data: bytes) -> zipfile.ZipFile:
     if not data:
         raise EvaluationInputError("The upload is empty; upload a .zip of images.")
+    check_declared_directory(data)  # before zipfile turns every entry into an object
     try:
         return zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
@@ -286,15 +294,39 @@ def _attach_masks(archive: zipfile.ZipFile, masks: Sequence[_Member],
     return found
 
 
+class _SuffixNode:
+    """One path ending in the trie of ``_unique_names``: how many paths end this way, and the
+    longer endings (one more folder) below it."""
+
+    __slots__ = ("children", "paths")
+
+    def __init__(self) -> None:
+        self.paths = 0
+        self.children: dict[str, _SuffixNode] = {}
+
+
 def _unique_names(paths: Sequence[PurePosixPath]) -> dict[str, str]:
-    """Full path -> the file name, with as many parent folders as it takes to be unique."""
+    """Full path -> the file name, with as many parent folders as it takes to be unique.
+
+    A trie of the paths' parts read from the file name upwards counts how many paths share
+    each ending; a name stops growing at the first ending that only its own path has. Linear
+    in the total number of parts (comparing every path's endings with every other's was
+    quadratic in the depth: 16 paths 32,000 folders deep took 28 s).
+    """
+    root = _SuffixNode()
+    for path in paths:
+        node = root
+        for part in reversed(path.parts):
+            node = node.children.setdefault(part, _SuffixNode())
+            node.paths += 1
     names: dict[str, str] = {}
     for path in paths:
-        depth = 1
-        while depth < len(path.parts) and any(
-                other != path and other.parts[-depth:] == path.parts[-depth:] for other in paths):
+        parts = path.parts
+        depth, node = 1, root.children[parts[-1]]
+        while depth < len(parts) and node.paths > 1:
             depth += 1
-        names[str(path)] = "/".join(path.parts[-depth:])
+            node = node.children[parts[-depth]]
+        names[str(path)] = "/".join(parts[-depth:])
     return names
 
 

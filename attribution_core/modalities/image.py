@@ -6,40 +6,27 @@ rejected in the browser is rejected the same way everywhere, with a message a pe
 
 from __future__ import annotations
 
-import io
 import itertools
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-MAX_PIXELS = 40_000_000
-MIN_SIDE = 4
-MAX_UPLOAD_BYTES = 50 * 1024**2
-ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-UPLOAD_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
+# Decoding lives in image_decode; callers keep using image.decode_image and friends.
+from attribution_core.modalities.image_decode import ACCEPTED_FORMATS as ACCEPTED_FORMATS
+from attribution_core.modalities.image_decode import MAX_PIXELS as MAX_PIXELS
+from attribution_core.modalities.image_decode import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES
+from attribution_core.modalities.image_decode import MIN_SIDE as MIN_SIDE
+from attribution_core.modalities.image_decode import UPLOAD_EXTENSIONS as UPLOAD_EXTENSIONS
+from attribution_core.modalities.image_decode import DecodedImage as DecodedImage
+from attribution_core.modalities.image_decode import ImageInputError
+from attribution_core.modalities.image_decode import decode_image as decode_image
+
 BASELINE_KINDS = ("black", "white", "blurred", "noise", "mean", "uploaded")
 View = Literal["signed", "positive", "absolute"]
-_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
-
-
-class ImageInputError(ValueError):
-    """An upload that cannot be used; the message says why and what to do instead."""
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    """A validated 8-bit RGB or L image plus what was done to get it there."""
-
-    image: Image.Image
-    source_format: str
-    source_mode: str
-    source_size: tuple[int, int]
-    notes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -79,112 +66,6 @@ class ImagePreprocessing:
         return torch.minimum(lo, hi), torch.maximum(lo, hi)
 
 
-# -- decoding --------------------------------------------------------------------------------
-
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE,
-                 max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage:
-    """Decode an upload into an 8-bit RGB or L image, or raise :class:`ImageInputError`.
-
-    The size is checked from the header *before* pixels are decoded, so a small file that claims
-    a huge canvas (a decompression bomb) costs nothing. Only the listed formats' decoders run.
-    """
-    if not data:
-        raise ImageInputError(
-            "The file is empty. Upload a PNG, JPEG, WebP, BMP, TIFF or GIF image.")
-    if len(data) > max_bytes:
-        raise ImageInputError(
-            f"The file is {len(data) / 1024**2:.0f} MB; the limit is {max_bytes / 1024**2:.0f} MB."
-        )
-    with warnings.catch_warnings():
-        # Pillow warns (and above twice its limit raises) on huge canvases; we apply our own cap.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
-        except Image.DecompressionBombError as error:
-            raise ImageInputError(_too_large_message(None, max_pixels)) from error
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ImageInputError(
-                "This file is not an image we can read (accepted: PNG, JPEG, WebP, BMP, TIFF, "
-                "GIF). It may be another kind of file with an image extension."
-            ) from error
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageInputError(_too_large_message((width, height), max_pixels))
-        if min(width, height) < min_side:
-            raise ImageInputError(
-                f"The image is {width}x{height} pixels; at least {min_side}x{min_side} is needed "
-                "for an explanation to mean anything."
-            )
-        source_format, source_mode = image.format or "?", image.mode
-        notes: list[str] = []
-        frames = int(getattr(image, "n_frames", 1) or 1)
-        try:
-            if frames > 1:
-                image.seek(0)
-                notes.append(f"animated image with {frames} frames: the first frame is used")
-            image.load()
-            image = _apply_orientation(image, notes)
-            image = _to_eight_bit(image, notes)
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ImageInputError(
-                "The image is damaged or truncated (decoding stopped part-way). "
-                "Re-export or re-download it and upload it again."
-            ) from error
-    return DecodedImage(image, source_format, source_mode, (width, height), tuple(notes))
-
-
-def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:
-    claimed = f"{size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP)" if size else \
-        "far larger than allowed"
-    return (f"The image is {claimed}; the limit is {max_pixels / 1e6:.0f} MP to protect the "
-            "server's memory. Downscale it and upload it again.")
-
-
-def _apply_orientation(image: Image.Image, notes: list[str]) -> Image.Image:
-    orientation = image.getexif().get(0x0112, 1)
-    if orientation in (None, 1):
-        return image
-    rotated = ImageOps.exif_transpose(image)
-    notes.append(f"EXIF orientation {orientation} applied")
-    return rotated if rotated is not None else image
-
-
-def _to_eight_bit(image: Image.Image, notes: list[str]) -> Image.Image:
-    """Any supported mode -> 8-bit "RGB" or "L" (alpha composited on white)."""
-    mode = image.mode
-    if mode in ("RGB", "L"):
-        return image
-    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if mode == "F":
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
-            scaled = (values - low) / max(high - low, 1e-12) * 255.0
-            notes.append("floating-point image rescaled to 8 bits")
-        else:
-            top = 65535.0 if mode in _SIXTEEN_BIT_MODES or values.max() > 255 else 255.0
-            scaled = np.clip(values, 0, top) / top * 255.0
-            notes.append("16-bit image reduced to 8 bits")
-        return Image.fromarray(np.nan_to_num(scaled).round().astype(np.uint8), mode="L")
-    if mode == "CMYK":
-        notes.append("CMYK converted to RGB")
-        return image.convert("RGB")
-    if mode == "1":
-        return image.convert("L")
-    if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
-        mode = image.mode
-        if mode == "RGB":
-            return image
-    if mode in ("RGBA", "LA", "RGBa", "La"):
-        canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        canvas.alpha_composite(image.convert("RGBA"))
-        notes.append("transparent areas placed on white")
-        return canvas.convert("RGB" if mode.startswith("RGB") else "L")
-    notes.append(f"{mode} converted to RGB")
-    return image.convert("RGB")
-
-
 # -- preprocessing ---------------------------------------------------------------------------
 
 def resize_for_model(image: Image.Image, prep: ImagePreprocessing) -> Image.Image:
@@ -200,11 +81,14 @@ def resize_for_model(image: Image.Image, prep: ImagePreprocessing) -> Image.Imag
 def to_model_tensor(image: Image.Image, prep: ImagePreprocessing,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A decoded image -> a [1, C, H, W] model input."""
-    pixels = np.asarray(resize_for_model(image, prep), dtype=np.float64) / 255.0
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    # Scaled in the model's own dtype (float32 by default), after the resize: never a float64
+    # copy of a large picture.
+    eight_bit = np.asarray(resize_for_model(image, prep), dtype=np.uint8)
+    eight_bit = eight_bit[None] if eight_bit.ndim == 2 else eight_bit.transpose(2, 0, 1)
+    pixels = torch.tensor(eight_bit, dtype=dtype) / 255.0
     if prep.invert:
         pixels = 1.0 - pixels
-    return prep.normalise(torch.as_tensor(pixels, dtype=dtype)).unsqueeze(0)
+    return prep.normalise(pixels).unsqueeze(0)
 
 
 def to_display_array(values: torch.Tensor, prep: ImagePreprocessing) -> np.ndarray:

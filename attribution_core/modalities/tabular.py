@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from attribution_core.limits import header_problem
+
 MAX_CSV_BYTES = 5 * 1024 * 1024
 MAX_CSV_ROWS = 2_000
 MAX_PROBLEMS_LISTED = 200
@@ -102,11 +104,14 @@ def parse_csv(data: bytes, limit: int = MAX_CSV_BYTES) -> pd.DataFrame:
     except UnicodeDecodeError as error:
         raise TabularInputError(f"The CSV is not UTF-8 text ({error.reason} at byte "
                                 f"{error.start}).") from error
-    header = next(csv.reader(io.StringIO(text)), [])
-    stripped = [name.strip() for name in header]
-    duplicated = sorted({name for name in stripped if stripped.count(name) > 1})
-    if duplicated:  # pandas would silently rename them to "name.1"
-        raise TabularInputError(f"The CSV repeats the column(s) {', '.join(duplicated)}.")
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as error:
+        raise TabularInputError(f"The CSV header could not be read: {error}.") from error
+    # Before pandas: it would silently rename repeats to "name.1", and it is slow per column.
+    problem = header_problem([name.strip() for name in header])
+    if problem is not None:
+        raise TabularInputError(problem)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                             skipinitialspace=True)
@@ -125,10 +130,11 @@ def validate_rows(frame: pd.DataFrame, feature_names: Sequence[str],
     names = list(feature_names)
     columns = [str(c).strip() for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicated:
-        raise TabularInputError(f"The CSV repeats the column(s) {', '.join(duplicated)}.")
-    missing = [n for n in names if n not in columns]
+    problem = header_problem(columns)
+    if problem is not None:
+        raise TabularInputError(problem)
+    present, wanted = set(columns), set(names)  # sets: a long header stays linear
+    missing = [n for n in names if n not in present]
     if missing:
         raise TabularInputError(
             f"The CSV lacks {len(missing)} of the model's {len(names)} feature columns: "
@@ -137,7 +143,7 @@ def validate_rows(frame: pd.DataFrame, feature_names: Sequence[str],
     if len(frame) > max_rows:
         raise TabularInputError(f"The CSV has {len(frame):,} rows; at most {max_rows:,} are "
                                 "explained at once. Split it into smaller files.")
-    ignored = tuple(c for c in columns if c not in names)
+    ignored = tuple(c for c in columns if c not in wanted)
     problems: list[CellProblem] = [CellProblem(None, c, "not a feature of this model; ignored")
                                    for c in ignored]
     values = np.full((len(frame), len(names)), np.nan)

@@ -21,6 +21,12 @@ from typing import Any
 
 import torch
 
+from attribution_core.limits import (
+    MAX_LABEL_CHARS,
+    MAX_LABEL_DESCRIPTION_CHARS,
+    MAX_ZERO_SHOT_LABELS,
+)
+
 BASELINE_KINDS = ("pad", "mask", "unk", "zero")
 BASELINE_LABELS = {
     "pad": "[PAD] embeddings", "mask": "[MASK] embeddings", "unk": "[UNK] embeddings",
@@ -33,6 +39,24 @@ WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece: the token 
 
 class TextInputError(ValueError):
     """The text cannot be explained; the message says why in words a user can act on."""
+
+
+def check_label_count(count: int) -> None:
+    """Every zero-shot label is embedded by the model, for every run: the count is bounded
+    (500 long labels took 25 s and 2.2 GB)."""
+    if count > MAX_ZERO_SHOT_LABELS:
+        raise TextInputError(f"{count:,} labels were given; at most {MAX_ZERO_SHOT_LABELS} "
+                             "are accepted.")
+
+
+def check_label(label: str, description: str) -> None:
+    """One zero-shot label and its description, within their lengths."""
+    if len(label) > MAX_LABEL_CHARS:
+        raise TextInputError(f"The label {label[:30]!r}… has {len(label):,} characters; at "
+                             f"most {MAX_LABEL_CHARS} are accepted.")
+    if len(description) > MAX_LABEL_DESCRIPTION_CHARS:
+        raise TextInputError(f"The description of {label[:30]!r} has {len(description):,} "
+                             f"characters; at most {MAX_LABEL_DESCRIPTION_CHARS} are accepted.")
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,19 @@ from attribution_core.evaluation.cases import (
     text_cases,
 )
 from attribution_core.evaluation.uploads import read_image_zip, read_rows_csv, read_text_csv
+from attribution_core.limits import (
+    EVALUATE_MAX_TOTAL_PIXELS,
+    MAX_COLUMN_NAME_CHARS,
+    MAX_CSV_COLUMNS,
+    MAX_FRAMES_COUNTED,
+    MAX_KEPT_SIDE,
+    MAX_ZIP_ENTRIES,
+    MAX_ZIP_NAME_CHARS,
+)
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import catalog, resources
+from dashboard.components.errors import unexpected_message
 from dashboard.components.evaluate_state import cases_digest, result_key
 
 MODALITIES = ("image", "text", "tabular")
@@ -54,6 +64,17 @@ UPLOAD_NOTES = {
     "tabular": "A **CSV** with one column per model feature (raw units, the model's feature "
                "names); optional columns `expected` (feature names that should matter, "
                "separated by `;` or `|`), `label` and `name`. One case per row.",
+}
+
+UPLOAD_LIMITS = {
+    "image": f"At most {MAX_ZIP_ENTRIES:,} files and folders in the zip, paths up to "
+             f"{MAX_ZIP_NAME_CHARS} characters, {EVALUATE_MAX_TOTAL_PIXELS / 1e6:,.0f} "
+             f"megapixels in all (pictures are first reduced to {MAX_KEPT_SIDE} pixels a "
+             f"side); only the first of up to {MAX_FRAMES_COUNTED} frames is read.",
+    "text": f"At most {MAX_CASES} rows, {MAX_CSV_COLUMNS:,} columns, names up to "
+            f"{MAX_COLUMN_NAME_CHARS} characters, each name once.",
+    "tabular": f"At most {MAX_CASES} rows, {MAX_CSV_COLUMNS:,} columns, names up to "
+               f"{MAX_COLUMN_NAME_CHARS} characters, each name once.",
 }
 
 
@@ -98,8 +119,10 @@ def _remembered(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
             memo[key] = build()
         except EvaluationInputError as error:
             memo[key] = str(error)
-        except Exception as error:  # any other failure is still a message, never a traceback
-            memo[key] = f"the cases could not be built ({type(error).__name__}: {error})."
+        except MemoryError as error:  # may pass once others free memory: never remembered
+            return unexpected_message(error, "Building the cases")
+        except Exception as error:  # logged with a reference; the page shows one line
+            memo[key] = unexpected_message(error, "Building the cases")
         while len(memo) > CASE_MEMO_ITEMS:
             memo.popitem(last=False)
     memo.move_to_end(key)
@@ -131,7 +154,7 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
     upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
-                              key=f"eval_upload_{modality}")
+                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality])
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None

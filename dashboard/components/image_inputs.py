@@ -16,15 +16,17 @@ import streamlit as st
 import torch
 from PIL import Image
 
+from attribution_core.limits import MAX_FRAMES_COUNTED, MAX_KEPT_SIDE, SESSION_IMAGE_MEMO_BYTES
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import ig2_adapter, resources
 from dashboard.components import image_logic as logic
+from dashboard.components.errors import show_unexpected
+from dashboard.components.memo import ByteBoundedMemo
 from dashboard.components.sidebar import selected_model_key
 
 SMALL_INPUT_VALUES = 4096
-MEMO_ITEMS = 16
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,17 @@ def current_model() -> LoadedModel | None:
     return resources.load_ready_model(name)
 
 
-def _memo() -> dict[str, Any]:
-    memo = st.session_state.setdefault("img_memo", {})
-    while len(memo) > MEMO_ITEMS:
-        memo.pop(next(iter(memo)))
+def _memo() -> ByteBoundedMemo:
+    """Decoded uploads and predictions of this session, bounded by the bytes they hold."""
+    memo = st.session_state.get("img_memo")
+    if not isinstance(memo, ByteBoundedMemo):
+        memo = st.session_state["img_memo"] = ByteBoundedMemo(SESSION_IMAGE_MEMO_BYTES)
     return memo
 
 
 def _decode_upload(data: bytes) -> image_io.DecodedImage:
     key = "decode:" + hashlib.sha256(data).hexdigest()
-    memo = _memo()
-    if key not in memo:
-        memo[key] = image_io.decode_image(data)
-    return memo[key]
+    return _memo().remembered(key, lambda: image_io.decode_image(data))
 
 
 def _samples(model: LoadedModel) -> Sequence[Any]:
@@ -93,7 +93,10 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
         upload = st.file_uploader(
             "Upload an image (PNG, JPEG, WebP, BMP, TIFF, GIF; up to "
             f"{image_io.MAX_PIXELS // 1_000_000} megapixels)",
-            type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload")
+            type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload",
+            help=f"Only the first of up to {MAX_FRAMES_COUNTED} frames or pages is read; "
+                 f"pictures larger than {MAX_KEPT_SIDE} pixels a side are reduced on arrival "
+                 "(the model sees far fewer).")
         if upload is not None:
             try:
                 decoded = _decode_upload(upload.getvalue())
@@ -101,6 +104,8 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
                 st.session_state["img_last_good"] = picked
             except image_io.ImageInputError as error:
                 st.error(f"{upload.name}: {error}")
+            except Exception as error:  # MemoryError included: shown, logged, not remembered
+                show_unexpected(error, f"Reading {upload.name}")
         if picked is None and "img_last_good" in st.session_state:
             picked = st.session_state["img_last_good"]
             st.info(f"Still using the last good image, {picked[0]}.")
@@ -133,13 +138,13 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
         inputs = logic.model_input(model, picture)
         digest = logic.digest(inputs)
         key = f"probs:{model.spec.name}:{model.weights_hash}:{digest}"
-        memo = _memo()
-        if key not in memo:
-            memo[key] = logic.probabilities(model, inputs)[0]
-        probs = memo[key]
+        probs = _memo().remembered(key, lambda: logic.probabilities(model, inputs)[0])
         prep = logic.preprocessing_for(model, inputs)
-    except Exception as error:
+    except (ValueError, RuntimeError, image_io.ImageInputError) as error:
         st.error(f"{name} could not be prepared for {model.spec.title}: {error}")
+        return None
+    except Exception as error:  # MemoryError included: shown, logged, not remembered
+        show_unexpected(error, f"Preparing {name} for {model.spec.title}")
         return None
     original, model_view = st.columns(2)
     with original:
@@ -195,6 +200,8 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
                 uploaded_baseline = _decode_upload(upload.getvalue()).image
             except image_io.ImageInputError as error:
                 st.error(f"Baseline {upload.name}: {error}")
+            except Exception as error:  # MemoryError included: shown, logged, not remembered
+                show_unexpected(error, f"Reading the baseline {upload.name}")
     small = source.inputs.numel() <= SMALL_INPUT_VALUES
     auto = st.checkbox("Choose the step count automatically", key="img_auto_steps",
                        help="Refine the path until the completeness error reaches the tolerance.")

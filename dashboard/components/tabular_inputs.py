@@ -15,11 +15,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import catalog, resources
 from dashboard.components import tabular_logic as logic
+from dashboard.components.errors import show_unexpected
 from dashboard.components.sidebar import selected_model_key
 
 DATA_SET, UPLOAD = "Data set row", "Upload CSV"
@@ -135,7 +137,9 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
     limit_mb = tab_io.MAX_CSV_BYTES / 1024**2
     upload = st.file_uploader(
         f"CSV of rows (header = feature names; at most {limit_mb:.0f} MB, "
-        f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv")
+        f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv",
+        help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
+             "characters, each name once.")
     with st.expander("Expected columns", expanded=False):
         st.code(",".join(names), language=None)
     if upload is None:
@@ -146,6 +150,9 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
         checked = _memo_read(data, names)
     except tab_io.TabularInputError as error:
         st.error(f"{upload.name}: {error}")
+        return None
+    except Exception as error:  # MemoryError included: shown, logged, not remembered
+        show_unexpected(error, f"Reading {upload.name}")
         return None
     _report_problems(upload.name, checked)
     if checked.values.shape[0] == 0:
@@ -161,12 +168,20 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
 
 
 def _memo_read(data: bytes, names: tuple[str, ...]) -> tab_io.RowValidation:
+    """The CSV read once per session and content; a refused CSV is remembered as its error,
+    so a rerun does not parse it again (other failures are not remembered)."""
     key = "csv:" + hashlib.sha256(data).hexdigest() + ":" + ",".join(names)
     memo = st.session_state.setdefault("tab_memo", {})
     if key not in memo:
         memo.clear()  # one CSV at a time is enough
-        memo[key] = tab_io.read_csv_rows(data, names)
-    return memo[key]
+        try:
+            memo[key] = tab_io.read_csv_rows(data, names)
+        except tab_io.TabularInputError as error:
+            memo[key] = error
+    found = memo[key]
+    if isinstance(found, tab_io.TabularInputError):
+        raise found
+    return found
 
 
 def _report_problems(file_name: str, checked: tab_io.RowValidation) -> None:

@@ -13,11 +13,17 @@ from typing import Any
 import streamlit as st
 import torch
 
+from attribution_core.limits import (
+    MAX_LABEL_CHARS,
+    MAX_LABEL_DESCRIPTION_CHARS,
+    MAX_ZERO_SHOT_LABELS,
+)
 from attribution_core.modalities import text as text_io
 from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
 from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.components import catalog, resources, session_models
 from dashboard.components import text_logic as logic
+from dashboard.components.errors import show_unexpected
 from dashboard.components.sidebar import selected_model_key
 
 MAX_UPLOAD_BYTES = 1024 * 1024
@@ -113,18 +119,20 @@ def _hugging_face_panel() -> LoadedModel | None:
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    """``label: description`` per line (a bare label describes itself)."""
+    """``label: description`` per line (a bare label describes itself), within the limits of
+    ``attribution_core.limits`` (count and lengths: each label costs an embedding per run)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    text_io.check_label_count(len(lines))
     labels: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+    for line in lines:
         label, _, description = line.partition(":")
-        label = label.strip()
+        label, description = label.strip(), description.strip()
         if not label:
-            raise ValueError(f"The line {line.strip()!r} has no label before the colon.")
+            raise ValueError(f"The line {line.strip()[:40]!r} has no label before the colon.")
+        text_io.check_label(label, description)
         if label in labels:
             raise ValueError(f"The label {label!r} appears twice.")
-        labels[label] = description.strip() or label
+        labels[label] = description or label
     if len(labels) < 2:
         raise ValueError("A zero-shot classifier needs at least two labels, one per line.")
     return labels
@@ -135,15 +143,19 @@ def _zero_shot_labels(base_name: str, defaults: dict[str, str]) -> str:
     store = f"txt_zero_shot_{base_name}"
     with st.expander("Zero-shot labels (editable)", expanded=False):
         st.caption("One class per line as `label: description`. The class score is the "
-                   "cosine similarity of the text's embedding to the description's, scaled.")
+                   "cosine similarity of the text's embedding to the description's, scaled. "
+                   f"At most {MAX_ZERO_SHOT_LABELS} labels of {MAX_LABEL_CHARS} characters, "
+                   f"descriptions up to {MAX_LABEL_DESCRIPTION_CHARS} characters.")
         default_text = "\n".join(f"{k}: {v}" for k, v in defaults.items())
         typed = st.text_area("Labels", default_text, key=f"txt_labels_{base_name}", height=140)
         apply, reset = st.columns(2)
         if apply.button("Use these labels", key=f"txt_labels_apply_{base_name}"):
             try:
                 st.session_state[store] = _define_zero_shot(base_name, parse_labels(typed))
-            except Exception as error:
+            except ValueError as error:  # TextInputError and ModelLoadError: a reason to show
                 st.error(f"The labels could not be used: {error}")
+            except Exception as error:  # logged with a reference; one line on the page
+                show_unexpected(error, "Using these labels")
         if reset.button("Back to the built-in labels", key=f"txt_labels_reset_{base_name}"):
             st.session_state.pop(store, None)
     chosen = st.session_state.get(store, base_name)

@@ -1,0 +1,132 @@
+"""Time and memory to the answer for each hostile upload (``python -m benchmarks.hostile_uploads``).
+
+The parent builds every hostile file (tests/hostile_files.py) and hands it to a fresh process
+per case, so that each case's memory is its own: the child reads the bytes, notes its resident
+memory, runs the reader and reports the seconds to the answer, the answer (the error type and
+the start of its message, or "accepted"), the extra peak memory of the call (VmHWM after minus
+VmRSS before) and the bytes of decoded pixels the answer keeps (images only). One JSON line per
+case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests import hostile_files as hostile
+
+Reader = Callable[[bytes], Any]
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _kept_bytes(answer: Any) -> int:
+    items = getattr(answer, "items", ())
+    images = [answer.image] if hasattr(answer, "image") else \
+        [item.image for item in items] if isinstance(items, tuple) else []
+    return sum(len(image.getbands()) * image.width * image.height
+               * (2 if image.mode.startswith("I;16") else 1) for image in images)
+
+
+def _readers() -> dict[str, Reader]:
+    """The readers, imported before the clock starts."""
+    import torch
+
+    from attribution_core.evaluation import uploads
+    from attribution_core.modalities import image, tabular
+    from attribution_core.models.builtin_text import zero_shot_spec
+    from dashboard.components.text_inputs import parse_labels
+
+    def labels(data: bytes) -> Any:
+        return parse_labels(data.decode())
+
+    def _labels_then_model(data: bytes) -> Any:
+        spec = zero_shot_spec("minilm_topic_custom_bench", parse_labels(data.decode()))
+        return spec.loader(torch.device("cpu"))
+
+    return {"tabular": tabular.parse_csv, "text_csv": uploads.read_text_csv,
+            "image": image.decode_image, "zip": uploads.read_image_zip, "labels": labels,
+            "labels_model": _labels_then_model}
+
+
+CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "csv: 160k duplicate header names (tabular page)":
+        ("tabular", lambda: hostile.duplicate_header_csv(160_000)),
+    "csv: 160k duplicate header names (Evaluate)":
+        ("text_csv", lambda: hostile.duplicate_header_csv(160_000)),
+    "csv: 2,000 duplicate header names (under the column cap)":
+        ("tabular", lambda: hostile.duplicate_header_csv(2_000)),
+    "csv: 200k-character header name (tabular page)":
+        ("tabular", hostile.long_header_field_csv),
+    "tiff: 64k pages": ("image", lambda: hostile.many_page_tiff(64_000)),
+    "tiff: 128k pages (13 MB)": ("image", lambda: hostile.many_page_tiff(128_000)),
+    "tiff: second page without a size": ("image", hostile.sizeless_second_page_tiff),
+    "zip: that tiff plus a good png (Evaluate)":
+        ("zip", lambda: hostile.zip_of([("bad.tif", hostile.sizeless_second_page_tiff()),
+                                        ("good.png", hostile.tiny_png())])),
+    "zip: 16 members 32k folders deep": ("zip", hostile.deep_names_zip),
+    "zip: 200k empty members": ("zip", hostile.many_members_zip),
+    "labels: 500 x 2,000 characters (parse only)":
+        ("labels", lambda: hostile.long_label_set().encode()),
+    "labels: 500 x 2,000 characters (parse, then the model embeds them)":
+        ("labels_model", lambda: hostile.long_label_set().encode()),
+    "png: flat 6324x6324 RGB (132 KB)": ("image", lambda: hostile.solid_png(6324)),
+    "png: flat 6324x6324 16-bit grey": ("image", lambda: hostile.solid_png(6324, "I;16")),
+    "png: flat 5000x5000 RGB (under the pixel cap)": ("image", lambda: hostile.solid_png(5000)),
+    "png: flat 5000x5000 16-bit grey (under the pixel cap)":
+        ("image", lambda: hostile.solid_png(5000, "I;16")),
+    "zip: 10 flat 6324x6324 PNGs (Evaluate)": ("zip", hostile.big_pixels_zip),
+    "zip: 10 flat 5000x5000 PNGs (Evaluate, under the pixel cap)":
+        ("zip", lambda: hostile.big_pixels_zip(10, 5000)),
+}
+
+
+def run_case(name: str, data_path: Path) -> dict[str, Any]:
+    reader = _readers()[CASES[name][0]]
+    data = data_path.read_bytes()
+    before_mb = _status_mb("VmRSS")
+    start = time.perf_counter()
+    try:
+        answer = reader(data)
+        outcome, kept = "accepted", _kept_bytes(answer)
+    except Exception as error:  # the point is to record what happened, whatever it was
+        outcome, kept = f"{type(error).__name__}: {str(error)[:90]}", 0
+    seconds = time.perf_counter() - start
+    return {"case": name, "seconds": round(seconds, 3), "answer": outcome,
+            "extra_peak_mb": round(_status_mb("VmHWM") - before_mb),
+            "kept_mb": round(kept / 2**20, 1), "file_kb": round(len(data) / 1024)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", help="run one case in this process (with --data)")
+    parser.add_argument("--data", type=Path, help="the case's file")
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    arguments = parser.parse_args()
+    if arguments.case:
+        print(json.dumps(run_case(arguments.case, arguments.data)), flush=True)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (_, make) in CASES.items():
+            if arguments.only not in name:
+                continue
+            path = Path(folder) / "case.bin"
+            path.write_bytes(make())
+            subprocess.run([sys.executable, "-m", "benchmarks.hostile_uploads", "--case", name,
+                            "--data", str(path)], check=False, timeout=900)
+
+
+if __name__ == "__main__":
+    main()

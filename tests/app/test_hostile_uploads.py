@@ -1,0 +1,153 @@
+"""Hostile uploads through the pages: each gets one clear line naming its limit, never a
+traceback, and what was on the page before stays (the generators are in tests/hostile_files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from attribution_core import limits
+from tests import hostile_files as hostile
+from tests.app.conftest import DIGITS
+
+pytestmark = pytest.mark.app
+PAGES = Path(__file__).resolve().parents[2] / "pages"
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [str(e.value) for e in at.error]
+
+
+def _one_line_error(at: AppTest, *fragments: str) -> str:
+    assert not at.exception, f"no traceback: {at.exception}"
+    errors = _errors(at)
+    assert len(errors) == 1, f"exactly one error: {errors}"
+    assert "\n" not in errors[0], f"one line: {errors[0]!r}"
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} in {errors[0]!r}"
+    return errors[0]
+
+
+def _image_upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="img_upload").set_value((name, data, "application/octet-stream")).run()
+    return at
+
+
+def _image_page() -> AppTest:
+    at = AppTest.from_file(str(PAGES / "image.py"), default_timeout=120)
+    at.session_state["selected_model_image"] = DIGITS
+    at.run()
+    at.radio(key="img_source").set_value("Upload").run()
+    assert not at.exception, f"opening the image page raised: {at.exception}"
+    return at
+
+
+def test_image_page_answers_each_hostile_picture_and_keeps_the_last_good_one() -> None:
+    at = _image_upload(_image_page(), "good.png", hostile.tiny_png(32))
+    assert not at.exception and not _errors(at), f"a good picture is fine: {_errors(at)}"
+    _image_upload(at, "pages.tif", hostile.many_page_tiff(64_000))
+    assert not at.exception and not _errors(at), f"pages.tif is read: {_errors(at)}"
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert f"{limits.MAX_FRAMES_COUNTED}+ frames: the first frame is used" in captions, captions
+    _image_upload(at, "sizeless.tif", hostile.sizeless_second_page_tiff())
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert not _errors(at) and "frame 2 could not be read" in captions, captions
+    _image_upload(at, "flat.png", hostile.solid_png(6324, "L"))
+    _one_line_error(at, "flat.png", "6324x6324", "25 MP")
+    infos = " ".join(str(i.value) for i in at.info)
+    assert "Still using the last good image, sizeless.tif" in infos, infos
+    memo = at.session_state["img_memo"]
+    assert 0 < memo.held <= limits.SESSION_IMAGE_MEMO_BYTES, f"bounded memo: {memo.held}"
+
+
+def test_the_image_memo_holds_bytes_not_entries() -> None:
+    at = _image_page()
+    for side in (4000, 4001, 4002, 4003, 4004, 4005):
+        _image_upload(at, f"big{side}.png", hostile.solid_png(side))
+        assert not at.exception and not _errors(at), f"big{side}.png: {_errors(at)}"
+    memo = at.session_state["img_memo"]
+    assert memo.held <= limits.SESSION_IMAGE_MEMO_BYTES, f"{memo.held} bytes held"
+    assert len(memo) >= 6, "reduced pictures are small enough to keep several"
+
+
+def _tabular_upload(name: str, data: bytes) -> AppTest:
+    at = AppTest.from_file(str(PAGES / "tabular.py"), default_timeout=120)
+    at.session_state["selected_model_tabular"] = "wine_mlp"
+    at.run()
+    at.radio(key="tab_input_mode").set_value("Upload CSV").run()
+    at.file_uploader(key="tab_csv").set_value((name, data, "text/csv")).run()
+    return at
+
+
+def test_tabular_page_refuses_a_160k_column_header_in_one_line() -> None:
+    at = _tabular_upload("wide.csv", hostile.duplicate_header_csv(160_000))
+    _one_line_error(at, "wide.csv", "160,000 columns", f"at most {limits.MAX_CSV_COLUMNS:,}")
+    at.run()  # a rerun answers from the memo, with the same message
+    _one_line_error(at, "160,000 columns")
+
+
+def test_tabular_page_refuses_repeated_names_naming_a_few() -> None:
+    header = [f"c{i % 300}" for i in range(1_500)]
+    data = (",".join(header) + "\n" + ",".join(["1"] * len(header)) + "\n").encode()
+    at = _tabular_upload("repeats.csv", data)
+    _one_line_error(at, "repeats the column(s) 'c0', 'c1', 'c2', 'c3', 'c4' and 295 more")
+
+
+def test_tabular_page_refuses_a_header_name_past_the_csv_field_limit() -> None:
+    at = _tabular_upload("long.csv", hostile.long_header_field_csv(200_000))
+    _one_line_error(at, "200,000 characters", f"at most {limits.MAX_COLUMN_NAME_CHARS}")
+
+
+def _evaluate_upload(name: str, data: bytes) -> AppTest:
+    at = AppTest.from_file(str(PAGES / "evaluate.py"), default_timeout=300)
+    at.run()
+    at.radio(key="eval_modality").set_value("image").run()
+    at.selectbox(key="eval_model_image").set_value(DIGITS).run()
+    at.radio(key="eval_source").set_value("Upload").run()
+    at.file_uploader(key="eval_upload_image").set_value((name, data, "application/zip")).run()
+    return at
+
+
+@pytest.mark.parametrize(("name", "build", "fragment"), [
+    ("deep.zip", lambda: hostile.deep_names_zip(16, 32_000),
+     f"at most {limits.MAX_ZIP_NAME_CHARS} are accepted"),
+    ("many.zip", lambda: hostile.many_members_zip(200_000),
+     f"at most {limits.MAX_ZIP_ENTRIES:,} files and folders"),
+    ("flat.zip", lambda: hostile.big_pixels_zip(2, 6324), "25 MP"),
+])
+def test_evaluate_page_refuses_hostile_zips_in_one_line(name: str, build: object,
+                                                        fragment: str) -> None:
+    at = _evaluate_upload(name, build())  # type: ignore[operator]
+    _one_line_error(at, name, fragment)
+    assert at.button(key="eval_run").disabled, "nothing to run on a refused zip"
+
+
+def test_text_page_refuses_500_long_zero_shot_labels_and_keeps_the_built_in_ones() -> None:
+    at = AppTest.from_file(str(PAGES / "text.py"), default_timeout=120)
+    at.session_state["selected_model_text"] = "minilm_topic"
+    at.run()
+    at.text_area(key="txt_labels_minilm_topic").set_value(hostile.long_label_set(500, 2_000))
+    at.button(key="txt_labels_apply_minilm_topic").click().run()
+    _one_line_error(at, "500 labels were given", f"at most {limits.MAX_ZERO_SHOT_LABELS}")
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "Using your label set" not in captions, "the built-in labels stay in use"
+
+
+def test_an_unexpected_failure_is_one_line_with_a_reference_and_is_not_remembered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from attribution_core.modalities import image as image_io
+
+    decode = image_io.decode_image
+    at = _image_page()
+    monkeypatch.setattr(image_io, "decode_image", _out_of_memory)
+    _image_upload(at, "good.png", hostile.tiny_png(32))
+    _one_line_error(at, "Reading good.png", "reference", "more memory")
+    monkeypatch.setattr(image_io, "decode_image", decode)
+    at.run()  # the same upload again: decoded now, since the failure was not remembered
+    assert not at.exception and not _errors(at), f"read on the rerun: {_errors(at)}"
+
+
+def _out_of_memory(data: bytes) -> object:
+    raise MemoryError
