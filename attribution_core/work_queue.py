@@ -119,6 +119,7 @@ class WorkQueue:
         self.key = key
         self.workers = workers
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every queue change
         self._ids = itertools.count(1)
         self._running: list[Job] = []
         self._queued: list[Job] = []  # arrival order; turns are granted by _order()
@@ -184,6 +185,8 @@ class WorkQueue:
         return sorted(self._queued, key=lambda job: (job.round_number, job.job_id))
 
     def _grant(self) -> None:
+        """Start queued jobs while workers are free; every change passes here. Caller holds
+        the lock."""
         while len(self._running) < self.workers and self._queued:
             job = self._order()[0]
             self._queued.remove(job)
@@ -191,6 +194,14 @@ class WorkQueue:
             self._round_now = max(self._round_now, job.round_number)
             job.state = "running"
             job._turn.set()
+        self._changed.notify_all()
+
+    def wait_until(self, condition: Callable[[tuple[QueueEntry, ...]], bool],
+                   timeout: float | None = None) -> bool:
+        """Block until ``condition(snapshot)`` holds (checked at every change); False after
+        ``timeout`` seconds. For observers (tests, a status page), never for the jobs."""
+        with self._changed:
+            return self._changed.wait_for(lambda: condition(self._snapshot()), timeout)
 
     # -- what the pages show ----------------------------------------------------------------------
 
@@ -204,10 +215,12 @@ class WorkQueue:
     def snapshot(self) -> tuple[QueueEntry, ...]:
         """Running jobs (position 0), then queued ones in the order they will run."""
         with self._lock:
-            running = [QueueEntry(j.job_id, j.session, j.label, j.state, 0)
-                       for j in self._running]
-            queued = [QueueEntry(j.job_id, j.session, j.label, j.state, i + 1)
-                      for i, j in enumerate(self._order())]
+            return self._snapshot()
+
+    def _snapshot(self) -> tuple[QueueEntry, ...]:
+        running = [QueueEntry(j.job_id, j.session, j.label, j.state, 0) for j in self._running]
+        queued = [QueueEntry(j.job_id, j.session, j.label, j.state, i + 1)
+                  for i, j in enumerate(self._order())]
         return tuple(running + queued)
 
 
