@@ -4,9 +4,11 @@ the model's measured per-row cost.
 A *gradient evaluation* is one row of forward + backward (the unit the engine batches); a
 *forward row* is one row of a forward pass without gradients (deletion / insertion curves,
 reference selection). Counts are upper bounds where the method decides at run time (IG with
-``n_steps="auto"`` may stop early; its evaluation budget is the bound). Seconds come from one
-timed forward + backward of a small batch, measured once per model and input signature and
-remembered, so showing an estimate costs nothing after the first time.
+``n_steps="auto"`` may stop early; its evaluation budget is the bound). Seconds are
+rows x seconds per row + model calls x seconds per call: small models are dominated by the
+fixed cost of a call (IG2 makes one call per path step, whatever the row count), big ones by
+the rows. Both come from timing forward + backward at two batch sizes, once per model and
+input signature, remembered, so showing an estimate costs nothing after the first time.
 
 A shared server refuses a click above its budget (:func:`evaluation_budget`, set with
 ``IG_DASHBOARD_MAX_EVALUATIONS``) so that one click cannot hold a device for hours.
@@ -14,12 +16,13 @@ A shared server refuses a click above its budget (:func:`evaluation_budget`, set
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -42,24 +45,32 @@ BUDGET_VARIABLE = "IG_DASHBOARD_MAX_EVALUATIONS"
 # cases x 6 methods (about 22,000), and refuses Evaluate's maximum (500 cases: about 220,000).
 DEFAULT_BUDGET = 50_000
 IG_AUTO_MAX_EVALUATIONS = 1024  # integrated_gradients' own default budget for n_steps="auto"
-MEASURE_ROWS = 8
-# A forward row is cheaper than a gradient row; until measured, count it as a third of one.
-FORWARD_SHARE_GUESS = 1.0 / 3.0
+MEASURE_ROWS = 16
+MEASURE_REPEATS = 3  # the median of three timings: one stray pause does not set the price
+CPU_MAX_ROWS_PER_CALL = 512  # the engine's CPU chunk bound (engine.CPU_MAX_ROWS)
+# The engine's own work around each model call (building rows, gathering targets, IG2's
+# distances and clipping), which a bare forward + backward does not see: about 0.5-4 ms per
+# call on small CPU models in benchmarks.cost_model, so 1 ms is charged per call.
+CALL_OVERHEAD_SECONDS = 1e-3
 
 # Rows a run evaluates besides its path points: f(x) and f(baseline) per explicand (folded into
 # the gradient call for small rows) and one row per call that measures memory to plan chunks.
 IG_EXTRA_ROWS_PER_EXPLICAND = 2
 PROBE_ROWS_PER_CALL = 1
+PAGE_FORWARD_CALLS = 2  # predictions and f(baseline) around a run
 
 Ig2Rule = Literal["trapezoid", "middle", "left"]
 
 
 @dataclass(frozen=True)
 class RowCost:
-    """Measured seconds per row on one model, device and input signature."""
+    """Measured seconds on one model, device and input signature: per row and per model call,
+    with gradients (forward + backward) and without (forward only)."""
 
     gradient_seconds: float
     forward_seconds: float
+    gradient_call_seconds: float = 0.0
+    forward_call_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,21 +81,27 @@ class CostEstimate:
     forward_rows: int = 0
     parts: tuple[tuple[str, int], ...] = ()
     seconds: float | None = None
+    calls: int = 0  # model calls with gradients (sequential: IG2 makes one per path step)
+    forward_calls: int = 0
 
     def __add__(self, other: CostEstimate) -> CostEstimate:
         seconds = None if self.seconds is None or other.seconds is None else \
             self.seconds + other.seconds
         return CostEstimate(self.evaluations + other.evaluations,
                             self.forward_rows + other.forward_rows,
-                            self.parts + other.parts, seconds)
+                            self.parts + other.parts, seconds, self.calls + other.calls,
+                            self.forward_calls + other.forward_calls)
 
     def timed(self, row_cost: RowCost | None) -> CostEstimate:
         """The same counts with seconds from a measured row cost (None leaves them unknown)."""
         if row_cost is None:
             return self
         seconds = (self.evaluations * row_cost.gradient_seconds
-                   + self.forward_rows * row_cost.forward_seconds)
-        return CostEstimate(self.evaluations, self.forward_rows, self.parts, seconds)
+                   + self.calls * (row_cost.gradient_call_seconds + CALL_OVERHEAD_SECONDS)
+                   + self.forward_rows * row_cost.forward_seconds
+                   + self.forward_calls * (row_cost.forward_call_seconds
+                                           + CALL_OVERHEAD_SECONDS))
+        return replace(self, seconds=seconds)
 
     def describe(self) -> str:
         """``about 1,234 gradient evaluations, about 3 s`` (what the pages show before a run)."""
@@ -146,6 +163,16 @@ def ig_run_rows(n_steps: int | Literal["auto"], explicands: int = 1) -> int:
         PROBE_ROWS_PER_CALL
 
 
+def batched_calls(rows: int) -> int:
+    """Model calls for ``rows`` rows the engine batches freely: its chunks and the probe."""
+    return math.ceil(rows / CPU_MAX_ROWS_PER_CALL) + 1
+
+
+def ig2_calls(n_steps: int) -> int:
+    """IG2 walks its path step by step: one call per path point (all references together)."""
+    return int(n_steps) + 1 + 1
+
+
 def ig2_run_rows(n_steps: int, n_references: int, rule: Ig2Rule = "trapezoid",
                  explicands: int = 1) -> int:
     """Every row one IG2 call may evaluate with gradients: path points and the probe."""
@@ -170,14 +197,22 @@ def explanation_cost(method: str, *, n_steps: int | Literal["auto"],
                      rule: Ig2Rule = "trapezoid") -> CostEstimate:
     """One page's Explain: IG (with its convergence-curve ladder), IG2, or both."""
     parts: list[tuple[str, int]] = []
+    calls = 0
     if method in ("IG", "both"):
-        parts.append((f"IG, {n_steps} steps", ig_run_rows(n_steps, explicands)))
-        for steps in curve_ladder(n_steps, convergence_divisors, distinct=distinct_ladder):
-            parts.append((f"IG convergence curve, {steps} steps", ig_run_rows(steps, explicands)))
+        runs = [n_steps, *curve_ladder(n_steps, convergence_divisors, distinct=distinct_ladder)]
+        for index, steps in enumerate(runs):
+            name = f"IG, {steps} steps" if index == 0 else \
+                f"IG convergence curve, {steps} steps"
+            parts.append((name, ig_run_rows(steps, explicands)))
+            calls += batched_calls(parts[-1][1])
     if method in ("IG2", "both"):
         parts.append((f"IG2, {ig2_steps} steps x {n_references} references",
                       ig2_run_rows(ig2_steps, n_references, rule, explicands)))
-    return CostEstimate(sum(n for _, n in parts), 0, tuple(parts))
+        calls += ig2_calls(ig2_steps)
+    # Predictions, f(baseline) and reference selection: a few forward calls per run.
+    forward_calls = PAGE_FORWARD_CALLS * len(parts)
+    return CostEstimate(sum(n for _, n in parts), forward_calls * explicands, tuple(parts),
+                        calls=calls, forward_calls=forward_calls)
 
 
 def evaluation_method_evaluations(method: str, settings: EvaluationSettings) -> int:
@@ -195,15 +230,32 @@ def evaluation_method_evaluations(method: str, settings: EvaluationSettings) -> 
     raise ValueError(f"Unknown method {method!r}.")
 
 
+def evaluation_method_calls(method: str, settings: EvaluationSettings, batch: int) -> int:
+    """Gradient calls of one Evaluate method on one batch of ``batch`` cases (SmoothGrad and
+    GradientSHAP run case by case; IG2 step by step)."""
+    if method == METHOD_IG2:
+        return ig2_calls(settings.ig2_steps)
+    if method in (METHOD_SMOOTHGRAD, METHOD_GRADIENT_SHAP):
+        return batch * batched_calls(evaluation_method_evaluations(method, settings))
+    return batched_calls(evaluation_method_evaluations(method, settings) * batch)
+
+
 def evaluation_cost(settings: EvaluationSettings, n_cases: int) -> CostEstimate:
-    """An Evaluate run over ``n_cases``: every method's gradients, and the forward rows of the
-    deletion / insertion curves (two per method plus the random-order references)."""
+    """An Evaluate run over ``n_cases``: every method's gradients (plus a probe row per method
+    and case, an upper bound), and the forward rows of the deletion / insertion curves (two per
+    method plus the random-order references, each with its end points)."""
     parts = tuple((f"{method} x {n_cases} cases",
-                   evaluation_method_evaluations(method, settings) * n_cases)
-                  for method in settings.methods)
-    curves_per_case = 2 * settings.curve_points * (len(settings.methods)
-                                                   + settings.random_orders)
-    return CostEstimate(sum(n for _, n in parts), curves_per_case * n_cases, parts)
+                   (evaluation_method_evaluations(method, settings) + PROBE_ROWS_PER_CALL)
+                   * n_cases) for method in settings.methods)
+    curves = 2 * (len(settings.methods) + 1)  # the random-order pair shares its calls
+    curve_rows = 2 * (settings.curve_points + 1) * (len(settings.methods)
+                                                    + settings.random_orders)
+    batches = math.ceil(n_cases / settings.cases_per_batch)
+    batch = min(n_cases, settings.cases_per_batch)
+    calls = batches * sum(evaluation_method_calls(m, settings, batch) for m in settings.methods)
+    forward_calls = batches * (PAGE_FORWARD_CALLS + 2 * curves)  # each curve: probe + rows
+    return CostEstimate(sum(n for _, n in parts), (curve_rows + 1) * n_cases, parts,
+                        calls=calls, forward_calls=forward_calls)
 
 
 # -- seconds per row ----------------------------------------------------------------------------
@@ -250,37 +302,56 @@ def row_cost(forward: Callable[..., Any], example: torch.Tensor, *,
 
 def _measure(forward: Callable[..., Any], row: torch.Tensor, kwargs: dict[str, Any],
              target: int | None, rows: int) -> RowCost:
-    batch = row.detach().expand(rows, *row.shape[1:]).clone()
-    batch_kwargs = {name: (value[:1].expand(rows, *value.shape[1:]).clone()
-                           if isinstance(value, torch.Tensor) and value.dim() > 0 else value)
-                    for name, value in kwargs.items()}
+    def batch_of(count: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch_kwargs = {name: (value[:1].expand(count, *value.shape[1:]).clone()
+                               if isinstance(value, torch.Tensor) and value.dim() > 0 else value)
+                        for name, value in kwargs.items()}
+        return row.detach().expand(count, *row.shape[1:]).clone(), batch_kwargs
 
-    def gradient_call() -> None:
-        points = batch.clone().requires_grad_(True)
+    def gradient_call(count: int) -> None:
+        batch, batch_kwargs = batch_of(count)
+        points = batch.requires_grad_(True)
         with torch.enable_grad():
             out = as_output_tensor(forward(points, **batch_kwargs))
             chosen = out[:, target] if target is not None and out.dim() == 2 else out
             torch.autograd.grad(chosen.sum(), points)
 
-    def forward_call() -> None:
+    def forward_call(count: int) -> None:
+        batch, batch_kwargs = batch_of(count)
         with torch.no_grad():
             forward(batch, **batch_kwargs)
 
     with device_lock(row.device):
-        gradient_call()  # warm-up: lazy initialisation and allocator growth are not the cost
-        gradient = _timed(gradient_call, row.device)
-        forward_only = _timed(forward_call, row.device)
-    return RowCost(gradient / rows, forward_only / rows)
+        gradient_call(rows)  # warm-up: lazy initialisation and allocator growth are not the cost
+        gradient = (_timed(gradient_call, 1, row.device), _timed(gradient_call, rows, row.device))
+        forward_only = (_timed(forward_call, 1, row.device),
+                        _timed(forward_call, rows, row.device))
+    gradient_row, gradient_fixed = _line(*gradient, rows)
+    forward_row, forward_fixed = _line(*forward_only, rows)
+    return RowCost(gradient_row, forward_row, gradient_fixed, forward_fixed)
 
 
-def _timed(call: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    call()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
+def _line(one: float, many: float, rows: int) -> tuple[float, float]:
+    """Seconds per row and per call from the times of 1 and ``rows`` rows (a straight line;
+    when noise makes it fall, all of the time is charged to the rows)."""
+    per_row = (many - one) / (rows - 1)
+    if per_row <= 0.0:
+        return many / rows, 0.0
+    return per_row, max(one - per_row, 0.0)
+
+
+def _timed(call: Callable[[int], None], rows: int, device: torch.device) -> float:
+    """The median of a few timings of ``call(rows)``."""
+    times = []
+    for _ in range(MEASURE_REPEATS):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        call(rows)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def forget_row_costs() -> None:

@@ -76,8 +76,8 @@ def test_the_largest_image_click_and_the_evaluate_defaults_fit_the_default_budge
     assert largest.evaluations == 1024 + 128 + 256 + 512 + 257 * 16 + extras, \
         f"IG + its three-run curve + IG2: {largest.parts}"
     default_evaluate = cost.evaluation_cost(EvaluationSettings(), 50)
-    assert default_evaluate.evaluations == 50 * (32 + 33 * 4 + 1 + 1 + 8 * 32 + 16), \
-        f"per case: every method's own count: {default_evaluate.parts}"
+    assert default_evaluate.evaluations == 50 * (32 + 33 * 4 + 1 + 1 + 8 * 32 + 16 + 6), \
+        f"per case: every method's own count and a probe row each: {default_evaluate.parts}"
     largest_evaluate = cost.evaluation_cost(EvaluationSettings(), 500)
     assert not largest.over_budget(cost.DEFAULT_BUDGET), "the image page's maximum runs"
     assert not default_evaluate.over_budget(cost.DEFAULT_BUDGET), "Evaluate's defaults run"
@@ -103,15 +103,20 @@ def test_row_cost_is_measured_once_per_model_and_signature() -> None:
     assert again is first, "the same model and signature reuse the measurement"
     assert (model.gradient_rows, model.forward_rows) == seen, "no second measurement ran"
     assert first.gradient_seconds > 0 and first.forward_seconds > 0, f"measured: {first}"
+    assert first.gradient_call_seconds >= 0 and first.forward_call_seconds >= 0, \
+        f"per-call costs are never negative: {first}"
     longer = torch.randn(1, 9, 8, dtype=torch.float64)
     cost.row_cost(model, longer, forward_kwargs={"attention_mask": torch.ones(1, 9)}, target=1)
     assert model.gradient_rows > seen[0], "another input length is another signature"
 
 
 def test_an_estimate_gets_seconds_from_the_row_cost() -> None:
-    estimate = cost.CostEstimate(evaluations=1000, forward_rows=300)
-    timed = estimate.timed(cost.RowCost(gradient_seconds=0.002, forward_seconds=0.001))
-    assert timed.seconds == pytest.approx(2.3), f"1000 x 2 ms + 300 x 1 ms, got {timed.seconds}"
+    estimate = cost.CostEstimate(evaluations=1000, forward_rows=300, calls=10, forward_calls=4)
+    timed = estimate.timed(cost.RowCost(gradient_seconds=0.002, forward_seconds=0.001,
+                                        gradient_call_seconds=0.01, forward_call_seconds=0.005))
+    overhead = 14 * cost.CALL_OVERHEAD_SECONDS
+    assert timed.seconds == pytest.approx(2.0 + 0.3 + 0.1 + 0.02 + overhead), \
+        f"rows x per-row + calls x (per-call + overhead), got {timed.seconds}"
     assert "about 1,000 gradient evaluations" in timed.describe(), timed.describe()
     assert "about 2 s" in timed.describe(), timed.describe()
     assert estimate.timed(None).seconds is None, "no row cost: no seconds"
@@ -126,3 +131,29 @@ def test_the_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert cost.evaluation_budget() == cost.DEFAULT_BUDGET, "unset: the default"
     message = cost.budget_message(cost.CostEstimate(5000), 1000, "lower the steps")
     assert "5,000" in message and "1,000" in message and cost.BUDGET_VARIABLE in message, message
+
+
+def test_an_evaluate_run_stays_within_its_estimate() -> None:
+    from attribution_core.evaluation.cases import bundled_cases
+    from attribution_core.evaluation.runner import evaluate
+    from attribution_core.models import load_model
+
+    loaded = load_model("wine_mlp", "cpu")
+    cases = bundled_cases(loaded, 12).cases
+    settings = EvaluationSettings(ig_steps=8, ig2_steps=4, ig2_references=2,
+                                  smoothgrad_samples=2, gradient_shap_samples=4,
+                                  curve_points=5, cases_per_batch=5)
+    counter = GradientRowCounter(nn.Identity())
+    handle = loaded.module.register_forward_pre_hook(
+        lambda _m, args: (counter.forward(args[0]), None)[1])
+    try:
+        evaluate(loaded, cases, settings)
+    finally:
+        handle.remove()
+    estimate = cost.evaluation_cost(settings, len(cases))
+    core_rows = sum(cost.evaluation_method_evaluations(m, settings) for m in settings.methods)
+    assert core_rows * len(cases) <= counter.gradient_rows <= estimate.evaluations, (
+        f"{counter.gradient_rows} gradient rows, estimate {estimate.evaluations}, "
+        f"methods alone {core_rows * len(cases)}")
+    assert counter.forward_rows <= 1.2 * estimate.forward_rows, \
+        f"{counter.forward_rows} forward rows vs the estimate {estimate.forward_rows}"
