@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from attribution_core.engine import as_output_tensor, device_lock
+from attribution_core.engine import CPU_MAX_ROWS, as_output_tensor, device_lock
 from attribution_core.evaluation.types import (
     METHOD_GRAD_X_INPUT,
     METHOD_GRADIENT_SHAP,
@@ -47,7 +47,6 @@ DEFAULT_BUDGET = 50_000
 IG_AUTO_MAX_EVALUATIONS = 1024  # integrated_gradients' own default budget for n_steps="auto"
 MEASURE_ROWS = 16
 MEASURE_REPEATS = 3  # the median of three timings: one stray pause does not set the price
-CPU_MAX_ROWS_PER_CALL = 512  # the engine's CPU chunk bound (engine.CPU_MAX_ROWS)
 # The engine's own work around each model call (building rows, gathering targets, IG2's
 # distances and clipping), which a bare forward + backward does not see: about 0.5-4 ms per
 # call on small CPU models in benchmarks.cost_model, so 1 ms is charged per call.
@@ -165,7 +164,7 @@ def ig_run_rows(n_steps: int | Literal["auto"], explicands: int = 1) -> int:
 
 def batched_calls(rows: int) -> int:
     """Model calls for ``rows`` rows the engine batches freely: its chunks and the probe."""
-    return math.ceil(rows / CPU_MAX_ROWS_PER_CALL) + 1
+    return math.ceil(rows / CPU_MAX_ROWS) + 1  # the CPU's chunk bound: an upper bound on GPU
 
 
 def ig2_calls(n_steps: int) -> int:
