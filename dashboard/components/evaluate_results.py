@@ -20,7 +20,7 @@ from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.runner import evaluate
 from attribution_core.evaluation.types import UNSIGNED_METHODS
 from dashboard.components import evaluate_figures as charts
-from dashboard.components import evaluate_sanity, resources
+from dashboard.components import evaluate_sanity, resources, run_costs, run_gate
 from dashboard.components.evaluate_inputs import EvaluationRequest
 from dashboard.components.evaluate_state import EvaluationStore, PartialRun
 
@@ -59,6 +59,9 @@ def run_section(request: EvaluationRequest | None) -> None:
     store = _store()
     stopped = store.interrupted()
     st.session_state[PENDING_KEY] = None if request is None else request.key
+    estimate = None if request is None else run_costs.evaluate_cost(
+        request.model, request.cases, request.settings)
+    run_gate.show_estimate(estimate)
     run_column, continue_column, note_column = st.columns([1, 1, 4], vertical_alignment="center")
     clicked = run_column.button("Run evaluation", type="primary", key="eval_run",
                                 disabled=request is None)
@@ -79,6 +82,8 @@ def run_section(request: EvaluationRequest | None) -> None:
             return
         if stopped is not None and stopped.key == request.key:  # same numbers: keep its cases
             _execute(store, store.resume())
+            return
+        if run_gate.refused(estimate, run_costs.EVALUATE_REDUCE):
             return
         _execute(store, store.begin(request.key, request.model.spec.name,
                                             request.cases, request.settings))
@@ -104,10 +109,16 @@ def _execute(store: EvaluationStore, partial: PartialRun) -> None:
                 else f"all {total} cases done")
         bar.progress(float(np.clip(done / max(total, 1), 0.0, 1.0)), text=text)
 
-    try:
-        result = evaluate(model, partial.cases, partial.settings, progress=progress,
-                          should_stop=store.should_stop(), on_case=store.record,
-                          done=tuple(partial.outcomes), cache=resources.shared_result_cache())
+    try:  # a turn in the device's fair queue; Stop (any click) also leaves the queue
+        result = run_gate.run_queued(model.device, "eval", lambda job: evaluate(
+            model, partial.cases, partial.settings, progress=job.progress(progress),
+            should_stop=store.should_stop(), on_case=store.record,
+            done=tuple(partial.outcomes), cache=resources.shared_result_cache()),
+            cancel_button=False)
+    except run_gate.JobCancelled:  # the cases done so far stay; the next run offers Continue
+        slot.empty()
+        st.info("The evaluation was cancelled; **Continue** finishes the remaining cases.")
+        return
     except EvaluationInputError as error:
         slot.empty()
         st.error(f"The evaluation cannot run: {error}")

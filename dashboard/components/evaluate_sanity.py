@@ -20,6 +20,7 @@ from attribution_core.evaluation.sanity import (
     randomisation_sanity,
 )
 from attribution_core.evaluation.types import METHOD_IG, METHOD_IG2
+from dashboard.components import run_gate
 from dashboard.components.evaluate_figures import method_colour
 from dashboard.components.evaluate_inputs import EvaluationRequest
 
@@ -57,8 +58,10 @@ def sanity_section(request: EvaluationRequest | None, key: str) -> None:
             return
         with st.spinner("Re-initialising layers and explaining again…"):
             try:
-                check = randomisation_sanity(request.model, request.cases, request.settings,
-                                             methods=methods, seed=request.settings.seed)
+                check = run_gate.run_queued(  # a turn in the device's fair queue
+                    request.model.device, "eval_sanity", lambda job: randomisation_sanity(
+                        request.model, request.cases, request.settings, methods=methods,
+                        seed=request.settings.seed, progress=job.progress()))
             except EvaluationInputError as error:
                 st.error(f"The check cannot run: {error}")
                 return

@@ -18,7 +18,15 @@ import torch
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, session_runs, trust
+from dashboard.components import (
+    exports,
+    figures,
+    resources,
+    run_costs,
+    run_gate,
+    session_runs,
+    trust,
+)
 from dashboard.components import image_logic as logic
 from dashboard.components.image_inputs import ImageInput
 from dashboard.components.image_views import ViewOptions, method_maps, render_maps
@@ -64,6 +72,8 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     key = None if baseline_digest is None else logic.run_key(
         model.spec.name, model.weights_hash, source.digest, baseline_digest, settings)
     st.session_state[PENDING_KEY] = key
+    estimate = run_costs.image_cost(model, source.inputs, settings)
+    run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="img_explain", disabled=key is None)
     if not clicked or key is None or baseline is None:
         return
@@ -71,7 +81,8 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
             RUNS_KEY, CURRENT_KEY, key,
             lambda progress: logic.run_explanation(
                 model, source.inputs, baseline, settings, cache=resources.shared_result_cache(),
-                progress=progress, input_probabilities=source.probabilities)):
+                progress=progress, input_probabilities=source.probabilities),
+            device=model.device, estimate=estimate, what_to_reduce=run_costs.IMAGE_REDUCE):
         st.session_state[f"img_name_{key}"] = source.name
 
 

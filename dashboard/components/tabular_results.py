@@ -20,6 +20,8 @@ from dashboard.components import (
     exports,
     figures,
     resources,
+    run_costs,
+    run_gate,
     session_runs,
     tabular_views,
     text_views,
@@ -44,6 +46,10 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
         key = logic.run_key(model.spec.name, model.weights_hash,
                             source.digest + source.csv_digest, settings)
     st.session_state[PENDING_KEY] = key
+    estimate = None if source is None or settings is None else run_costs.tabular_cost(
+        model, logic.model_row(model, source.raw_row), settings,
+        0 if source.csv_rows is None else len(source.csv_rows))
+    run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="tab_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
@@ -61,7 +67,8 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
                     0.5 + 0.5 * d / max(t, 1)))
         return run, source.name, batch
 
-    session_runs.explain_once(RUNS_KEY, CURRENT_KEY, key, compute)
+    session_runs.explain_once(RUNS_KEY, CURRENT_KEY, key, compute, device=model.device,
+                              estimate=estimate, what_to_reduce=run_costs.TABULAR_REDUCE)
 
 
 def results_section(model: LoadedModel | None) -> None:

@@ -15,7 +15,16 @@ import streamlit as st
 
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import exports, figures, resources, session_runs, text_views, trust
+from dashboard.components import (
+    exports,
+    figures,
+    resources,
+    run_costs,
+    run_gate,
+    session_runs,
+    text_views,
+    trust,
+)
 from dashboard.components import text_logic as logic
 from dashboard.components.text_inputs import TextInput, class_label
 
@@ -40,6 +49,10 @@ def explain_section(model: LoadedModel, source: TextInput | None,
     if source is not None and settings is not None:
         key = logic.run_key(model.spec.name, model.weights_hash, source.digest, settings)
     st.session_state[PENDING_KEY] = key
+    estimate = None if source is None or settings is None else run_costs.text_cost(
+        model, logic.embeddings(model, source.encoded.input_ids),
+        source.encoded.attention_mask, settings)
+    run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="txt_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
@@ -47,7 +60,8 @@ def explain_section(model: LoadedModel, source: TextInput | None,
         RUNS_KEY, CURRENT_KEY, key,
         lambda progress: logic.run_explanation(model, source.encoded, source.text, settings,
                                                cache=resources.shared_result_cache(),
-                                               progress=progress))
+                                               progress=progress),
+        device=model.device, estimate=estimate, what_to_reduce=run_costs.TEXT_REDUCE)
 
 
 def results_section(model: LoadedModel | None) -> None:
