@@ -28,7 +28,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from attribution_core.engine import CPU_MAX_ROWS, as_output_tensor, device_lock
+from attribution_core.engine import (
+    CPU_MAX_ROWS,
+    MEMORY_PROBE_CALLS,
+    as_output_tensor,
+    device_lock,
+)
 from attribution_core.evaluation.types import (
     METHOD_GRAD_X_INPUT,
     METHOD_GRADIENT_SHAP,
@@ -55,7 +60,7 @@ CALL_OVERHEAD_SECONDS = 1e-3
 # Rows a run evaluates besides its path points: f(x) and f(baseline) per explicand (folded into
 # the gradient call for small rows) and one row per call that measures memory to plan chunks.
 IG_EXTRA_ROWS_PER_EXPLICAND = 2
-PROBE_ROWS_PER_CALL = 1
+PROBE_ROWS_PER_CALL = 3  # the memory planner's 1-row and 2-row probes
 PAGE_FORWARD_CALLS = 2  # predictions and f(baseline) around a run
 
 Ig2Rule = Literal["trapezoid", "middle", "left"]
@@ -164,7 +169,8 @@ def ig_run_rows(n_steps: int | Literal["auto"], explicands: int = 1) -> int:
 
 def batched_calls(rows: int) -> int:
     """Model calls for ``rows`` rows the engine batches freely: its chunks and the probe."""
-    return math.ceil(rows / CPU_MAX_ROWS) + 1  # the CPU's chunk bound: an upper bound on GPU
+    # The CPU's chunk bound (an upper bound on GPU), plus the memory planner's probes.
+    return math.ceil(rows / CPU_MAX_ROWS) + MEMORY_PROBE_CALLS
 
 
 def ig2_calls(n_steps: int) -> int:
@@ -216,8 +222,8 @@ def explanation_cost(method: str, *, n_steps: int | Literal["auto"],
 
 def evaluation_method_evaluations(method: str, settings: EvaluationSettings) -> int:
     """Gradient rows of one Evaluate method on one case."""
-    if method == METHOD_IG:
-        return settings.ig_steps
+    if method == METHOD_IG:  # and again at half the steps: the map's convergence estimate
+        return settings.ig_steps + (settings.ig_steps // 2 if settings.ig_steps >= 2 else 0)
     if method == METHOD_IG2:
         return ig2_evaluations(settings.ig2_steps, settings.ig2_references)
     if method in (METHOD_SALIENCY, METHOD_GRAD_X_INPUT):
