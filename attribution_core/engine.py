@@ -92,6 +92,49 @@ def device_lock(device: torch.device | str) -> Iterator[None]:
         yield
 
 
+_FREEZE_GUARD = threading.Lock()
+_FROZEN: dict[int, tuple[int, dict[str, bool]]] = {}
+
+
+@contextmanager
+def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
+    """Parameters of ``module`` do not require grad inside the block.
+
+    Gradients are wanted with respect to the inputs only: with frozen parameters autograd
+    neither saves the activations a weight gradient needs nor computes one. Reference-counted,
+    because several sessions explain one shared module at once and the last one out must
+    restore what the first one found.
+    """
+    if module is None:
+        yield
+        return
+    key = id(module)
+    with _FREEZE_GUARD:
+        count, saved = _FROZEN.get(key, (0, {}))
+        if count == 0:
+            saved = {name: p.requires_grad for name, p in module.named_parameters()}
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        _FROZEN[key] = (count + 1, saved)
+    try:
+        yield
+    finally:
+        with _FREEZE_GUARD:
+            count, saved = _FROZEN[key]
+            if count == 1:
+                del _FROZEN[key]
+                for name, parameter in module.named_parameters():
+                    parameter.requires_grad_(saved.get(name, parameter.requires_grad))
+            else:
+                _FROZEN[key] = (count - 1, saved)
+
+
+def module_of(forward: ForwardFn) -> nn.Module | None:
+    """The module behind ``forward``: itself, or the owner of a bound method."""
+    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
+    return module if isinstance(module, nn.Module) else None
+
+
 def model_device(forward: ForwardFn, fallback: torch.device) -> torch.device:
     """The device of a module's first parameter, else ``fallback``."""
     module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
@@ -336,7 +379,8 @@ class GradientEngine:
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
-                torch.enable_grad(), device_lock(self.device):
+                torch.enable_grad(), device_lock(self.device), \
+                frozen_parameters(module_of(self.forward)):
             point = points.detach().requires_grad_(True)
             out = as_output_tensor(self.forward(point, **self._kwargs_for(owners)))
         return saved, out.numel() * out.element_size()
@@ -365,7 +409,7 @@ class GradientEngine:
             rows = _aligned(self.plan_batch(point, owner).rows, align)
         rows = min(rows, n_rows)
         done = 0
-        with device_lock(self.device):
+        with device_lock(self.device), frozen_parameters(module_of(self.forward)):
             while done < n_rows:
                 stop = min(n_rows, done + rows)
                 try:

@@ -28,7 +28,9 @@ from attribution_core.engine import (
     as_output_tensor,
     device_lock,
     evaluate_in_chunks,
+    frozen_parameters,
     model_device,
+    module_of,
     normalise_target,
     select_target,
     split_forward_kwargs,
@@ -99,7 +101,8 @@ def ig2(
     device = model_device(forward, inputs.device)
     runner = _PathRunner(forward, probe, inputs.detach().to(device), refs.detach().to(device),
                          target, forward_kwargs, reference_kwargs, clip, device)
-    with device_lock(device), probe.attached() as capture:
+    with device_lock(device), frozen_parameters(module_of(forward)), \
+            probe.attached() as capture:
         runner.capture = capture
         runner.plan_rows(batch_size)
         runner.reference_pass()
