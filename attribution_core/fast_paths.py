@@ -126,6 +126,28 @@ def preview_deviation(preview: torch.Tensor, exact: torch.Tensor, k: int = 10
     return PreviewDeviation(relative, correlation, len(top_exact & top_preview) / k, k)
 
 
+@dataclass(frozen=True)
+class PreviewSummary:
+    """What a page keeps of a preview once the exact result is known (never the map itself:
+    only the exact map is cached, downloaded and reported)."""
+
+    label: str
+    kind: str
+    n_steps: int
+    seconds: float
+    deviation: PreviewDeviation | None
+
+
+def summarise_preview(preview: Preview | None, exact: Attribution | None
+                      ) -> PreviewSummary | None:
+    if preview is None:
+        return None
+    deviation = None if exact is None else preview_deviation(preview.result.attributions[0],
+                                                             exact.attributions[0])
+    return PreviewSummary(preview.label, preview.kind, preview.n_steps, preview.seconds,
+                          deviation)
+
+
 def prefer_channels_last(module: nn.Module, sample: torch.Tensor, target: int = 0,
                          repeats: int = 3) -> bool:
     """Switch ``module`` to channels_last when a measured forward + backward of ``sample`` is

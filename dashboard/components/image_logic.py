@@ -20,6 +20,7 @@ from PIL import Image
 from attribution_core import integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import image_preprocessing, image_tensor
 from attribution_core.models.spec import LoadedModel
@@ -95,6 +96,7 @@ class ExplanationRun:
     curve: tuple[CurvePoint, ...]
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    preview: PreviewSummary | None = None
 
 
 # -- inputs and predictions ---------------------------------------------------------------------
@@ -174,12 +176,17 @@ def check_baseline(loaded: LoadedModel, baseline: torch.Tensor, target: int) -> 
 def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.Tensor,
                     settings: ImageSettings, *, cache: ResultCache | None,
                     progress: PhaseProgress | None = None,
-                    input_probabilities: torch.Tensor | None = None) -> ExplanationRun:
-    """Compute what the page shows for one set of inputs (IG, IG2 or both, and the curve)."""
+                    input_probabilities: torch.Tensor | None = None,
+                    on_preview: Callable[[Preview], None] | None = None) -> ExplanationRun:
+    """Compute what the page shows for one set of inputs (IG, IG2 or both, and the curve).
+
+    With ``on_preview``, an IG preview is computed first and handed over to be shown while the
+    exact result is computed; the run keeps only its summary."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
     ig_result: Attribution | None = None
     ig2_result: Ig2Summary | None = None
+    preview: Preview | None = None
     curve: list[CurvePoint] = []
     notes: list[str] = []
     want_ig = settings.method in ("IG", "both")
@@ -195,6 +202,11 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
             report(f"IG: gradients at the points of the straight path ({done}/{total} rows)",
                    ig_share * min(1.0, (offset + done) / span))
 
+        if on_preview is not None:
+            report("IG: a quick preview first", 0.0)
+            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
+                                 settings.n_steps, loaded.device)
+            on_preview(preview)
         ig_result = integrated_gradients(
             loaded.forward, inputs, baselines=baseline, target=settings.target,
             n_steps=settings.n_steps, method=settings.quadrature, tolerance=settings.tolerance,
@@ -240,6 +252,7 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
         baseline_check=check_baseline(loaded, baseline, settings.target),
         curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
         seconds=time.perf_counter() - started, notes=tuple(notes),
+        preview=summarise_preview(preview, ig_result),
     )
 
 

@@ -21,6 +21,7 @@ from attribution_core.models.spec import LoadedModel
 from dashboard.components import (
     exports,
     figures,
+    progressive,
     resources,
     run_costs,
     run_gate,
@@ -77,12 +78,16 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     clicked = st.button("Explain", type="primary", key="img_explain", disabled=key is None)
     if not clicked or key is None or baseline is None:
         return
-    if session_runs.explain_once(
-            RUNS_KEY, CURRENT_KEY, key,
-            lambda progress: logic.run_explanation(
-                model, source.inputs, baseline, settings, cache=resources.shared_result_cache(),
-                progress=progress, input_probabilities=source.probabilities),
-            device=model.device, estimate=estimate, what_to_reduce=run_costs.IMAGE_REDUCE):
+    preview_slot = st.empty()
+    computed = session_runs.explain_once(
+        RUNS_KEY, CURRENT_KEY, key,
+        lambda progress: logic.run_explanation(
+            model, source.inputs, baseline, settings, cache=resources.shared_result_cache(),
+            progress=progress, input_probabilities=source.probabilities,
+            on_preview=progressive.image_preview(preview_slot)),
+        device=model.device, estimate=estimate, what_to_reduce=run_costs.IMAGE_REDUCE)
+    preview_slot.empty()  # the exact result takes the preview's place
+    if computed:
         st.session_state[f"img_name_{key}"] = source.name
 
 
@@ -110,6 +115,7 @@ def results_section(model: LoadedModel) -> None:
                 "you press **Explain** again.")
     for note in run.notes:
         st.warning(note)
+    progressive.show_summary(run.preview)
     options = _view_options()
     prep = logic.preprocessing_for(model, run.inputs)
     picture = display_array(model, run.inputs[0], prep)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.components import catalog, resources
+from dashboard.components import catalog, progressive, resources
 
 HELP = {
     None: (
@@ -55,6 +55,7 @@ def render_sidebar(modality: str | None, topic: str | None = None) -> None:
         st.caption(f"Computing on **{resources.device_label()}**")
         if modality is not None:
             _model_picker(modality)
+            progressive.preview_toggle()
         with st.expander("What am I looking at?", expanded=False):
             st.markdown(HELP.get(topic) or HELP.get(modality) or HELP[None])
 

@@ -20,6 +20,7 @@ import torch
 from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.inputs import (
     feature_names,
@@ -79,6 +80,7 @@ class TabularRun:
     curve: tuple[CurvePoint, ...]
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    preview: PreviewSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,8 @@ def run_key(model_name: str, weights_hash: str, row_digest: str, settings: Tabul
 
 
 def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
-            cache: ResultCache | None, progress: PhaseProgress | None = None) -> TabularRun:
+            cache: ResultCache | None, progress: PhaseProgress | None = None,
+            on_preview: Callable[[Preview], None] | None = None) -> TabularRun:
     """IG, IG2 or both for one raw row."""
     started = time.perf_counter()
     report = progress or (lambda _t, _f: None)
@@ -147,8 +150,14 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     base_outputs = outputs_of(loaded, baseline)[0]
     want_ig, want_ig2 = settings.method in ("IG", "both"), settings.method in ("IG2", "both")
     ig_result: Attribution | None = None
+    preview: Preview | None = None
     curve: list[CurvePoint] = []
     if want_ig:
+        if on_preview is not None:
+            report("IG: a quick preview first", 0.0)
+            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
+                                 settings.n_steps, loaded.device)
+            on_preview(preview)
         report("IG: gradients along the straight path", 0.1)
         ig_result = integrated_gradients(
             loaded.forward, inputs, baselines=baseline, target=settings.target,
@@ -183,7 +192,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
         row_digest=digest_row(raw), raw_row=raw, baseline_raw=base_raw, outputs=outputs,
         f_baseline=float(base_outputs[settings.target]), baseline_outputs=base_outputs,
         ig=ig_result, ig2=ig2_result, curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, preview=summarise_preview(preview, ig_result))
 
 
 def _own_curve(result: Attribution) -> list[CurvePoint]:

@@ -19,6 +19,7 @@ from attribution_core.models.spec import LoadedModel
 from dashboard.components import (
     exports,
     figures,
+    progressive,
     resources,
     run_costs,
     run_gate,
@@ -53,11 +54,17 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
     clicked = st.button("Explain", type="primary", key="tab_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
+    preview_slot = st.empty()
+    feature_names = list(logic.feature_names(model))
+
     def compute(progress: session_runs.PageProgress) -> tuple[Any, str, Any]:
         run = logic.run_row(model, source.raw_row, settings,
                             cache=resources.shared_result_cache(),
                             progress=lambda t, f: progress(t, 0.5 * f if source.csv_rows
-                                                           is not None else f))
+                                                           is not None else f),
+                            on_preview=progressive.feature_preview(
+                                preview_slot, lambda _p: feature_names,
+                                lambda p: p.result.attributions[0].cpu().numpy()))
         batch = None
         if source.csv_rows is not None and len(source.csv_rows) > 1:
             batch = logic.run_batch(
@@ -69,6 +76,7 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
 
     session_runs.explain_once(RUNS_KEY, CURRENT_KEY, key, compute, device=model.device,
                               estimate=estimate, what_to_reduce=run_costs.TABULAR_REDUCE)
+    preview_slot.empty()  # the exact result takes the preview's place
 
 
 def results_section(model: LoadedModel | None) -> None:
@@ -80,6 +88,7 @@ def results_section(model: LoadedModel | None) -> None:
     if st.session_state.get(PENDING_KEY) != st.session_state.get(CURRENT_KEY):
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
+    progressive.show_summary(run.preview)
     if model is None or model.spec.name != run.model_name:
         st.caption(f"Result computed with {run.model_name}.")
         return

@@ -19,6 +19,7 @@ import torch
 from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.references import select_references
@@ -89,6 +90,7 @@ class TextRun:
     ig2: TextIg2 | None
     curve: tuple[CurvePoint, ...]
     seconds: float
+    preview: PreviewSummary | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -141,7 +143,8 @@ def _forward_kwargs(loaded: LoadedModel, mask: torch.Tensor) -> dict[str, torch.
 
 def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str,
                     settings: TextSettings, *, cache: ResultCache | None,
-                    progress: PhaseProgress | None = None) -> TextRun:
+                    progress: PhaseProgress | None = None,
+                    on_preview: Callable[[Preview], None] | None = None) -> TextRun:
     """IG, IG2 or both for one text, plus a short convergence curve for IG."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
@@ -158,12 +161,18 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
     want_ig2 = settings.method in ("IG2", "both")
     ig_share = 0.5 if want_ig and want_ig2 else 1.0
     ig_result: Attribution | None = None
+    preview: Preview | None = None
     curve: list[CurvePoint] = []
     if want_ig:
         def ig_progress(done: int, total: int) -> None:
             report(f"IG: gradients along the straight path ({done}/{total} rows)",
                    ig_share * 0.8 * done / max(total, 1))
 
+        if on_preview is not None:
+            report("IG: a quick preview first", 0.0)
+            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
+                                 settings.n_steps, loaded.device, forward_kwargs=kwargs)
+            on_preview(preview)
         ig_result = integrated_gradients(
             loaded.forward, inputs, baselines=baseline, target=settings.target,
             n_steps=settings.n_steps, tolerance=settings.tolerance, progress=ig_progress,
@@ -201,7 +210,7 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
         baseline_probability=float(base_probs.max()),
         ig=_to_cpu(ig_result), ig2=ig2_result,
         curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, preview=summarise_preview(preview, ig_result))
 
 
 def _to_cpu(result: Attribution | None) -> Attribution | None:

@@ -18,6 +18,7 @@ from attribution_core.models.spec import LoadedModel
 from dashboard.components import (
     exports,
     figures,
+    progressive,
     resources,
     run_costs,
     run_gate,
@@ -56,12 +57,17 @@ def explain_section(model: LoadedModel, source: TextInput | None,
     clicked = st.button("Explain", type="primary", key="txt_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
+    preview_slot = st.empty()
+    tokens = list(source.encoded.tokens)
     session_runs.explain_once(
         RUNS_KEY, CURRENT_KEY, key,
-        lambda progress: logic.run_explanation(model, source.encoded, source.text, settings,
-                                               cache=resources.shared_result_cache(),
-                                               progress=progress),
+        lambda progress: logic.run_explanation(
+            model, source.encoded, source.text, settings, cache=resources.shared_result_cache(),
+            progress=progress, on_preview=progressive.feature_preview(
+                preview_slot, lambda _p: tokens,
+                lambda p: text_io.token_scores(p.result.attributions[0].cpu()).numpy())),
         device=model.device, estimate=estimate, what_to_reduce=run_costs.TEXT_REDUCE)
+    preview_slot.empty()  # the exact result takes the preview's place
 
 
 def results_section(model: LoadedModel | None) -> None:
@@ -72,6 +78,7 @@ def results_section(model: LoadedModel | None) -> None:
     if st.session_state.get(PENDING_KEY) != st.session_state.get(CURRENT_KEY):
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
+    progressive.show_summary(run.preview)
     names = model.spec.class_names if model is not None and \
         model.spec.name == run.model_name else ()
     st.caption(f"Model {run.model_name}; explaining class "

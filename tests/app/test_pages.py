@@ -194,3 +194,31 @@ def test_sessions_do_not_share_results(image_page: Callable[[str], AppTest]) -> 
     assert metric(second, "IG delta") == metric(first, "IG delta"), "same inputs, same figures"
     run = second.session_state["img_runs"][second.session_state["img_current"]]
     assert run.ig.from_cache, "B's run is served by the process-wide result cache"
+
+
+def _cache_entries() -> int:
+    from dashboard.components import resources
+
+    return len(resources.shared_result_cache())
+
+
+@pytest.mark.parametrize("preview_on", [True, False])
+def test_preview_first_then_exact_and_never_cached(image_page: Callable[[str], AppTest],
+                                                   preview_on: bool) -> None:
+    from dashboard.components import resources
+
+    resources.shared_result_cache().clear()
+    at = image_page(DIGITS)
+    at.toggle(key="preview_first").set_value(preview_on).run()
+    sample = _use_first_sample(at)
+    explain(at, "IG")
+    captions = " ".join(c.value for c in at.caption)
+    assert ("Against the exact map: relative L2" in captions) is preview_on, \
+        f"the preview summary shows exactly when the preview is on: {captions[:300]}"
+    assert "PREVIEW" not in captions, "the exact result has taken the preview's place"
+    assert _cache_entries() == 4, \
+        f"IG and its 3-run curve are cached, never the preview: {_cache_entries()} entries"
+    loaded, x, target = _core_inputs(sample)
+    exact = integrated_gradients(loaded.forward, x, baselines=torch.zeros_like(x),
+                                 target=target, n_steps=300, method="gausslegendre")
+    _assert_close(metric(at, "IG delta"), float(exact.delta[0]), "the map shown is the exact one")

@@ -1,0 +1,161 @@
+"""The exact fast path equals fp32 eager; the preview is labelled, never cached, and falls back
+to a coarse fp32 run where the hardware has no bf16 units."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from attribution_core import ResultCache, integrated_gradients
+from attribution_core.engine import frozen_parameters
+from attribution_core.fast_paths import (
+    PREVIEW_VARIABLE,
+    bf16_preview_supported,
+    compile_for_attribution,
+    prefer_channels_last,
+    preview_deviation,
+    preview_ig,
+    preview_steps,
+)
+from attribution_core.quadrature import quadrature
+
+
+class TinyEncoder(nn.Module):
+    """A 2-layer BERT over embeddings with an attention mask, mean-pooled to 2 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        torch.manual_seed(0)
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, vocab_size=50)
+        self.encoder = BertModel(config, add_pooling_layer=False).eval()
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask)
+        return self.head(hidden.last_hidden_state.mean(1))
+
+
+def _eager_ig(model: nn.Module, x: torch.Tensor, n_steps: int, target: int,
+              **kwargs: torch.Tensor) -> torch.Tensor:
+    """Textbook IG, one step at a time, parameters requiring grad: the fp32 eager answer."""
+    rule = quadrature("gausslegendre", n_steps)
+    total = torch.zeros_like(x)
+    for alpha, weight in zip(rule.alphas, rule.step_sizes, strict=True):
+        point = (alpha * x).detach().requires_grad_(True)
+        output = model(point, **kwargs)[:, target].sum()
+        (grad,) = torch.autograd.grad(output, point)
+        total += weight * grad
+    return total * x
+
+
+def _models() -> list[tuple[str, nn.Module, torch.Tensor, dict[str, torch.Tensor]]]:
+    generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(1)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 64, 10)).eval()
+    resnet = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    return [
+        ("cnn", cnn, torch.rand(2, 1, 8, 8, generator=generator), {}),
+        ("text_encoder", TinyEncoder(), 0.5 * torch.randn(1, 6, 32, generator=generator),
+         {"attention_mask": torch.ones(1, 6, dtype=torch.long)}),
+        ("resnet18", resnet, torch.rand(1, 3, 64, 64, generator=generator), {}),
+    ]
+
+
+@pytest.mark.parametrize("case", _models(), ids=lambda case: case[0])
+def test_fast_exact_path_equals_fp32_eager(case: tuple) -> None:
+    name, model, x, kwargs = case
+    expected = _eager_ig(model, x, 8, 1, **kwargs)
+    ours = integrated_gradients(model, x, target=1, n_steps=8, forward_kwargs=kwargs)
+    error = float((ours.attributions - expected).norm() / expected.norm())
+    assert error < 1e-5, f"{name}: the frozen-parameter path is {error:.2e} from fp32 eager"
+    assert all(p.requires_grad for p in model.parameters()), \
+        f"{name}: parameters require grad again after the run"
+
+
+def test_channels_last_path_equals_fp32_eager() -> None:
+    _name, model, x, _kwargs = _models()[2]
+    expected = _eager_ig(model, x, 8, 1)
+    model.to(memory_format=torch.channels_last)
+    ours = integrated_gradients(model, x.contiguous(memory_format=torch.channels_last),
+                                target=1, n_steps=8)
+    error = float((ours.attributions - expected).norm() / expected.norm())
+    assert error < 1e-5, f"channels_last changes the exact answer by {error:.2e}"
+    adopted = prefer_channels_last(model, x.repeat(4, 1, 1, 1), target=1, repeats=1)
+    assert isinstance(adopted, bool), "the measurement decides, either way"
+
+
+def test_frozen_parameters_is_reference_counted_across_threads() -> None:
+    model = nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # a user's own choice must survive
+    inside = threading.Barrier(2)
+    leave_first = threading.Event()
+
+    def hold(wait_for: threading.Event | None) -> None:
+        with frozen_parameters(model):
+            inside.wait()
+            if wait_for is not None:
+                wait_for.wait()
+            assert not any(p.requires_grad for p in model.parameters()), "frozen inside"
+        if wait_for is None:
+            leave_first.set()
+
+    first = threading.Thread(target=hold, args=(None,))
+    second = threading.Thread(target=hold, args=(leave_first,))
+    first.start()
+    second.start()
+    first.join()
+    assert not model.weight.requires_grad, "still frozen while the second thread is inside"
+    second.join()
+    assert model.weight.requires_grad and not model.bias.requires_grad, \
+        "the last one out restores what the first one found"
+
+
+@pytest.mark.parametrize("forced, kind", [("1", "bf16"), ("0", "coarse")])
+def test_preview_kind_follows_the_hardware_switch(monkeypatch: pytest.MonkeyPatch, forced: str,
+                                                  kind: str) -> None:
+    monkeypatch.setenv(PREVIEW_VARIABLE, forced)
+    _name, model, x, _kwargs = _models()[0]
+    assert bf16_preview_supported("cpu") is (forced == "1"), "the switch decides"
+    preview = preview_ig(model, x, None, 1, 64, torch.device("cpu"))
+    assert preview.kind == kind and preview.n_steps == preview_steps(64) == 16, preview.label
+    assert "Preview" in preview.label and preview.result.attributions.dtype == torch.float32
+    exact = integrated_gradients(model, x, target=1, n_steps=64)
+    deviation = preview_deviation(preview.result.attributions, exact.attributions)
+    assert deviation.relative_l2 < 0.1 and deviation.rank_correlation > 0.9, \
+        f"a {kind} preview is close but not equal: {deviation}"
+
+
+def test_preview_never_reaches_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PREVIEW_VARIABLE, "1")
+    _name, model, x, _kwargs = _models()[0]
+    cache = ResultCache()
+    original_put = cache.put
+    stored: list[str] = []
+    monkeypatch.setattr(cache, "put", lambda key, result: (stored.append(key),
+                                                           original_put(key, result)))
+    preview_ig(model, x, None, 1, 64, torch.device("cpu"))
+    assert not stored, "a preview is never written to any cache"
+
+
+def test_deviation_of_identical_maps() -> None:
+    values = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    same = preview_deviation(values, values, k=10)
+    assert same.relative_l2 == 0 and same.rank_correlation == pytest.approx(1.0) and \
+        same.top_k_overlap == 1.0, f"identical maps deviate by nothing: {same}"
+
+
+def test_compile_falls_back_cleanly() -> None:
+    class Unsupported(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no such kernel")
+
+    compiled, seconds, why = compile_for_attribution(Unsupported(), torch.ones(1, 2))
+    assert compiled is None and why and seconds >= 0, "a failure means eager, with a reason"
