@@ -175,8 +175,9 @@ def prefer_channels_last(module: nn.Module, sample: torch.Tensor, target: int = 
     return False
 
 
-def compile_for_attribution(module: nn.Module, sample: torch.Tensor,
-                            target: int = 0) -> tuple[Callable[..., Any] | None, float, str]:
+def compile_for_attribution(module: nn.Module, sample: torch.Tensor, target: int = 0,
+                            forward_kwargs: Mapping[str, Any] | None = None
+                            ) -> tuple[Callable[..., Any] | None, float, str]:
     """``torch.compile`` the module and warm it up on ``sample`` (forward + input gradient).
 
     Returns (compiled callable or None, compile seconds, why it was not used). Compiled code is
@@ -188,7 +189,9 @@ def compile_for_attribution(module: nn.Module, sample: torch.Tensor,
         compiled = torch.compile(module, dynamic=False)
         leaf = sample.detach().requires_grad_(True)
         with frozen_parameters(module), torch.enable_grad():
-            out = compiled(leaf)
+            out = compiled(leaf, **{k: v.expand(leaf.shape[0], *v.shape[1:])
+                                    if isinstance(v, torch.Tensor) else v
+                                    for k, v in (forward_kwargs or {}).items()})
             torch.autograd.grad(out[:, target].sum(), leaf)
     except Exception as error:  # no compiler, unsupported op: eager stays the answer
         return None, time.perf_counter() - started, f"{type(error).__name__}: {error}"[:300]

@@ -108,7 +108,7 @@ def _row(name: str, model: nn.Module, make: Maker, batch: int, n_steps: int, rep
     }
     if compile_model:
         compiled, seconds, why = compile_for_attribution(copy.deepcopy(fast), points[:batch],
-                                                         target)
+                                                         target, kwargs)
         row["compile_seconds"] = round(seconds, 3)
         if compiled is None:
             row["compile_failed"] = why

@@ -159,3 +159,17 @@ def test_compile_falls_back_cleanly() -> None:
 
     compiled, seconds, why = compile_for_attribution(Unsupported(), torch.ones(1, 2))
     assert compiled is None and why and seconds >= 0, "a failure means eager, with a reason"
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_exact_answer() -> None:
+    _name, model, x, _kwargs = _models()[0]
+    compiled, seconds, why = compile_for_attribution(model, x.repeat(8, 1, 1, 1), target=1)
+    if compiled is None:  # no C compiler on this machine: the fallback is what is promised
+        assert why, "a failed compile says why"
+        return
+    expected = integrated_gradients(model, x, target=1, n_steps=8, batch_size=8).attributions
+    ours = integrated_gradients(compiled, x, target=1, n_steps=8, batch_size=8).attributions
+    error = float((ours - expected).norm() / expected.norm())
+    assert error < 1e-5, f"torch.compile changes the exact answer by {error:.2e}"
+    assert seconds > 0, "the compile time is measured"
