@@ -20,3 +20,15 @@ def test_quick_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str])
         "auto's verdict is measured against the 1024-step reference, per feature"
     assert evals["seconds"]["captum_300"] > 0, "Captum at 300 steps is timed in the same run"
     assert '"ratio_vs_captum"' in capsys.readouterr().out, "JSON goes to stdout"
+
+
+@pytest.mark.slow
+def test_quick_fast_paths_benchmark_reports_its_ratios() -> None:
+    from benchmarks.fast_paths import main as fast_paths
+
+    (row,) = fast_paths(["--quick", "--models", "cnn"])["rows"]
+    assert row["model"] == "cnn_8x8", "rows are named as the issue asks"
+    for key in ("exact_ratio_vs_eager_limit", "preview_ratio_vs_exact", "eager_limit_seconds"):
+        assert row[key] > 0, f"{key} is a measured positive number, got {row[key]}"
+    assert 0 <= row["preview_relative_l2"] < 1 and row["preview_top10_overlap"] > 0, \
+        f"the preview is close to the exact map but measured, not assumed: {row}"
