@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from attribution_core.validation import check_batch_size
+
 ForwardFn = Callable[..., Any]
 ProgressFn = Callable[[int, int], None]
 ChunkBuilder = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -266,8 +268,7 @@ class GradientEngine:
         batch_size: int | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        check_batch_size(batch_size)
         self.forward = forward
         self.device = device
         self.target = target
@@ -408,38 +409,35 @@ class GradientEngine:
             point, owner = build_chunk(0, 1)
             rows = _aligned(self.plan_batch(point, owner).rows, align)
         rows = min(rows, n_rows)
-        done = 0
+        batch_rows = rows
+        pending_tail = [tail]  # emptied once the tail's outputs are consumed
+
+        def evaluate(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                     torch.Tensor | None]:
+            points, owners = build_chunk(start, stop)
+            extra = pending_tail[0]
+            if extra is not None and stop == n_rows and \
+                    _fits_slack(stop - start, extra[0].shape[0], batch_rows) and \
+                    points[0].numel() <= FOLD_MAX_ROW_ELEMENTS:
+                return self.gradients_with_extra(points, owners, *extra)
+            outputs, grads = self.gradients(points, owners)
+            return outputs, grads, None
+
+        def take(start: int, stop: int,
+                 result: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+            outputs, grads, tail_outputs = result
+            if tail_outputs is not None and consume_tail is not None:
+                consume_tail(tail_outputs)
+                pending_tail[0] = None
+            consume(start, stop, outputs, grads)
+            if self.progress is not None:
+                self.progress(stop, n_rows)
+
         with device_lock(self.device), frozen_parameters(module_of(self.forward)):
-            while done < n_rows:
-                stop = min(n_rows, done + rows)
-                try:
-                    points, owners = build_chunk(done, stop)
-                    if tail is not None and stop == n_rows and \
-                            _fits_slack(stop - done, tail[0].shape[0], rows) and \
-                            points[0].numel() <= FOLD_MAX_ROW_ELEMENTS:
-                        outputs, grads, tail_outputs = self.gradients_with_extra(
-                            points, owners, *tail)
-                        assert consume_tail is not None
-                        consume_tail(tail_outputs)
-                        tail = None
-                    else:
-                        outputs, grads = self.gradients(points, owners)
-                except Exception as error:  # only memory errors are retried
-                    if not _is_out_of_memory(error) or stop - done == 1:
-                        raise
-                    del error
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    rows = max(1, (stop - done) // 2)
-                    if self.batch_size is None:
-                        rows = _aligned(rows, align)
-                    continue
-                consume(done, stop, outputs, grads)
-                done = stop
-                if self.progress is not None:
-                    self.progress(done, n_rows)
-            if tail is not None and consume_tail is not None:
-                consume_tail(self.outputs(*tail))
+            rows = evaluate_in_chunks(n_rows, rows, self.device, evaluate, take,
+                                      align=1 if self.batch_size is not None else align)
+            if pending_tail[0] is not None and consume_tail is not None:
+                consume_tail(self.outputs(*pending_tail[0]))
         return rows
 
 
@@ -457,19 +455,19 @@ def chunks_needed(n_rows: int, batch_size: int) -> int:
     return math.ceil(n_rows / batch_size)
 
 
-# -- generic chunked evaluation (added for IG2; GradientEngine.sweep is unchanged) ---------------
+# -- chunked evaluation with out-of-memory back-off: the one loop every method uses -------------
 ChunkResult = TypeVar("ChunkResult")
 
 
 def evaluate_in_chunks(n_rows: int, rows: int, device: torch.device,
                        evaluate: Callable[[int, int], ChunkResult],
-                       consume: Callable[[int, int, ChunkResult], None]) -> int:
+                       consume: Callable[[int, int, ChunkResult], None], align: int = 1) -> int:
     """Run ``evaluate(start, stop)`` over rows [0, n_rows) in chunks of at most ``rows`` rows.
 
-    Same out-of-memory back-off as :meth:`GradientEngine.sweep` (retry the chunk with half the
-    rows), for methods whose per-chunk work is not "one gradient of f". ``consume`` runs outside
-    the retry, so it never sees a chunk twice. The caller holds :func:`device_lock`. Returns the
-    chunk size used last, so a caller looping over path steps keeps a backed-off size.
+    After an out-of-memory error the chunk is retried with half the rows (kept a multiple of
+    ``align`` where possible); any other error propagates. ``consume`` runs outside the retry,
+    so it never sees a chunk twice. The caller holds :func:`device_lock`. Returns the chunk
+    size used last, so a caller looping over path steps keeps a backed-off size.
     """
     if rows < 1:
         raise ValueError(f"rows must be positive, got {rows}.")
@@ -484,7 +482,7 @@ def evaluate_in_chunks(n_rows: int, rows: int, device: torch.device,
             del error
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            rows = max(1, (stop - done) // 2)
+            rows = _aligned(max(1, (stop - done) // 2), align)
             continue
         consume(done, stop, result)
         done = stop

@@ -45,6 +45,7 @@ from attribution_core.metrics_checks import (
     rank_correlation,
     sensitivity_max,
 )
+from attribution_core.validation import check_batch_size
 
 TargetLike = int | list[int] | torch.Tensor | None
 CurveKind = Literal["deletion", "insertion"]
@@ -182,9 +183,7 @@ class _RowEvaluator:
 
     def __init__(self, forward: ForwardFn, inputs: torch.Tensor, target: TargetLike,
                  forward_kwargs: Mapping[str, Any] | None, batch_size: int | None) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int)
-                                       or isinstance(batch_size, bool) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        check_batch_size(batch_size)
         self.device = model_device(forward, inputs.device)
         n = inputs.shape[0]
         self.engine = GradientEngine(forward, n, self.device,

@@ -27,26 +27,6 @@ from attribution_core.results import Attribution, completeness
 TargetLike = int | list[int] | torch.Tensor | None
 
 
-def check_inputs(inputs: torch.Tensor) -> None:
-    """The same input contract as :func:`integrated_gradients`."""
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
-        raise TypeError("inputs must be a tensor with a leading batch dimension.")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}.")
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs holds no explicand (batch dimension is 0).")
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
-def check_batch_size(batch_size: Any) -> None:
-    if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
-
-
 def expand_baselines(inputs: torch.Tensor, baselines: torch.Tensor | float | None
                      ) -> torch.Tensor:
     """None -> zeros, a number -> that constant, a tensor -> broadcast to the inputs' shape."""

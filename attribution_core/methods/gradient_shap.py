@@ -28,15 +28,13 @@ from attribution_core.engine import (
 )
 from attribution_core.methods._gradients import (
     TargetLike,
-    check_batch_size,
-    check_inputs,
-    check_positive_int,
     finish,
     gradient_pass,
     outputs_in_chunks,
     seeded_normal,
 )
 from attribution_core.results import Attribution
+from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
 
 
 def gradient_shap(

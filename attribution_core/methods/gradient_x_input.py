@@ -15,11 +15,10 @@ import torch
 from attribution_core.engine import ForwardFn, ProgressFn
 from attribution_core.methods._gradients import (
     TargetLike,
-    check_batch_size,
-    check_inputs,
     plain_gradient_attribution,
 )
 from attribution_core.results import Attribution
+from attribution_core.validation import check_batch_size, check_inputs
 
 
 def gradient_x_input(

@@ -38,6 +38,7 @@ from attribution_core.quadrature import (
     quadrature,
 )
 from attribution_core.results import Attribution, completeness, to_device
+from attribution_core.validation import check_inputs
 
 
 def integrated_gradients(
@@ -65,12 +66,7 @@ def integrated_gradients(
     With ``cache``, results are stored under a content key; ``model_key`` names the model's
     weights for plain callables (modules are fingerprinted from their weights).
     """
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
-        raise TypeError("inputs must be a tensor with a leading batch dimension.")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}.")
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs holds no explicand (batch dimension is 0).")
+    check_inputs(inputs)
     if n_steps != "auto" and alphas is None and method not in QUADRATURE_METHODS:
         raise ValueError(
             f"Unknown method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."

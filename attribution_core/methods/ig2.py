@@ -37,6 +37,7 @@ from attribution_core.engine import (
 )
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
 from attribution_core.results import IG2Attribution, to_device
+from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
 
 Rule = Literal["trapezoid", "middle", "left"]
 Norm = Literal["l2", "l1"]
@@ -134,17 +135,13 @@ def auto_step_size(inputs: torch.Tensor, refs: torch.Tensor, n_steps: int, norm:
 def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
               step_size: float | str,
               norm: str, rule: str, eps: float) -> None:
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or not inputs.is_floating_point():
-        raise TypeError("inputs must be a floating point tensor with a leading batch dimension.")
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs holds no explicand (batch dimension is 0).")
+    check_inputs(inputs)
     if not isinstance(references, torch.Tensor) or references.dim() not in (
             inputs.dim(), inputs.dim() + 1):
         raise ValueError("references must be a tensor [B, ...] or [N, B, ...] matching inputs.")
     if references.shape[references.dim() - inputs.dim()] == 0:
         raise ValueError("references holds no reference (B is 0).")
-    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
+    check_positive_int("n_steps", n_steps)
     if step_size != "auto" and not (isinstance(step_size, int | float) and step_size > 0):
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
     if norm not in NORMS:
@@ -200,9 +197,8 @@ class _PathRunner:
         return kwargs
 
     def plan_rows(self, batch_size: int | None) -> None:
+        check_batch_size(batch_size)
         if batch_size is not None:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
             self.rows_per_call = batch_size
             return
         plan = self.engine.plan_batch(self.x[:1], torch.zeros(1, dtype=torch.long,

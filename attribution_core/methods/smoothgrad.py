@@ -25,9 +25,6 @@ from attribution_core.engine import (
 )
 from attribution_core.methods._gradients import (
     TargetLike,
-    check_batch_size,
-    check_inputs,
-    check_positive_int,
     expand_baselines,
     finish,
     gradient_pass,
@@ -38,6 +35,7 @@ from attribution_core.methods._gradients import (
 from attribution_core.methods.ig import integrated_gradients
 from attribution_core.quadrature import QUADRATURE_METHODS
 from attribution_core.results import Attribution
+from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
 
 SmoothGradInner = Literal["integrated_gradients", "gradient"]
 SMOOTHGRAD_INNER: tuple[str, ...] = ("integrated_gradients", "gradient")
