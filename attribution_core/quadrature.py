@@ -1,7 +1,9 @@
 """Quadrature rules on [0, 1]: step sizes (weights) and alphas (nodes).
 
-The conventions follow Captum's ``approximation_methods`` exactly (``n_steps`` is the number of
-nodes, i.e. of gradient evaluations), so that results can be compared at the same ``n_steps``.
+The conventions follow Captum's ``approximation_methods`` (``n_steps`` is the number of nodes,
+i.e. of gradient evaluations), so that results can be compared at the same ``n_steps``, with one
+deliberate difference: ``riemann_trapezoid`` uses the textbook weights (step 1/(n-1)), whose sum
+is 1, where Captum's sum to (n-1)/n; ours therefore equal Captum's times n/(n-1).
 
 Nested grids serve the adaptive ("auto") step count: a trapezoid grid whose intervals are bisected
 keeps every node it had, so gradients already computed are reused as the grid grows.

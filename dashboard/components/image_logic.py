@@ -6,7 +6,6 @@ can reproduce exactly what the page shows by calling the core themselves.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -24,7 +23,7 @@ from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, sum
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import image_preprocessing, image_tensor
 from attribution_core.models.spec import LoadedModel
-from attribution_core.results import Attribution
+from attribution_core.results import Attribution, to_device
 from dashboard.components import ig2_adapter
 from dashboard.components.figures import CurvePoint
 from dashboard.components.ig2_adapter import Ig2Summary
@@ -244,7 +243,8 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
             )
     report("Done", 1.0)
     if ig_result is not None:
-        ig_result = _on_cpu(ig_result)  # sessions keep results: never hold accelerator memory
+        # Sessions keep results: never hold accelerator memory.
+        ig_result = to_device(ig_result, "cpu")
     return ExplanationRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
         input_digest=digest(inputs), ig=ig_result, ig2=ig2_result, inputs=inputs.detach().cpu(),
@@ -254,18 +254,6 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
         seconds=time.perf_counter() - started, notes=tuple(notes),
         preview=summarise_preview(preview, ig_result),
     )
-
-
-def _on_cpu(result: Attribution) -> Attribution:
-    moved: dict[str, Any] = {}
-    for item in dataclasses.fields(result):
-        value = getattr(result, item.name)
-        if isinstance(value, torch.Tensor):
-            moved[item.name] = value.detach().cpu()
-        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor)
-                                                         for v in value):
-            moved[item.name] = tuple(v.detach().cpu() for v in value)
-    return dataclasses.replace(result, **moved)
 
 
 def _input_box(loaded: LoadedModel, inputs: torch.Tensor) -> tuple[Any, Any]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +29,7 @@ from attribution_core.models.inputs import (
 )
 from attribution_core.models.spec import LoadedModel, ReferencePool
 from attribution_core.references import select_references
-from attribution_core.results import Attribution, IG2Attribution
+from attribution_core.results import Attribution, IG2Attribution, to_device
 from dashboard.components.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
@@ -180,8 +180,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
                     nearest = smaller
         if nearest is not None:
             ig_result = with_convergence(ig_result, nearest)
-        ig_result = replace(ig_result, attributions=ig_result.attributions.detach().cpu(),
-                            baselines=ig_result.baselines.detach().cpu())
+        ig_result = to_device(ig_result, "cpu")  # sessions never hold accelerator memory
     ig2_result = None
     if want_ig2:
         report("IG2: walking towards the reference rows", 0.5)

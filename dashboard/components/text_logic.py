@@ -23,7 +23,7 @@ from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, sum
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.references import select_references
-from attribution_core.results import Attribution, IG2Attribution
+from attribution_core.results import Attribution, IG2Attribution, to_device
 from dashboard.components.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
@@ -208,18 +208,9 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
         f_baseline=float(base_logits[settings.target]),
         baseline_class=int(base_probs.argmax()),
         baseline_probability=float(base_probs.max()),
-        ig=_to_cpu(ig_result), ig2=ig2_result,
+        ig=None if ig_result is None else to_device(ig_result, "cpu"), ig2=ig2_result,
         curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
         seconds=time.perf_counter() - started, preview=summarise_preview(preview, ig_result))
-
-
-def _to_cpu(result: Attribution | None) -> Attribution | None:
-    if result is None:
-        return None
-    from dataclasses import replace
-
-    return replace(result, attributions=result.attributions.detach().cpu(),
-                   baselines=result.baselines.detach().cpu())
 
 
 def _own_curve(result: Attribution) -> list[CurvePoint]:
