@@ -9,16 +9,15 @@ the strings ``"inf"``/``"-inf"``, arrays as nested lists tagged with dtype and s
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attribution_core.evaluation.environment import environment
 from attribution_core.evaluation.record_encoding import (
     ReportFormatError,
     decode_array,
@@ -39,8 +38,6 @@ from attribution_core.evaluation.types import (
 
 SCHEMA_NAME = "attribution_core.evaluation"
 SCHEMA_VERSION = 1
-_PACKAGES = ("torch", "torchvision", "captum", "numpy", "streamlit", "plotly", "transformers",
-             "safetensors")
 _MODEL_KEYS = ("name", "title", "modality", "weights_sha256", "class_names")
 _TOP_KEYS = ("schema", "schema_version", "created", "model", "settings", "environment",
              "device", "n_requested", "n_done", "cancelled", "seconds", "expected_area_share",
@@ -56,22 +53,6 @@ class ReportFiles:
     json_path: Path
     html_path: Path
     attributions_path: Path
-
-
-def environment(device: str | None = None) -> dict[str, Any]:
-    """Versions of everything that shapes the numbers, plus the device and platform."""
-    versions: dict[str, str | None] = {}
-    for package in _PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None  # not installed: recorded as absent, not guessed
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"python": platform.python_version(), **versions, "device": device,
-            "platform": platform.platform()}
 
 
 # -- record ------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from attribution_core.evaluation.environment import environment
 from attribution_core.evaluation.record_encoding import image_data_url
-from attribution_core.evaluation.report import environment
 from attribution_core.evaluation.types import (
     CaseOutcome,
     EvaluationResult,

@@ -29,6 +29,7 @@ from attribution_core.models.assets import (
     sha256_file,
     weights_path,
 )
+from attribution_core.models.loading import load_spec
 from attribution_core.models.samples import text_samples
 from attribution_core.models.spec import (
     LoadedModel,
@@ -87,13 +88,11 @@ def _cue_loader(spec: ModelSpec, device: torch.device) -> LoadedModel:
     )
 
 
-@lru_cache(maxsize=1)
-def cue_pool() -> ReferencePool:
-    from attribution_core.models.registry import load_model
+def cue_pool(spec: ModelSpec) -> ReferencePool:
     from attribution_core.train.cue_corpus import generate_corpus
 
     corpus = generate_corpus(1000, 1)  # the held-out corpus of the training script
-    model = load_model("cue_transformer", "cpu")
+    model = load_spec(spec, "cpu")
     pool = _text_pool(model, [s.text for s in corpus], [s.label for s in corpus])
     return ReferencePool(pool.inputs, pool.labels,
                          {**pool.extras, "decisive_words": [s.decisive_words for s in corpus]})
@@ -115,7 +114,8 @@ def cue_spec() -> ModelSpec:
                      "are known, so explanations can be checked."),
         weights_path=weights_path(name), weights_sha256=metadata.get("sha256"),
         default_baseline="pad", baselines=TEXT_BASELINES, representation_module="head",
-        input_box=None, ig2_step_size=0.05, reference_pool=cue_pool, metadata=metadata,
+        input_box=None, ig2_step_size=0.05, reference_pool=lru_cache(maxsize=1)(
+            lambda: cue_pool(spec)), metadata=metadata,
         status=partial(builtin_status, name), samples=partial(text_samples, name),
     )
     return spec
@@ -246,12 +246,10 @@ def zero_shot_spec(name: str, labels: Mapping[str, str], title: str | None = Non
         return _zero_shot_loader(spec, frozen, temperature, device)
 
     def pool() -> ReferencePool:
-        from attribution_core.models.registry import load_model
-
         samples = [s for s in text_samples(name) if s.label is not None]
         if not samples:
             raise ModelLoadError(f"No labelled sample sentences for {name!r}.")
-        return _text_pool(load_model(spec, "cpu"), [s.value for s in samples],
+        return _text_pool(load_spec(spec, "cpu"), [s.value for s in samples],
                           [int(s.label) for s in samples])  # type: ignore[arg-type]
 
     spec = ModelSpec(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from attribution_core.engine import pick_device
+from attribution_core.models.loading import load_spec
 from attribution_core.models.spec import LoadedModel, Modality, ModelLoadError, ModelSpec
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -74,29 +74,7 @@ def get_spec(name: str) -> ModelSpec:
 
 def load_model(name: str | ModelSpec, device: str | torch.device | None = None) -> LoadedModel:
     """The loaded model for ``name`` on ``device`` (default: the best available), cached."""
-    spec = name if isinstance(name, ModelSpec) else get_spec(name)
-    target = pick_device(device)
-    key = (spec.name, str(target), spec.weights_sha256 or _file_stamp(spec))
-    with _LOCK:
-        cached = _LOADED.get(key)
-        if cached is not None and cached.spec is spec:
-            return cached
-        status = spec.status()
-        if not status.ready:
-            raise ModelLoadError(f"Model {spec.name!r} is not ready: {status.message}")
-        loaded = spec.loader(target)
-        _LOADED[key] = loaded
-    return loaded
-
-
-def _file_stamp(spec: ModelSpec) -> str:
-    """Size and mtime of a weights file without a recorded hash (large torchvision checkpoints
-    are not re-hashed on every request, yet a replaced file still misses the cache)."""
-    path = spec.weights_path
-    if path is None or not path.is_file():
-        return ""
-    stat = path.stat()
-    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return load_spec(name if isinstance(name, ModelSpec) else get_spec(name), device)
 
 
 def clear_model_cache() -> None:
