@@ -376,3 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # other validation in the readers and case builders
         print(f"error: {error}", file=sys.stderr)
     return EXIT_INPUT
+
+
+def console() -> None:
+    """The ``attribution-core`` console script: ``main`` with the process's arguments."""
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -40,13 +40,21 @@ def device_label() -> str:
     return describe_device(active_device())
 
 
+def default_cache_dir() -> Path:
+    """In a checkout: .attribution_cache/dashboard beside the code; installed (site-packages
+    is no place to write): the user's cache folder."""
+    if (ROOT / "pyproject.toml").is_file():
+        return ROOT / ".attribution_cache" / "dashboard"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ig-dashboard"
+
+
 @st.cache_resource(show_spinner=False)
 def shared_result_cache() -> ResultCache:
     """One result cache for all sessions; on disk under .attribution_cache unless set to ""."""
     configured = os.environ.get(CACHE_DIR_VARIABLE)
     if configured == "":
         return ResultCache(memory_items=64)
-    directory = Path(configured) if configured else ROOT / ".attribution_cache" / "dashboard"
+    directory = Path(configured) if configured else default_cache_dir()
     return ResultCache(memory_items=64, disk_dir=directory, disk_bytes=256 * 1024**2)
 
 
