@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for evaluation.json, .html and _attributions.safetensors")
     explain.add_argument("--device", choices=("cpu", "cuda"), default=None,
                          help="default: cuda when available, else cpu")
+    from attribution_core.evaluation.cli_scale import add_scale_arguments
+
+    add_scale_arguments(explain)
     commands.add_parser("models", help="list the registered models and whether they are ready")
     return parser
 
@@ -298,8 +301,9 @@ def _progress(done: int, total: int, message: str) -> None:
 
 
 class _StopOnInterrupt:
-    """The first Ctrl-C asks the runner to stop after the current batch (the finished cases
-    still make a report); a second one interrupts at once."""
+    """The first Ctrl-C asks the runner to stop after the current batch (on Ray: after the
+    shards already running; the finished cases still make a report); a second one interrupts
+    at once."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -322,18 +326,24 @@ class _StopOnInterrupt:
 def run_explain(args: argparse.Namespace) -> int:
     import torch
 
+    from attribution_core.evaluation.cli_scale import check_engine_arguments
     from attribution_core.evaluation.report import write_report
     from attribution_core.evaluation.runner import evaluate
     from attribution_core.models import load_model
 
     if args.n_cases < 1:
         raise CommandError(f"--n-cases must be at least 1, got {args.n_cases}.")
+    complaint = check_engine_arguments(args)
+    if complaint is not None:
+        raise CommandError(complaint)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked for, but no CUDA device is available here; "
                            "use --device cpu.")
     settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
                                   ig2_steps=args.ig2_steps, seed=args.seed,
                                   removal=args.removal)
+    if args.engine == "ray":
+        return _run_on_ray(args, settings)
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)
     notes: list[str] = []
@@ -354,6 +364,15 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
 
 
+def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
+    from attribution_core.evaluation.cli_scale import run_explain_sharded
+
+    with _StopOnInterrupt() as stop:
+        result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
+    print(json.dumps({**summary_line(result, files), **figures}), flush=True)
+    return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+
+
 def run_models() -> int:
     from attribution_core.models.__main__ import main as list_models
 
@@ -361,6 +380,7 @@ def run_models() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from attribution_core.evaluation.ray_engine import RayUnavailable
     from attribution_core.modalities.image import ImageInputError
     from attribution_core.models import ModelLoadError
 
@@ -369,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return run_models()
         return run_explain(args)
-    except (CommandError, EvaluationInputError, ModelLoadError, ImageInputError) as error:
+    except (CommandError, EvaluationInputError, ModelLoadError, ImageInputError,
+            RayUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         print(f"error: could not read the input: {error}", file=sys.stderr)
