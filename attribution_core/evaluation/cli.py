@@ -9,6 +9,7 @@ script can parse, stderr gets progress. Bad input exits with status 2 and one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -367,7 +368,8 @@ def run_explain(args: argparse.Namespace) -> int:
 def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
     from attribution_core.evaluation.cli_scale import run_explain_sharded
 
-    with _StopOnInterrupt() as stop:
+    # Ray prints worker failures and restarts on stdout; stdout is kept for the summary line.
+    with _StopOnInterrupt() as stop, contextlib.redirect_stdout(sys.stderr):
         result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
     print(json.dumps({**summary_line(result, files), **figures}), flush=True)
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
