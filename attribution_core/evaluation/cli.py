@@ -16,6 +16,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--removal", default=None,
                          help="what deletion/insertion put in place of removed units, when it "
                               "should differ from the baseline (a baseline kind)")
+    explain.add_argument("--settings", type=Path, default=None,
+                         help="a JSON file of every evaluation setting (the 'settings' object "
+                              "of an evaluation.json); replaces --methods, --ig-steps, "
+                              "--ig2-steps, --seed and --removal")
     explain.add_argument("--out", type=Path, default=Path("evaluation-report"),
                          help="folder for evaluation.json, .html and _attributions.safetensors")
     explain.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -311,7 +316,10 @@ class _StopOnInterrupt:
         self._previous: Any = None
 
     def __enter__(self) -> _StopOnInterrupt:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        # Only the main thread may set signal handlers; called from another thread (a job
+        # runner, a test), the command runs without Ctrl-C handling.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -321,7 +329,8 @@ class _StopOnInterrupt:
         print("Stopping after the current batch (Ctrl-C again to abort)…", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -343,6 +352,9 @@ def run_explain(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
                                   ig2_steps=args.ig2_steps, seed=args.seed,
                                   removal=args.removal)
+    if args.settings is not None:
+        settings = settings_from_file(args.settings)
+        args.seed, args.removal = settings.seed, settings.removal  # the cases use them too
     if args.engine == "ray":
         return _run_on_ray(args, settings)
     started = time.perf_counter()
@@ -373,6 +385,19 @@ def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
         result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
     print(json.dumps({**summary_line(result, files), **figures}), flush=True)
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+
+
+def settings_from_file(path: Path) -> EvaluationSettings:
+    """Settings as recorded in a report; unknown or missing keys are a one-line error."""
+    from attribution_core.evaluation.record_encoding import ReportFormatError
+    from attribution_core.evaluation.report import _settings_from
+
+    try:
+        record = json.loads(_read_limited(path, 2**20).decode("utf-8"))
+        return _settings_from(record.get("settings", record) if isinstance(record, dict)
+                              else record)
+    except (json.JSONDecodeError, ReportFormatError, TypeError, AttributeError) as error:
+        raise CommandError(f"--settings {path}: {error}") from error
 
 
 def run_models() -> int:
