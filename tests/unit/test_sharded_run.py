@@ -176,3 +176,65 @@ def test_ray_engine_without_ray_installed_says_how_to_install(
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1, f"one line, exit 2: {err}"
     assert "requirements-scale.txt" in err[0], f"the message says what to install: {err}"
+
+
+def test_rows_csv_with_expected_in_shards_equals_the_local_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attribution_core.evaluation.cases import feature_names
+    from attribution_core.evaluation.report import read_report
+    from attribution_core.models.inputs import pool_raw
+
+    loaded = load_model("wine_mlp", device="cpu")
+    names = list(feature_names(loaded))
+    raw = pool_raw(loaded, loaded.spec.reference_pool())  # type: ignore[misc]
+    rows = tmp_path / "rows.csv"
+    _write_csv(rows, names, [[str(v) for v in raw[i].tolist()] for i in range(7)])
+    expected = tmp_path / "expected.csv"
+    expected.write_text(f"name,expected\nrow 3,{names[0]};{names[2]}\n", encoding="utf-8")
+    settings = EvaluationSettings(methods=("IG", "GradientSHAP"), ig_steps=8)
+    assert main(["explain", "--model", "wine_mlp", "--input", str(rows), "--expected",
+                 str(expected), "--methods", "IG,GradientSHAP", "--ig-steps", "8",
+                 "--out", str(tmp_path / "local")]) == 0, "the local command must succeed"
+    capsys.readouterr()
+    local = read_report(tmp_path / "local" / "evaluation.json")
+    assert local.settings == settings, "the command and the shards use the same settings"
+
+    worker = ShardWorker("wine_mlp", "cpu", CaseOptions(n_cases=50), settings)
+    store = ShardStore(tmp_path / "sharded")
+    store.prepare("fp", {}, resume=False)
+    total, shards = plan_shards(rows, "tabular", 50, 3, expected=expected)
+    outcome = run_shards(InProcessExecutor(worker), shards, store, set(), total)
+    info = worker.describe()
+    header = RunHeader(info["name"], info["title"], info["modality"], info["weights_hash"],
+                       tuple(info["class_names"]), settings, info["device"], total)
+    sharded = merge(store, outcome.indices_done, header, cancelled=False)
+    assert total == 7 and outcome.computed == (0, 1, 2), f"7 rows in shards of 3: {outcome}"
+    marked = {c.case_id: c.expected for c in sharded.cases}
+    assert marked["row 3"] is not None and np.flatnonzero(marked["row 3"]).tolist() == [0, 2], \
+        "--expected must reach the row in whichever shard it lands"
+    assert marked["row 2"] is None, "rows not named in --expected have no expectation"
+    _assert_same(local, sharded)
+
+
+def test_settings_file_replaces_the_setting_flags(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    settings = EvaluationSettings(methods=("Saliency",), curve_points=5, random_orders=2,
+                                  seed=7)
+    record = settings.record()
+    record["methods"] = list(record["methods"])
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"settings": record}), encoding="utf-8")
+    assert main(["explain", "--model", "wine_mlp", "--bundled", "--n-cases", "2",
+                 "--settings", str(path), "--out", str(tmp_path / "out")]) == 0, \
+        "a settings file must be accepted"
+    capsys.readouterr()
+    from attribution_core.evaluation.report import read_report
+
+    assert read_report(tmp_path / "out" / "evaluation.json").settings == settings, \
+        "the report must record exactly the file's settings"
+    path.write_text(json.dumps({"methods": ["IG"], "no_such_setting": 1}), encoding="utf-8")
+    assert main(["explain", "--model", "wine_mlp", "--bundled", "--settings", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_setting" in err[0], f"one line naming the key: {err}"
