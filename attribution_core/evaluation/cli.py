@@ -346,7 +346,7 @@ def run_explain(args: argparse.Namespace) -> int:
     complaint = check_engine_arguments(args)
     if complaint is not None:
         raise CommandError(complaint)
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and args.engine == "local" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked for, but no CUDA device is available here; "
                            "use --device cpu.")
     settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
@@ -382,7 +382,10 @@ def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
 
     # Ray prints worker failures and restarts on stdout; stdout is kept for the summary line.
     with _StopOnInterrupt() as stop, contextlib.redirect_stdout(sys.stderr):
-        result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
+        try:
+            result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
+        except Exception as error:
+            raise _worker_error(error) from error
     print(json.dumps({**summary_line(result, files), **figures}), flush=True)
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
 
@@ -398,6 +401,23 @@ def settings_from_file(path: Path) -> EvaluationSettings:
                               else record)
     except (json.JSONDecodeError, ReportFormatError, TypeError, AttributeError) as error:
         raise CommandError(f"--settings {path}: {error}") from error
+
+
+def _worker_error(error: Exception) -> Exception:
+    """A failure inside a Ray worker as one line: the original message, not the remote
+    traceback Ray attaches (Ray's errors carry the original exception as ``cause``)."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, BaseException):
+        if type(error).__module__.startswith("ray."):  # e.g. an actor out of restarts
+            lines = str(error).strip().splitlines()
+            return CommandError(f"Ray failed ({type(error).__name__}): "
+                                f"{lines[0] if lines else 'no detail'}")
+        return error
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    if isinstance(cause, EvaluationInputError | ValueError | OSError):
+        return CommandError(f"a shard's input was refused: {reason}")
+    return CommandError(f"a Ray worker failed ({type(cause).__name__}): {reason}")
 
 
 def run_models() -> int:

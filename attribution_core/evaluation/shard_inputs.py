@@ -27,6 +27,7 @@ ShardKind = Literal["bundled", "images", "texts", "rows"]
 # A shard goes through the upload readers, whose per-call limits (500 cases) it must respect.
 MAX_SHARD_SIZE = 500
 LABELS_FILE = "labels.csv"
+MAX_FILE_BYTES = 40 * 2**20  # per image or mask file, as for a member of an uploaded zip
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,11 @@ def _bundled_shards(n_cases: int, shard_size: int) -> Iterator[ShardInput]:
 
 def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | None,
                   skip: frozenset[int]) -> tuple[int, Iterator[ShardInput]]:
-    from attribution_core.evaluation.uploads_images import _mask_stem, _unique_names
+    from attribution_core.evaluation.uploads_images import (
+        _mask_stem,
+        _unique_names,
+        bounded_read,
+    )
     from attribution_core.modalities.image import UPLOAD_EXTENSIONS
 
     archive = zipfile.ZipFile(source) if source.is_file() else None
@@ -125,9 +130,13 @@ def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | 
     outside_masks = _mask_folder(expected) if expected is not None else {}
 
     def read(path: PurePosixPath) -> bytes:
+        # One file at a time, each bounded like an upload's member: a zip bomb or a huge file
+        # is refused after MAX_FILE_BYTES + 1 bytes, never inflated whole.
         if archive is not None:
-            return archive.read(str(path))
-        return (source / path).read_bytes()
+            with archive.open(str(path)) as handle:
+                return bounded_read(handle, MAX_FILE_BYTES, str(path))
+        with (source / path).open("rb") as handle:
+            return bounded_read(handle, MAX_FILE_BYTES, str(path))
 
     def shards() -> Iterator[ShardInput]:
         for index, start in enumerate(range(0, len(images), shard_size)):
@@ -243,15 +252,25 @@ def _csv_records(path: Path, kind: ShardKind
                  ) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
     handle = path.open("r", encoding="utf-8-sig", newline="")
     reader = csv.reader(handle)
-    header = _text_header([h.strip() for h in next(reader, [])], kind)
+    try:
+        header = _text_header([h.strip() for h in next(reader, [])], kind)
+    except csv.Error as error:
+        handle.close()
+        raise EvaluationInputError(f"{path}: the header is not readable as CSV ({error}).") \
+            from error
     if not header:
         handle.close()
         raise EvaluationInputError(f"{path} is empty: it needs a header line.")
 
     def records() -> Iterator[tuple[int, dict[str, str]]]:
         with handle:
-            for number, cells in enumerate(reader, start=2):  # spreadsheet rows: header is 1
-                yield number, dict(zip(header, cells, strict=False))
+            number = 1
+            try:
+                for number, cells in enumerate(reader, start=2):  # spreadsheet: header is 1
+                    yield number, dict(zip(header, cells, strict=False))
+            except csv.Error as error:  # e.g. a field over the csv module's size limit
+                raise EvaluationInputError(f"{path}, row {number + 1}: not readable as CSV "
+                                           f"({error}).") from error
 
     return header, records()
 
