@@ -9,8 +9,8 @@ on storage that both the dashboard and the cluster see (NFS, a mounted bucket).
 
 Progress comes from the job's log (the command's "N/M cases, r cases/s, ETA" lines), Stop is
 the job server's stop, Continue resubmits with ``--resume`` (finished shards are kept). Nothing
-here imports Streamlit; the client is Ray's ``JobSubmissionClient``, made by :func:`make_client`
-(the tests replace it).
+here imports Streamlit; :func:`make_client` speaks the Ray Jobs REST API to an ``http(s)``
+address and uses Ray's ``JobSubmissionClient`` otherwise (the page tests replace it).
 """
 
 from __future__ import annotations
@@ -92,9 +92,55 @@ class JobProgress:
 
 
 def make_client(address: str) -> Any:
+    """An ``http(s)://`` job server is spoken to through its REST API (what Ray's SDK does
+    under the hood; the dashboard then needs no Ray at all); other addresses (``auto``,
+    ``ray://...``) through Ray's ``JobSubmissionClient``, which needs ``ray[default]``."""
+    if address.startswith(("http://", "https://")):
+        return RestJobClient(address)
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address)
+
+
+class RestJobClient:
+    """The four calls of the Ray Jobs REST API the page uses (``/api/jobs/...``)."""
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.base = address.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None
+              ) -> dict[str, Any]:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode() or "{}")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"the Ray job server answered {error.code} to {method} {path}"
+                               + (f": {detail[0][:200]}" if detail else "")) from error
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            raise RuntimeError(f"the Ray job server at {self.base} cannot be reached "
+                               f"({getattr(error, 'reason', error)})") from error
+
+    def submit_job(self, *, entrypoint: str, submission_id: str) -> str:
+        answer = self._call("POST", "/api/jobs/", {"entrypoint": entrypoint,
+                                                    "submission_id": submission_id})
+        return str(answer.get("submission_id", submission_id))
+
+    def get_job_status(self, submission_id: str) -> str:
+        return str(self._call("GET", f"/api/jobs/{submission_id}")["status"])
+
+    def get_job_logs(self, submission_id: str) -> str:
+        return str(self._call("GET", f"/api/jobs/{submission_id}/logs").get("logs", ""))
+
+    def stop_job(self, submission_id: str) -> bool:
+        return bool(self._call("POST", f"/api/jobs/{submission_id}/stop").get("stopped"))
 
 
 def job_command(model_name: str, job_input: JobInput, folder: Path, config: JobConfig,

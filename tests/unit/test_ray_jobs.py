@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 from attribution_core.evaluation import ray_jobs
 from attribution_core.evaluation.types import EvaluationSettings
@@ -59,3 +62,73 @@ def test_an_upload_job_writes_its_file_and_settings_and_reads_progress(tmp_path:
     again = ray_jobs.resubmit(client, handle)
     assert again.submission_id != handle.submission_id and again.command[-1] == "--resume", \
         "Continue is a new submission of the same command with --resume"
+
+
+class _JobServer(BaseHTTPRequestHandler):
+    """A loopback stand-in for the Ray job server's REST endpoints (one job at a time)."""
+
+    jobs: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def _answer(self, code: int, body: dict) -> None:  # type: ignore[type-arg]
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path == "/api/jobs/":
+            self.jobs[body["submission_id"]] = {"status": "RUNNING",
+                                                "entrypoint": body["entrypoint"]}
+            self._answer(200, {"submission_id": body["submission_id"], "job_id": None})
+        elif self.path.endswith("/stop") and self.path.split("/")[3] in self.jobs:
+            self.jobs[self.path.split("/")[3]]["status"] = "STOPPED"
+            self._answer(200, {"stopped": True})
+        else:
+            self._answer(404, {"error": "no such job"})
+
+    def do_GET(self) -> None:
+        parts = self.path.split("/")
+        job = self.jobs.get(parts[3]) if len(parts) > 3 else None
+        if job is None:
+            self._answer(404, {})
+        elif self.path.endswith("/logs"):
+            self._answer(200, {"logs": "shard 0 done (20 cases, 1 s): 20/40 cases, 20.00 "
+                                       "cases/s, ETA 1 s\n"})
+        else:
+            self._answer(200, {"status": job["status"]})
+
+    def log_message(self, *args: object) -> None:  # keep pytest's output clean
+        return
+
+
+def test_the_rest_client_submits_polls_and_stops_on_a_loopback_job_server(
+        tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JobServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        client = ray_jobs.make_client(address)
+        assert isinstance(client, ray_jobs.RestJobClient), "http addresses need no Ray SDK"
+        config = ray_jobs.JobConfig(address, 10, tmp_path, workers=2, gpus_per_worker=0.0)
+        handle = ray_jobs.submit(client, config, "digits_cnn", EvaluationSettings(),
+                                 ray_jobs.JobInput(n_cases=40, baseline=None))
+        assert "--bundled" in _JobServer.jobs[handle.submission_id]["entrypoint"], \
+            "the server received the command"
+        progress = ray_jobs.poll(client, handle)
+        assert (progress.status, progress.done, progress.total) == ("RUNNING", 20, 40), \
+            f"status and progress come back over HTTP: {progress}"
+        ray_jobs.stop(client, handle)
+        assert ray_jobs.poll(client, handle).status == "STOPPED", "stop reaches the server"
+        try:
+            client.get_job_status("no-such-job")
+        except RuntimeError as error:
+            assert "404" in str(error) and "\n" not in str(error), f"one line: {error}"
+        else:
+            raise AssertionError("an unknown job must raise")
+    finally:
+        server.shutdown()
+        server.server_close()
