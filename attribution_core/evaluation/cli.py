@@ -326,7 +326,8 @@ class _StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("Stopping after the current batch (Ctrl-C again to abort)…", file=sys.stderr)
+        print("Stopping after the work already started (Ctrl-C again to abort)…",
+              file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:

@@ -60,7 +60,9 @@ def start_ray(setup: RaySetup) -> bool:
         ray.init(address=setup.address, log_to_driver=False)
         return True
     path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=max(1, round(setup.workers * setup.cpus_per_worker)),
+    # "local": a new instance even when RAY_ADDRESS is set or another cluster runs here
+    # (without it, ray.init() would join those).
+    ray.init(address="local", num_cpus=max(1, round(setup.workers * setup.cpus_per_worker)),
              num_gpus=None if setup.gpus_per_worker else 0,
              include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})

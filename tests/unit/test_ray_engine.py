@@ -36,8 +36,9 @@ COMMON = ["--model", "digits_cnn", "--bundled", "--methods", "IG,IG2", "--ig-ste
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
 
@@ -147,3 +148,39 @@ def test_a_shard_refused_by_its_worker_is_one_line_not_a_remote_traceback(
     assert len(errors) == 1 and "lacks the feature column" in errors[0], \
         f"one line with the reader's reason: {errors}"
     assert "Traceback" not in captured.err, "no remote traceback on stderr"
+
+
+def test_ctrl_c_stops_after_the_running_shards_and_resume_finishes(
+        local_ray: None, local_result: EvaluationResult, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A real SIGINT to a real command (its own Ray), then --resume in this process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = ["explain", *COMMON, "--n-cases", "60", "--engine", "ray", "--workers", "2",
+            "--shard-size", "10", "--out", str(out)]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "attribution_core", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while not list((out / "shards").glob("shard-*.json")) and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, f"Ctrl-C: exit 130 with a partial report: {stderr[-500:]}"
+    assert "Stopping after the work already started" in stderr, "the stop is announced"
+    partial = _summary(stdout)
+    finished = len(list((out / "shards").glob("shard-*.json")))
+    assert partial["cancelled"] and 1 <= finished < 6 and partial["n_cases"] == 10 * finished, \
+        f"the finished shards make the partial report: {finished} shards, {partial}"
+
+    assert main([*args, "--resume"]) == 0, "the resumed run must complete"
+    resumed = _summary(capsys.readouterr().out)
+    assert (resumed["shards_reused"], resumed["shards_computed"]) == (finished, 6 - finished), \
+        f"only the missing shards are computed: {resumed}"
+    _assert_equal(local_result, read_report(out / "evaluation.json"))
