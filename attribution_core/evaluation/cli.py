@@ -337,7 +337,7 @@ class _StopOnInterrupt:
 def run_explain(args: argparse.Namespace) -> int:
     import torch
 
-    from attribution_core.evaluation.cli_scale import check_engine_arguments
+    from attribution_core.evaluation.cli_scale import check_engine_arguments, settings_from_file
     from attribution_core.evaluation.report import write_report
     from attribution_core.evaluation.runner import evaluate
     from attribution_core.models import load_model
@@ -354,7 +354,7 @@ def run_explain(args: argparse.Namespace) -> int:
                                   ig2_steps=args.ig2_steps, seed=args.seed,
                                   removal=args.removal)
     if args.settings is not None:
-        settings = settings_from_file(args.settings)
+        settings = settings_from_file(args.settings, _read_limited(args.settings, 2**20))
         args.seed, args.removal = settings.seed, settings.removal  # the cases use them too
     if args.engine == "ray":
         return _run_on_ray(args, settings)
@@ -379,46 +379,16 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
-    from attribution_core.evaluation.cli_scale import run_explain_sharded
+    from attribution_core.evaluation.cli_scale import run_explain_sharded, worker_error
 
     # Ray prints worker failures and restarts on stdout; stdout is kept for the summary line.
     with _StopOnInterrupt() as stop, contextlib.redirect_stdout(sys.stderr):
         try:
             result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
         except Exception as error:
-            raise _worker_error(error) from error
+            raise worker_error(error) from error
     print(json.dumps({**summary_line(result, files), **figures}), flush=True)
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
-
-
-def settings_from_file(path: Path) -> EvaluationSettings:
-    """Settings as recorded in a report; unknown or missing keys are a one-line error."""
-    from attribution_core.evaluation.record_encoding import ReportFormatError
-    from attribution_core.evaluation.report import _settings_from
-
-    try:
-        record = json.loads(_read_limited(path, 2**20).decode("utf-8"))
-        return _settings_from(record.get("settings", record) if isinstance(record, dict)
-                              else record)
-    except (json.JSONDecodeError, ReportFormatError, TypeError, AttributeError) as error:
-        raise CommandError(f"--settings {path}: {error}") from error
-
-
-def _worker_error(error: Exception) -> Exception:
-    """A failure inside a Ray worker as one line: the original message, not the remote
-    traceback Ray attaches (Ray's errors carry the original exception as ``cause``)."""
-    cause = getattr(error, "cause", None)
-    if not isinstance(cause, BaseException):
-        if type(error).__module__.startswith("ray."):  # e.g. an actor out of restarts
-            lines = str(error).strip().splitlines()
-            return CommandError(f"Ray failed ({type(error).__name__}): "
-                                f"{lines[0] if lines else 'no detail'}")
-        return error
-    lines = str(cause).strip().splitlines()
-    reason = lines[0] if lines else type(cause).__name__
-    if isinstance(cause, EvaluationInputError | ValueError | OSError):
-        return CommandError(f"a shard's input was refused: {reason}")
-    return CommandError(f"a Ray worker failed ({type(cause).__name__}): {reason}")
 
 
 def run_models() -> int:

@@ -126,3 +126,37 @@ def _run(args: argparse.Namespace, settings: EvaluationSettings, options: CaseOp
         "total_seconds": time.perf_counter() - started, "engine": json.loads(
             json.dumps(figures))})
     return result, files, figures
+
+
+def settings_from_file(path: Path, data: bytes) -> EvaluationSettings:
+    """Settings as recorded in a report (``data``: the file's bytes); unknown or missing keys
+    are a one-line error."""
+    from attribution_core.evaluation.cli import CommandError
+    from attribution_core.evaluation.record_encoding import ReportFormatError
+    from attribution_core.evaluation.report import _settings_from
+
+    try:
+        record = json.loads(data.decode("utf-8"))
+        return _settings_from(record.get("settings", record) if isinstance(record, dict)
+                              else record)
+    except (json.JSONDecodeError, ReportFormatError, TypeError, AttributeError) as error:
+        raise CommandError(f"--settings {path}: {error}") from error
+
+
+def worker_error(error: Exception) -> Exception:
+    """A failure inside a Ray worker as one line: the original message, not the remote
+    traceback Ray attaches (Ray's errors carry the original exception as ``cause``)."""
+    from attribution_core.evaluation.cli import CommandError
+
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, BaseException):
+        if type(error).__module__.startswith("ray."):  # e.g. an actor out of restarts
+            lines = str(error).strip().splitlines()
+            return CommandError(f"Ray failed ({type(error).__name__}): "
+                                f"{lines[0] if lines else 'no detail'}")
+        return error
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    if isinstance(cause, ValueError | OSError):
+        return CommandError(f"a shard's input was refused: {reason}")
+    return CommandError(f"a Ray worker failed ({type(cause).__name__}): {reason}")

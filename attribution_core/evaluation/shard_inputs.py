@@ -103,6 +103,7 @@ def _bundled_shards(n_cases: int, shard_size: int) -> Iterator[ShardInput]:
 def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | None,
                   skip: frozenset[int]) -> tuple[int, Iterator[ShardInput]]:
     from attribution_core.evaluation.uploads_images import (
+        _mask_home,
         _mask_stem,
         _unique_names,
         bounded_read,
@@ -118,9 +119,10 @@ def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | 
                  if p.is_file()]
     paths = [p for p in paths if not any(part.startswith((".", "__MACOSX")) for part in p.parts)]
     images = [p for p in paths if p.suffix.lower().lstrip(".") in UPLOAD_EXTENSIONS
-              and _mask_stem(p) is None and "masks" not in p.parts[:-1]]
-    masks = {(p.parent / _mask_stem(p)).as_posix(): p for p in paths  # type: ignore[operator]
-             if _mask_stem(p) is not None}
+              and _mask_stem(p) is None]
+    # "<folder>/<stem>" -> its mask (x_mask.png beside the image, or masks/x.png below it).
+    masks = {(_mask_home(p) / str(_mask_stem(p))).as_posix(): p for p in paths
+             if p.suffix.lower().lstrip(".") in UPLOAD_EXTENSIONS and _mask_stem(p) is not None}
     labels = next((p for p in paths if p.name.lower() == LABELS_FILE), None)
     # The local engine orders cases by their unique name; so do shards (see module doc).
     names = _unique_names(images)

@@ -140,6 +140,8 @@ def test_image_folder_shards_keep_the_local_order_names_and_masks(tmp_path: Path
     from PIL import Image
 
     Image.fromarray(mask).resize(samples[1].value.size).save(folder / "sub" / "digit1_mask.png")
+    (folder / "masks").mkdir()  # the other spelling: masks/<stem>.png below the image's folder
+    Image.fromarray(mask).resize(samples[2].value.size).save(folder / "masks" / "digit2.png")
     whole = uploads.read_image_zip(zip_folder(folder)).items
     total, shards = plan_shards(folder, "image", 4, 3)
     sharded = []
@@ -151,8 +153,10 @@ def test_image_folder_shards_keep_the_local_order_names_and_masks(tmp_path: Path
     assert [i.name for i in sharded] == [i.name for i in whole][:4], \
         "shards must follow the local engine's order (by name)"
     with_mask = {i.name: i.mask is not None for i in sharded}
-    assert with_mask["digit1.png"] and not with_mask["digit0.png"], \
-        f"the mask must travel with its image: {with_mask}"
+    assert with_mask["digit1.png"] and with_mask["digit2.png"] and not with_mask["digit0.png"], \
+        f"both mask spellings must travel with their image: {with_mask}"
+    assert with_mask == {i.name: i.mask is not None for i in whole[:4]}, \
+        "shards attach the masks a whole-folder read attaches"
 
 
 def test_ray_only_options_need_the_ray_engine(tmp_path: Path,
