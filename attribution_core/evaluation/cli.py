@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", required=True, help="model name (see the 'models' command)")
     source = explain.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, help="folder or .zip of images (image models), "
-                        ".csv of texts (text models) or of rows in raw units (tabular models)")
+                        ".csv of texts (text models) or of rows in raw units (tabular models); "
+                        "with --engine ray also .parquet, and any size: read shard by shard")
     source.add_argument("--bundled", action="store_true",
                         help="use the model's bundled held-out cases instead of --input")
     explain.add_argument("--expected", type=Path,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # requirements-scale.txt, included by requirements-test.txt: a missing Ray fails
 
 from attribution_core.evaluation.cli import main
 from attribution_core.evaluation.report import read_report
@@ -25,7 +26,6 @@ from attribution_core.evaluation.sharded_run import (
 )
 from attribution_core.evaluation.types import EvaluationResult
 
-ray = pytest.importorskip("ray", reason="requirements-scale.txt installs Ray")
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 N_CASES = 200
