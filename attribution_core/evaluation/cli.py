@@ -9,12 +9,14 @@ script can parse, stderr gets progress. Bad input exits with status 2 and one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import signal
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", required=True, help="model name (see the 'models' command)")
     source = explain.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, help="folder or .zip of images (image models), "
-                        ".csv of texts (text models) or of rows in raw units (tabular models)")
+                        ".csv of texts (text models) or of rows in raw units (tabular models); "
+                        "with --engine ray also .parquet, and any size: read shard by shard")
     source.add_argument("--bundled", action="store_true",
                         help="use the model's bundled held-out cases instead of --input")
     explain.add_argument("--expected", type=Path,
@@ -100,10 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--removal", default=None,
                          help="what deletion/insertion put in place of removed units, when it "
                               "should differ from the baseline (a baseline kind)")
+    explain.add_argument("--settings", type=Path, default=None,
+                         help="a JSON file of every evaluation setting (the 'settings' object "
+                              "of an evaluation.json); replaces --methods, --ig-steps, "
+                              "--ig2-steps, --seed and --removal")
     explain.add_argument("--out", type=Path, default=Path("evaluation-report"),
                          help="folder for evaluation.json, .html and _attributions.safetensors")
     explain.add_argument("--device", choices=("cpu", "cuda"), default=None,
                          help="default: cuda when available, else cpu")
+    from attribution_core.evaluation.cli_scale import add_scale_arguments
+
+    add_scale_arguments(explain)
     commands.add_parser("models", help="list the registered models and whether they are ready")
     return parser
 
@@ -298,42 +308,57 @@ def _progress(done: int, total: int, message: str) -> None:
 
 
 class _StopOnInterrupt:
-    """The first Ctrl-C asks the runner to stop after the current batch (the finished cases
-    still make a report); a second one interrupts at once."""
+    """The first Ctrl-C asks the runner to stop after the current batch (on Ray: after the
+    shards already running; the finished cases still make a report); a second one interrupts
+    at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
 
     def __enter__(self) -> _StopOnInterrupt:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        # Only the main thread may set signal handlers; called from another thread (a job
+        # runner, a test), the command runs without Ctrl-C handling.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("Stopping after the current batch (Ctrl-C again to abort)…", file=sys.stderr)
+        print("Stopping after the work already started (Ctrl-C again to abort)…",
+              file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def run_explain(args: argparse.Namespace) -> int:
     import torch
 
+    from attribution_core.evaluation.cli_scale import check_engine_arguments, settings_from_file
     from attribution_core.evaluation.report import write_report
     from attribution_core.evaluation.runner import evaluate
     from attribution_core.models import load_model
 
     if args.n_cases < 1:
         raise CommandError(f"--n-cases must be at least 1, got {args.n_cases}.")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    complaint = check_engine_arguments(args)
+    if complaint is not None:
+        raise CommandError(complaint)
+    if args.device == "cuda" and args.engine == "local" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked for, but no CUDA device is available here; "
                            "use --device cpu.")
     settings = EvaluationSettings(methods=parse_methods(args.methods), ig_steps=args.ig_steps,
                                   ig2_steps=args.ig2_steps, seed=args.seed,
                                   removal=args.removal)
+    if args.settings is not None:
+        settings = settings_from_file(args.settings, _read_limited(args.settings, 2**20))
+        args.seed, args.removal = settings.seed, settings.removal  # the cases use them too
+    if args.engine == "ray":
+        return _run_on_ray(args, settings)
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)
     notes: list[str] = []
@@ -354,6 +379,19 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
 
 
+def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
+    from attribution_core.evaluation.cli_scale import run_explain_sharded, worker_error
+
+    # Ray prints worker failures and restarts on stdout; stdout is kept for the summary line.
+    with _StopOnInterrupt() as stop, contextlib.redirect_stdout(sys.stderr):
+        try:
+            result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
+        except Exception as error:
+            raise worker_error(error) from error
+    print(json.dumps({**summary_line(result, files), **figures}), flush=True)
+    return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+
+
 def run_models() -> int:
     from attribution_core.models.__main__ import main as list_models
 
@@ -361,6 +399,7 @@ def run_models() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from attribution_core.evaluation.ray_engine import RayUnavailable
     from attribution_core.modalities.image import ImageInputError
     from attribution_core.models import ModelLoadError
 
@@ -369,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return run_models()
         return run_explain(args)
-    except (CommandError, EvaluationInputError, ModelLoadError, ImageInputError) as error:
+    except (CommandError, EvaluationInputError, ModelLoadError, ImageInputError,
+            RayUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         print(f"error: could not read the input: {error}", file=sys.stderr)

@@ -20,7 +20,13 @@ from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.runner import evaluate
 from attribution_core.evaluation.types import UNSIGNED_METHODS
 from dashboard.components import evaluate_figures as charts
-from dashboard.components import evaluate_sanity, resources, run_costs, run_gate
+from dashboard.components import (
+    evaluate_ray_job,
+    evaluate_sanity,
+    resources,
+    run_costs,
+    run_gate,
+)
 from dashboard.components.evaluate_inputs import EvaluationRequest
 from dashboard.components.evaluate_state import EvaluationStore, PartialRun
 
@@ -57,6 +63,7 @@ def _store() -> EvaluationStore:
 def run_section(request: EvaluationRequest | None) -> None:
     """Run (or reuse), and after an interrupted run: "Stopped after k of N" and Continue."""
     store = _store()
+    evaluate_ray_job.track(store)  # this session's Ray job, if any: progress, Stop, its result
     stopped = store.interrupted()
     st.session_state[PENDING_KEY] = None if request is None else request.key
     estimate = None if request is None else run_costs.evaluate_cost(
@@ -82,6 +89,10 @@ def run_section(request: EvaluationRequest | None) -> None:
             return
         if stopped is not None and stopped.key == request.key:  # same numbers: keep its cases
             _execute(store, store.resume())
+            return
+        if evaluate_ray_job.wanted(request):  # large runs go to the cluster, not this server
+            evaluate_ray_job.start(request)
+            evaluate_ray_job.track(store)
             return
         if run_gate.refused(estimate, run_costs.EVALUATE_REDUCE):
             return
