@@ -16,11 +16,17 @@ from dashboard.components.sidebar import render_sidebar  # noqa: E402
 st.set_page_config(page_title="IG / IG2 explanations", page_icon=":material/search:", layout="wide")
 require_login()  # only when the operator configured [auth] in secrets.toml
 pages = existing_pages()
-navigation = st.navigation([
+# The default page is served at "/" only (its own pathname never resolves), so Home is also
+# registered, hidden from the menu, under "/home" for links and bookmarks.
+routes = [
     st.Page(str(ROOT / "pages" / page.file), title=page.title, icon=page.icon,
-            url_path=page.url_path, default=page.url_path == "home")
+            url_path="start" if page.url_path == "home" else page.url_path,
+            default=page.url_path == "home")
     for page in pages
-])
+]
+routes.append(st.Page(str(ROOT / "pages" / "home.py"), title="Home", url_path="home",
+                      visibility="hidden"))
+navigation = st.navigation(routes)
 current = next((page for page in PAGES if page.title == navigation.title), None)
 render_sidebar(current.modality if current else None, current.url_path if current else None)
 navigation.run()

@@ -1,19 +1,29 @@
-"""Home: what IG and IG2 are, how to read the completeness error, the pages and the models."""
+"""Home: an explained example first, links into the pages, then what IG and IG2 are, how to
+read the completeness error, and the models."""
 
 import streamlit as st
 
-from dashboard.components import catalog
+from dashboard.components import catalog, home_example
 from dashboard.components.figures import AMBER_BELOW, GREEN_BELOW
 from dashboard.components.navigation import PAGES_DIR, existing_pages
 
 st.title("Why did the model say that?")
+home_example.show_example()
+st.subheader("Explain your own input")
+for page in existing_pages():
+    if page.url_path != "home":
+        st.page_link(str(PAGES_DIR / page.file), label=f"{page.title}: {page.summary}",
+                     icon=page.icon)
+
+st.subheader("What IG and IG2 are")
 st.markdown(
     "**Integrated Gradients (IG)** walks in a straight line from a *baseline* (an input that "
     "means 'nothing', such as a black image) to your input and adds up the model's gradients on "
     "the way, so each feature gets its share of the change in the model's score. "
     "**IG2** replaces the baseline with a *counterfactual* (GradCF): it walks the input towards "
     "real samples of other classes along the model's own gradients and integrates along that "
-    "path, which filters out much of IG's noise. "
+    "path; whether that gives cleaner maps than IG depends on the data and the baseline, so "
+    "the Evaluate page measures both against known ground truth. "
     "Both promise *completeness*: the attributions add up to the score change they explain."
 )
 
@@ -28,12 +38,6 @@ st.markdown(
     f"- :red[**red**] otherwise: too few steps (or, for IG2, a step size too small): "
     "do not read the map yet. The delta-vs-steps curve shows how many steps are needed."
 )
-
-st.subheader("Pages")
-for page in existing_pages():
-    if page.url_path != "home":
-        st.page_link(str(PAGES_DIR / page.file), label=f"{page.title}: {page.summary}",
-                     icon=page.icon)
 
 st.subheader("Models")
 entries = catalog.list_entries()

@@ -168,7 +168,7 @@ def _completeness(run: logic.TabularRun) -> None:
     st.subheader("Completeness")
     st.caption("The waterfall adds the completeness residual (f(x) − start − sum of "
                "attributions) as its own bar, so it ends at f(x); a visible residual means too "
-               "few steps. 🟢 below 1 %, 🟡 below 5 %, 🔴 otherwise.")
+               "few steps. green below 1 %, amber below 5 %, red otherwise.")
     methods = _method_results(run)
     columns = st.columns(len(methods) + (1 if run.ig is not None else 0))
     for column, (label, _attributions, _start, _start_label, _end) in zip(

@@ -165,7 +165,7 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
     st.subheader("Completeness")
     st.caption("Sum of attributions = f(input) − f(reference point) + delta, in logits. Word "
                "scores are plain sums of their tokens', so the sum is the same at both levels. "
-               "🟢 below 1 %, 🟡 below 5 %, 🔴 otherwise: raise the steps.")
+               "green below 1 %, amber below 5 %, red otherwise: raise the steps.")
     columns = st.columns(len(views) + (1 if run.ig is not None else 0))
     for column, view in zip(columns, views, strict=False):
         with column:
