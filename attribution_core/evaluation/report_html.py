@@ -20,6 +20,11 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from attribution_core.evaluation.environment import environment
+from attribution_core.evaluation.figure_style import (
+    RANDOM_COLOUR,
+    SIGNED_COLOURSCALE,
+    method_colour,
+)
 from attribution_core.evaluation.record_encoding import image_data_url
 from attribution_core.evaluation.types import (
     CaseOutcome,
@@ -32,8 +37,6 @@ MAX_CASE_SECTIONS = 10
 # Heat maps larger than this per side are block-averaged: a 224 x 224 map per method per case
 # would make the page tens of megabytes without showing more than a screen can.
 MAX_HEATMAP_SIDE = 64
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
-_RANDOM_COLOUR = "#7f7f7f"
 # The smallest value a log axis shows: an exact completeness error of 0 would otherwise vanish.
 _LOG_FLOOR = 1e-12
 _CONFIG = {"displaylogo": False, "responsive": True}
@@ -78,10 +81,6 @@ def _figure(fig: go.Figure, name: str, height: int) -> str:
     return f'<div class="figure" data-figure="{_e(name)}">{body}</div>'
 
 
-def _colour(index: int) -> str:
-    return _COLOURS[index % len(_COLOURS)]
-
-
 # -- summary figures ---------------------------------------------------------------------------
 
 def _grid(result: EvaluationResult) -> np.ndarray:
@@ -91,14 +90,14 @@ def _grid(result: EvaluationResult) -> np.ndarray:
 def _curve_figure(result: EvaluationResult, kind: str) -> str:
     grid = _grid(result)
     fig = go.Figure()
-    for index, method in enumerate(result.methods):
+    for method in result.methods:
         ran = [c for c in result.cases if any(o.method == method for o in c.outcomes)]
         mean = mean_curve(ran, lambda c, m=method: getattr(c.outcome(m), kind), grid)
         fig.add_trace(go.Scatter(x=grid, y=mean, mode="lines", name=method,
-                                 line={"color": _colour(index)}))
+                                 line={"color": method_colour(method)}))
     reference = mean_curve(result.cases, lambda c: getattr(c, f"random_{kind}"), grid)
     fig.add_trace(go.Scatter(x=grid, y=reference, mode="lines", name="random order",
-                             line={"color": _RANDOM_COLOUR, "dash": "dash"}))
+                             line={"color": RANDOM_COLOUR, "dash": "dash"}))
     better = "lower" if kind == "deletion" else "higher"
     fig.update_layout(title=f"Mean {kind} curve ({better} area is better)",
                       xaxis_title="fraction of units perturbed",
@@ -115,8 +114,8 @@ def _per_case(result: EvaluationResult, method: str, name: str
 def _box_figure(values_of: dict[str, tuple[list[str], list[float]]], name: str,
                 title: str, y_title: str, log: bool = False) -> str:
     fig = go.Figure()
-    for index, (label, (ids, values)) in enumerate(values_of.items()):
-        colour = _RANDOM_COLOUR if label == "random order" else _colour(index)
+    for label, (ids, values) in values_of.items():
+        colour = RANDOM_COLOUR if label == "random order" else method_colour(label)
         fig.add_trace(go.Box(y=values, name=label, boxpoints="all", jitter=0.4, pointpos=0,
                              marker={"color": colour, "size": 4}, text=ids,
                              hovertemplate="%{text}: %{y:.4g}<extra></extra>"))
@@ -157,16 +156,16 @@ def _has_expectations(result: EvaluationResult) -> bool:
 def _agreement_figure(result: EvaluationResult) -> str:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("rank correlation with the expected mask",
                                                          "share of |attribution| in the mask"))
-    for index, method in enumerate(result.methods):
+    for method in result.methods:
         for column, name in ((1, "rank_correlation"), (2, "mask_share")):
             values = [v for v in _per_case(result, method, name)[1] if math.isfinite(v)]
             fig.add_trace(go.Box(y=values, name=method, boxpoints="all", jitter=0.4, pointpos=0,
-                                 marker={"color": _colour(index), "size": 4},
+                                 marker={"color": method_colour(method), "size": 4},
                                  showlegend=False), row=1, col=column)
     share = result.expected_area_share
     if math.isfinite(share):
         # a map that ignores the mask puts about the mask's own area share inside it
-        fig.add_hline(y=share, line_dash="dot", line_color=_RANDOM_COLOUR, row=1, col=2,
+        fig.add_hline(y=share, line_dash="dot", line_color=RANDOM_COLOUR, row=1, col=2,
                       annotation_text=f"mask area {share:.2f}")
     fig.update_layout(title="Agreement with the expected features")
     return _figure(fig, "agreement", 400)
@@ -228,7 +227,7 @@ def _image_maps(case: CaseOutcome) -> str:
                         horizontal_spacing=0.02)
     for column, (outcome, scores) in enumerate(zip(case.outcomes, maps, strict=True), start=1):
         fig.add_trace(go.Heatmap(z=scores, zmin=-limit, zmax=limit, zmid=0.0,
-                                 colorscale="RdBu_r", showscale=column == len(maps),
+                                 colorscale=SIGNED_COLOURSCALE, showscale=column == len(maps),
                                  name=outcome.method, hovertemplate="%{z:.3g}<extra></extra>"),
                       row=1, col=column)
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{column}",

@@ -11,24 +11,17 @@ import html
 from collections.abc import Sequence
 
 import numpy as np
-import plotly.colors as plotly_colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from attribution_core.evaluation import ALL_METHODS, CaseOutcome, EvaluationResult
+from attribution_core.evaluation import CaseOutcome, EvaluationResult
+from attribution_core.evaluation.figure_style import MARGIN, RANDOM_COLOUR, method_colour
 from attribution_core.evaluation.types import UNSIGNED_METHODS, mean_curve
 from dashboard.components import figures, text_views
 
-RANDOM_COLOUR = "#7f7f7f"
 DARK_SHARE = 0.6  # beyond this share of the colour limit a chip is dark: white text
 LOG_FLOOR = 1e-12  # |relative delta| of exactly 0 still gets a point on the log axis
-_PALETTE = plotly_colors.qualitative.Safe
-_MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}
-
-
-def method_colour(method: str) -> str:
-    index = ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS)
-    return _PALETTE[index % len(_PALETTE)]
+_MARGIN = MARGIN
 
 
 def metric_values(cases: Sequence[CaseOutcome], method: str, name: str) -> np.ndarray:

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from attribution_core.evaluation import EvaluationInputError
+from attribution_core.evaluation.figure_style import method_colour
 from attribution_core.evaluation.sanity import (
     DEFAULT_SANITY_CASES,
     SanityCheck,
@@ -21,7 +22,6 @@ from attribution_core.evaluation.sanity import (
 )
 from attribution_core.evaluation.types import METHOD_IG, METHOD_IG2
 from dashboard.components import run_gate
-from dashboard.components.evaluate_figures import method_colour
 from dashboard.components.evaluate_inputs import EvaluationRequest
 
 SANITY_KEY = "eval_sanity"

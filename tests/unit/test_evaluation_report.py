@@ -285,3 +285,17 @@ def test_read_report_rejects_broken_json(tmp_path: Path) -> None:
     path.write_text('{"schema": ', encoding="utf-8")
     with pytest.raises(ReportFormatError, match="not valid JSON"):
         read_report(path)
+
+
+def test_page_and_report_draw_each_method_in_one_colour() -> None:
+    from attribution_core.evaluation.figure_style import method_colour
+    from dashboard.components import evaluate_figures
+
+    result = _result()
+    page = report_html(result)
+    page_figure = evaluate_figures.mean_curves_figure(result)
+    for method in result.methods:
+        colour = method_colour(method)
+        assert colour in page, f"the report draws {method} in {colour}"
+        drawn = {trace.line.color for trace in page_figure.data if trace.name == method}
+        assert drawn == {colour}, f"the page draws {method} in {drawn}, the report in {colour}"
