@@ -80,7 +80,8 @@ def _image_case(method: str, n_steps: int | str, refs: int = 4, ig2_steps: int =
         return x, image_logic.build_baseline("black", loaded, x, prep)
 
     return Case(f"{model} {method}, {n_steps} steps, IG2 {ig2_steps} x {refs}", model,
-                lambda m: run_costs.image_cost(m, inputs(m)[0], settings),
+                lambda m: run_costs.image_cost(m, inputs(m)[0], settings,
+                                               image_logic.CURVE_FRACTIONS),
                 lambda m: image_logic.run_explanation(m, *inputs(m), settings, cache=None))
 
 
@@ -92,7 +93,7 @@ def _text_case(method: str, n_steps: int, refs: int = 4, ig2_steps: int = 16,
     def estimate(loaded: LoadedModel) -> CostEstimate:
         encoded = text_logic.encode(loaded, TEXT)
         return run_costs.text_cost(loaded, text_logic.embeddings(loaded, encoded.input_ids),
-                                   encoded.attention_mask, settings)
+                                   encoded.attention_mask, settings, text_logic.CURVE_DIVISORS)
 
     return Case(f"{model} {method}, {n_steps} steps, IG2 {ig2_steps} x {refs}", model,
                 estimate, lambda m: text_logic.run_explanation(
@@ -114,7 +115,8 @@ def _tabular_case(method: str, n_steps: int, csv_rows: int = 0) -> Case:
 
     def estimate(loaded: LoadedModel) -> CostEstimate:
         row = tabular_logic.model_row(loaded, _tabular_rows(loaded, 1)[0])
-        return run_costs.tabular_cost(loaded, row, settings, csv_rows)
+        return run_costs.tabular_cost(loaded, row, settings, tabular_logic.CURVE_DIVISORS,
+                                      csv_rows)
 
     def run(loaded: LoadedModel) -> Any:
         rows = _tabular_rows(loaded, max(csv_rows, 1))

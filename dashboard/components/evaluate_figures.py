@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from attribution_core.evaluation import CaseOutcome, EvaluationResult
 from attribution_core.evaluation.figure_style import MARGIN, RANDOM_COLOUR, method_colour
 from attribution_core.evaluation.types import UNSIGNED_METHODS, mean_curve
-from dashboard.components import figures, text_views
+from dashboard.components import figures
 
 DARK_SHARE = 0.6  # beyond this share of the colour limit a chip is dark: white text
 LOG_FLOOR = 1e-12  # |relative delta| of exactly 0 still gets a point on the log axis
@@ -201,7 +201,7 @@ def token_html(case: CaseOutcome, method: str, limit: float) -> str:
     expected = case.expected if case.expected is not None else np.zeros(len(scores), bool)
     chips = []
     for index, (token, score) in enumerate(zip(tokens, scores, strict=False)):
-        background = text_views.colour_for(float(score), limit)
+        background = figures.colour_for(float(score), limit)
         border = "2px solid #222" if bool(expected[index]) else "1px solid transparent"
         colour = "#ffffff" if abs(score) > DARK_SHARE * limit else "#111111"
         title = html.escape(f"token {index}: {token} = {score:+.6g}", quote=True)
@@ -222,7 +222,7 @@ def feature_bars_figure(case: CaseOutcome, method: str, limit: float, top: int =
     labels = [names[i] + (" ★" if bool(expected[i]) else "") for i in order]
     figure = go.Figure(go.Bar(
         x=scores[order], y=labels, orientation="h",
-        marker={"color": [text_views.colour_for(float(scores[i]), limit) for i in order],
+        marker={"color": [figures.colour_for(float(scores[i]), limit) for i in order],
                 "line": {"color": "#555", "width": 0.5}},
         hovertemplate="%{y}<br>score %{x:.6g}<extra></extra>"))
     figure.update_xaxes(range=[-1.05 * limit, 1.05 * limit], zeroline=True,

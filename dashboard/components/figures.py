@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import plotly.colors as plotly_colors
 import plotly.graph_objects as go
 
 from attribution_core.modalities.image import View
@@ -108,8 +109,15 @@ def gauge_figure(relative_delta: float, title: str) -> go.Figure:
     return figure
 
 
+def colour_for(value: float, limit: float, scale: str = "RdBu_r") -> str:
+    """``rgb(...)`` of ``value`` on the diverging scale clipped at +-limit."""
+    unit = 0.5 + 0.5 * max(-1.0, min(1.0, value / limit if limit > 0 else 0.0))
+    return str(plotly_colors.sample_colorscale(scale, [unit])[0])
+
+
 def convergence_figure(evaluations: Sequence[int], relative: Sequence[float],
-                       sources: Sequence[str], current: int | None) -> go.Figure:
+                       sources: Sequence[str], current: int | None,
+                       per: str | None = None) -> go.Figure:
     """Relative completeness error against gradient evaluations (log-log), thresholds marked.
 
     Thresholds and the current run are drawn as traces, not shapes: shapes on log axes take
@@ -133,7 +141,7 @@ def convergence_figure(evaluations: Sequence[int], relative: Sequence[float],
             x=[current], y=[values[xs.index(current)]], mode="markers", name="this run",
             marker={"size": 13, "symbol": "circle-open", "color": "#333", "line": {"width": 2}},
             hoverinfo="skip"))
-    figure.update_xaxes(type="log", title={"text": "gradient evaluations per image"})
+    figure.update_xaxes(type="log", title={"text": f"gradient evaluations per {per or 'image'}"})
     figure.update_yaxes(type="log", title={"text": "relative completeness error (%)"})
     figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=320,
                          legend={"orientation": "h", "y": -0.3})

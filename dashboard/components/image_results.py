@@ -73,7 +73,8 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     key = None if baseline_digest is None else logic.run_key(
         model.spec.name, model.weights_hash, source.digest, baseline_digest, settings)
     st.session_state[PENDING_KEY] = key
-    estimate = run_costs.image_cost(model, source.inputs, settings)
+    estimate = run_costs.image_cost(model, source.inputs, settings,
+                                     logic.CURVE_FRACTIONS)
     run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="img_explain", disabled=key is None)
     if not clicked or key is None or baseline is None:

@@ -9,14 +9,13 @@ model whose row cost cannot be measured still gets its count, without seconds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import torch
 
 from attribution_core.cost import CostEstimate, evaluation_cost, explanation_cost, row_cost
 from attribution_core.evaluation import EvalCase, EvaluationSettings
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import image_logic, tabular_logic, text_logic
 
 IMAGE_REDUCE = "lower the steps, the IG2 path steps or references, or turn the curve off"
 TEXT_REDUCE = IMAGE_REDUCE
@@ -42,20 +41,31 @@ def _target(loaded: LoadedModel, target: int) -> int | None:
     return target if loaded.spec.output_kind != "regression" else None
 
 
-def image_cost(loaded: LoadedModel, inputs: torch.Tensor,
-               settings: image_logic.ImageSettings) -> CostEstimate:
+class ExplanationSettings(Protocol):
+    """What pricing reads of a page's settings (the image, text and tabular settings)."""
+
+    method: Any
+    target: int
+    n_steps: int | Literal["auto"]
+    convergence_curve: bool
+    ig2_steps: int
+    n_references: int
+
+
+def image_cost(loaded: LoadedModel, inputs: torch.Tensor, settings: ExplanationSettings,
+               curve_divisors: Sequence[int]) -> CostEstimate:
     estimate = explanation_cost(
         settings.method, n_steps=settings.n_steps,
-        convergence_divisors=image_logic.CURVE_FRACTIONS if settings.convergence_curve else (),
+        convergence_divisors=curve_divisors if settings.convergence_curve else (),
         ig2_steps=settings.ig2_steps, n_references=settings.n_references)
     return _timed(estimate, loaded, inputs, target=_target(loaded, settings.target))
 
 
 def text_cost(loaded: LoadedModel, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-              settings: text_logic.TextSettings) -> CostEstimate:
+              settings: ExplanationSettings, curve_divisors: Sequence[int]) -> CostEstimate:
     estimate = explanation_cost(
         settings.method, n_steps=settings.n_steps,
-        convergence_divisors=text_logic.CURVE_DIVISORS if settings.convergence_curve else (),
+        convergence_divisors=curve_divisors if settings.convergence_curve else (),
         distinct_ladder=False, ig2_steps=settings.ig2_steps,
         n_references=settings.n_references)
     return _timed(estimate, loaded, inputs_embeds,
@@ -63,12 +73,12 @@ def text_cost(loaded: LoadedModel, inputs_embeds: torch.Tensor, attention_mask: 
                   target=_target(loaded, settings.target))
 
 
-def tabular_cost(loaded: LoadedModel, row: torch.Tensor, settings: tabular_logic.TabularSettings,
-                 csv_rows: int = 0) -> CostEstimate:
+def tabular_cost(loaded: LoadedModel, row: torch.Tensor, settings: ExplanationSettings,
+                 curve_divisors: Sequence[int], csv_rows: int = 0) -> CostEstimate:
     """One row's run, plus IG over every CSV row when a CSV of more than one row is loaded."""
     estimate = explanation_cost(
         settings.method, n_steps=settings.n_steps,
-        convergence_divisors=tabular_logic.CURVE_DIVISORS if settings.convergence_curve else (),
+        convergence_divisors=curve_divisors if settings.convergence_curve else (),
         distinct_ladder=False, ig2_steps=settings.ig2_steps,
         n_references=settings.n_references)
     if csv_rows > 1:

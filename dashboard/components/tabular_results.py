@@ -25,7 +25,6 @@ from dashboard.components import (
     run_gate,
     session_runs,
     tabular_views,
-    text_views,
     trust,
 )
 from dashboard.components import tabular_logic as logic
@@ -48,7 +47,7 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
                             source.digest + source.csv_digest, settings)
     st.session_state[PENDING_KEY] = key
     estimate = None if source is None or settings is None else run_costs.tabular_cost(
-        model, logic.model_row(model, source.raw_row), settings,
+        model, logic.model_row(model, source.raw_row), settings, logic.CURVE_DIVISORS,
         0 if source.csv_rows is None else len(source.csv_rows))
     run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="tab_explain", disabled=key is None)
@@ -183,7 +182,7 @@ def _completeness(run: logic.TabularRun) -> None:
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
-            st.plotly_chart(text_views.convergence_figure(
+            st.plotly_chart(figures.convergence_figure(
                 [p.evaluations for p in points], [p.relative_delta for p in points],
                 [p.source for p in points], int(run.ig.n_evaluations[0]), "row"),
                 key="tab_curve_fig", width="stretch")

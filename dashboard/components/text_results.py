@@ -52,7 +52,7 @@ def explain_section(model: LoadedModel, source: TextInput | None,
     st.session_state[PENDING_KEY] = key
     estimate = None if source is None or settings is None else run_costs.text_cost(
         model, logic.embeddings(model, source.encoded.input_ids),
-        source.encoded.attention_mask, settings)
+        source.encoded.attention_mask, settings, logic.CURVE_DIVISORS)
     run_gate.show_estimate(estimate)
     clicked = st.button("Explain", type="primary", key="txt_explain", disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
@@ -180,7 +180,7 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
         with columns[-1]:
             points = list(run.curve)
             current = int(run.ig.n_evaluations[0])
-            st.plotly_chart(text_views.convergence_figure(
+            st.plotly_chart(figures.convergence_figure(
                 [p.evaluations for p in points], [p.relative_delta for p in points],
                 [p.source for p in points], current, "text"),
                 key="txt_curve_fig", width="stretch")

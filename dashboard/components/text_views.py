@@ -20,12 +20,6 @@ SCALE = "RdBu_r"
 DARK_TEXT, LIGHT_TEXT = "#111111", "#ffffff"
 
 
-def colour_for(value: float, limit: float) -> str:
-    """``rgb(...)`` of ``value`` on the diverging scale clipped at ±limit."""
-    unit = 0.5 + 0.5 * max(-1.0, min(1.0, value / limit if limit > 0 else 0.0))
-    return str(plotly_colors.sample_colorscale(SCALE, [unit])[0])
-
-
 def _text_colour(background: str) -> str:
     red, green, blue = (float(c) for c in plotly_colors.unlabel_rgb(background))
     luminance = (0.299 * red + 0.587 * green + 0.114 * blue) / 255.0
@@ -36,7 +30,7 @@ def highlighted_html(units: Sequence[text_io.ScoredUnit], limit: float, unit_nam
     """Every unit as a coloured chip; its title (hover) gives the exact attribution."""
     chips = []
     for unit in units:
-        background = colour_for(unit.score, limit)
+        background = figures.colour_for(unit.score, limit)
         border = "1px dashed #777" if unit.special else "1px solid transparent"
         label = html.escape(unit.text if unit.text.strip() else "␣")
         title = html.escape(f"{unit_name} {unit.position}: {unit.text} = {unit.score:+.6g}"
@@ -51,7 +45,7 @@ def highlighted_html(units: Sequence[text_io.ScoredUnit], limit: float, unit_nam
 
 def legend_html(limit: float) -> str:
     """A gradient bar from -limit (blue) through 0 (white) to +limit (red), values marked."""
-    stops = ", ".join(colour_for(v * limit, limit) for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
+    stops = ", ".join(figures.colour_for(v * limit, limit) for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
     return (
         '<div style="max-width:420px;font-size:0.85rem">'
         f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right, '
@@ -67,7 +61,7 @@ def ranked_bar_figure(ranked: Sequence[text_io.RankedUnit], title: str) -> go.Fi
     limit = max((abs(r.score) for r in shown), default=1.0) or 1.0
     figure = go.Figure(go.Bar(
         x=[r.score for r in shown], y=[f"{r.rank}. {r.text}" for r in shown], orientation="h",
-        marker={"color": [colour_for(r.score, limit) for r in shown],
+        marker={"color": [figures.colour_for(r.score, limit) for r in shown],
                 "line": {"color": "#555", "width": 0.5}},
         hovertemplate="%{y}<br>attribution %{x:.6g}<extra></extra>"))
     figure.update_layout(title={"text": title}, height=max(220, 26 * len(shown) + 80),
@@ -76,9 +70,3 @@ def ranked_bar_figure(ranked: Sequence[text_io.RankedUnit], title: str) -> go.Fi
     return figure
 
 
-def convergence_figure(evaluations: Sequence[int], relative: Sequence[float],
-                       sources: Sequence[str], current: int | None, per: str) -> go.Figure:
-    """The shared delta-vs-steps curve with the x axis naming this page's explicand."""
-    figure = figures.convergence_figure(evaluations, relative, sources, current)
-    figure.update_xaxes(title={"text": f"gradient evaluations per {per}"})
-    return figure
