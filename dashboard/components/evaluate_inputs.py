@@ -91,12 +91,12 @@ class EvaluationRequest:
 
 def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
     entries = [e for e in catalog.list_entries(modality)
-               if e.status.ready and e.spec.source == "builtin"]
+               if e.status.ready and e.spec.source in ("builtin", "plugin")]
     return [e.spec.name for e in entries], {e.spec.name: e.spec.title for e in entries}
 
 
 def model_panel() -> LoadedModel | None:
-    """Modality, then one of that modality's ready built-in models."""
+    """Modality, then one of that modality's ready built-in (or operator plugin) models."""
     modality = st.radio("Modality", MODALITIES, horizontal=True, key="eval_modality",
                         format_func=str.capitalize)
     names, titles = _model_names(modality)
