@@ -105,7 +105,8 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
                tokenizer: Any = None, embedding_module: str | nn.Module | None = None,
                representation_module: str | None = None, source: ModelSource = "plugin",
                weights_sha256: str | None = None,
-               metadata: Mapping[str, Any] | None = None) -> ModelSpec:
+               metadata: Mapping[str, Any] | None = None,
+               preprocess: Callable[..., Any] | None = None) -> ModelSpec:
     """The spec of ``module`` (see the module docstring); raises :class:`ModelLoadError` with a
     reason a user can act on when an argument does not fit the modality."""
     if not isinstance(module, nn.Module):
@@ -126,6 +127,8 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
         parts.pop("class_names", None) or (("prediction",) if output_kind == "regression"
                                            else ())
     wrapped: nn.Module = parts.pop("module")
+    if preprocess is not None:  # e.g. torchvision's resize + centre crop for uploads
+        parts["preprocess"] = preprocess
     representation = representation_module or last_linear_name(module)
     if representation and parts.pop("prefix", ""):
         representation = f"model.{representation}"

@@ -38,6 +38,7 @@ from attribution_core.limits import (
     MAX_KEPT_SIDE,
     MAX_ZIP_ENTRIES,
     MAX_ZIP_NAME_CHARS,
+    OTHER_UPLOADS_MB,
 )
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
@@ -154,7 +155,8 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
     upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
-                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality])
+                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                              max_upload_size=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None

@@ -16,11 +16,16 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from attribution_core.limits import MAX_FRAMES_COUNTED, MAX_KEPT_SIDE, SESSION_IMAGE_MEMO_BYTES
+from attribution_core.limits import (
+    MAX_FRAMES_COUNTED,
+    MAX_KEPT_SIDE,
+    OTHER_UPLOADS_MB,
+    SESSION_IMAGE_MEMO_BYTES,
+)
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import ig2_adapter, resources
+from dashboard.components import ig2_adapter, own_models, resources
 from dashboard.components import image_logic as logic
 from dashboard.components.errors import show_unexpected
 from dashboard.components.memo import ByteBoundedMemo
@@ -43,7 +48,10 @@ class ImageInput:
 
 
 def current_model() -> LoadedModel | None:
-    """The model picked in the sidebar, loaded once per process; None (with a message) if not."""
+    """The model picked in the sidebar (loaded once per process) or the user's own model (kept
+    in this session); None, with a message, when there is none."""
+    if own_models.image_source() == own_models.YOURS:
+        return own_models.image_model_panel()
     name = st.session_state.get(selected_model_key("image"))
     if name is None:
         st.info("Pick an image model in the sidebar (none is available yet).")
@@ -94,6 +102,7 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
             "Upload an image (PNG, JPEG, WebP, BMP, TIFF, GIF; up to "
             f"{image_io.MAX_PIXELS // 1_000_000} megapixels)",
             type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload",
+            max_upload_size=OTHER_UPLOADS_MB,
             help=f"Only the first of up to {MAX_FRAMES_COUNTED} frames or pages is read; "
                  f"pictures larger than {MAX_KEPT_SIDE} pixels a side are reduced on arrival "
                  "(the model sees far fewer).")
@@ -194,7 +203,8 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
     uploaded_baseline = None
     if baseline == "uploaded":
         upload = st.file_uploader("Baseline image", type=list(image_io.UPLOAD_EXTENSIONS),
-                                  key="img_baseline_upload")
+                                  key="img_baseline_upload",
+                                  max_upload_size=OTHER_UPLOADS_MB)
         if upload is not None:
             try:
                 uploaded_baseline = _decode_upload(upload.getvalue()).image

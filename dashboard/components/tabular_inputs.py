@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS
+from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHER_UPLOADS_MB
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
@@ -138,6 +138,7 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
     upload = st.file_uploader(
         f"CSV of rows (header = feature names; at most {limit_mb:.0f} MB, "
         f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv",
+        max_upload_size=OTHER_UPLOADS_MB,
         help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
              "characters, each name once.")
     with st.expander("Expected columns", expanded=False):
