@@ -251,6 +251,8 @@ def _tabular_parts(name: str, module: nn.Module, *, reference_data: Any,
                                        "median": codec.to_model(np.median(raw_rows, 0))})
     if labels is not None and output_kind == "regression":
         labels = np.asarray(labels, dtype=np.float32)
+    elif labels is not None:  # class numbers (a CSV reads them as floats)
+        labels = np.asarray(labels, dtype=np.float64).round().astype(np.int64)
     elif labels is None and output_kind == "regression":
         with torch.no_grad():
             labels = module(inputs).detach().cpu().float()[:, 0].numpy()

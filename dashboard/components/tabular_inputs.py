@@ -19,7 +19,7 @@ from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHE
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import catalog, resources
+from dashboard.components import catalog, own_tabular, resources
 from dashboard.components import tabular_logic as logic
 from dashboard.components.errors import show_unexpected
 from dashboard.components.sidebar import selected_model_key
@@ -42,7 +42,10 @@ class TabularInput:
 
 
 def current_model() -> LoadedModel | None:
-    """The sidebar's tabular model; standalone (no sidebar) a picker on the page."""
+    """The sidebar's tabular model (standalone, with no sidebar, a picker on the page) or the
+    user's own model, kept in this session."""
+    if own_tabular.model_source() == own_tabular.YOURS:
+        return own_tabular.model_panel()
     name = st.session_state.get(selected_model_key("tabular"))
     if name is None:
         entries = catalog.list_entries("tabular")
@@ -124,7 +127,7 @@ def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:
         st.metric("Prediction", f"{float(outputs[0]):.4g}",
                   help=model.spec.class_names[0] if model.spec.class_names else None)
         return
-    probs = torch.softmax(outputs, dim=-1)
+    probs = logic.probabilities(model, outputs)
     rows = [{"class": logic.class_name(model, c), "probability": float(p)}
             for c, p in enumerate(probs.tolist())]
     st.dataframe(rows, hide_index=True, width="stretch", key="tab_probabilities",
@@ -211,7 +214,7 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
         st.caption(f"Explaining the predicted value ({output}).")
     else:
         n_classes = max(1, len(model.spec.class_names))
-        probs = torch.softmax(source.outputs, dim=-1) if source is not None else None
+        probs = logic.probabilities(model, source.outputs) if source is not None else None
         target = st.selectbox(
             "Class to explain (default: the predicted class)", list(range(n_classes)),
             index=int(source.outputs.argmax()) if source is not None else 0,
