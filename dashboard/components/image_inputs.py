@@ -23,11 +23,12 @@ from attribution_core.limits import (
     SESSION_IMAGE_MEMO_BYTES,
 )
 from attribution_core.modalities import image as image_io
+from attribution_core.models import domain
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import ig2_adapter, own_models, resources
 from dashboard.components import image_logic as logic
-from dashboard.components.errors import show_unexpected
+from dashboard.components.errors import log_unexpected, show_unexpected
 from dashboard.components.memo import ByteBoundedMemo
 from dashboard.components.sidebar import selected_model_key
 
@@ -166,12 +167,25 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
                  width=200)
     for note in notes:
         st.caption(f"Converted: {note}.")
+    _domain_notice(model, inputs, digest)
     rows = [{"class": logic.class_label(model.spec.class_names, index), "probability": p}
             for index, _name, p in logic.top_classes(probs, model.spec.class_names)]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"probability": st.column_config.ProgressColumn(
                      "probability", min_value=0.0, max_value=1.0, format="%.3f")})
     return ImageInput(name, picture, inputs, digest, probs, prep, notes)
+
+
+def _domain_notice(model: LoadedModel, inputs: torch.Tensor, digest: str) -> None:
+    """Say so above the result when the picture is unlike the model's reference images."""
+    key = f"domain:{model.spec.name}:{model.weights_hash}:{digest}"
+    try:
+        check = _memo().remembered(key, lambda: domain.check_input(model, inputs))
+    except Exception as error:  # a failed check must not hide the prediction
+        log_unexpected(error, "The out-of-domain check")
+        return
+    if check is not None and check.message:
+        st.warning(check.message, icon=":material/travel_explore:")
 
 
 def _default_baseline(model: LoadedModel) -> str:

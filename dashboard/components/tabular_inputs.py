@@ -17,11 +17,12 @@ import torch
 
 from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHER_UPLOADS_MB
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.models import domain
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
 from dashboard.components import catalog, own_tabular, resources
 from dashboard.components import tabular_logic as logic
-from dashboard.components.errors import show_unexpected
+from dashboard.components.errors import log_unexpected, show_unexpected
 from dashboard.components.sidebar import selected_model_key
 
 DATA_SET, UPLOAD = "Data set row", "Upload CSV"
@@ -114,12 +115,25 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
 def _prepared(model: LoadedModel, name: str, values: np.ndarray, **extra: Any
               ) -> TabularInput | None:
     try:
-        outputs = logic.outputs_of(model, logic.model_row(model, values))[0]
+        row = logic.model_row(model, values)
+        outputs = logic.outputs_of(model, row)[0]
     except Exception as error:
         st.error(f"{name} could not be prepared for {model.spec.title}: {error}")
         return None
+    _domain_notice(model, row)
     _prediction(model, outputs)
     return TabularInput(name, values, logic.digest_row(values), outputs, **extra)
+
+
+def _domain_notice(model: LoadedModel, row: torch.Tensor) -> None:
+    """Say so above the result when the row is unlike the model's reference rows."""
+    try:
+        check = domain.check_input(model, row.cpu())
+    except Exception as error:  # a failed check must not hide the prediction
+        log_unexpected(error, "The out-of-domain check")
+        return
+    if check is not None and check.message:
+        st.warning(check.message, icon=":material/travel_explore:")
 
 
 def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:

@@ -105,3 +105,17 @@ def test_class_names_that_do_not_fit_are_refused() -> None:
                                             resnet18_safetensors()), classes=b'["a", "b"]')
     messages = [e.value for e in at.error]
     assert any("lists 2 names but the weights have 5 classes" in m for m in messages), messages
+
+
+def test_a_colour_photo_on_the_digits_model_gets_the_out_of_domain_notice() -> None:
+    at = open_app("image")
+    at.selectbox(key="sidebar_model_image").set_value("digits_cnn").run()
+    notices = [w.value for w in at.warning if "unlike the data" in w.value]
+    assert not notices, f"a bundled digit gets no notice: {notices}"
+    at.radio(key="img_source").set_value("Upload").run()
+    at.file_uploader(key="img_upload").set_value(
+        ("holiday.png", files.png_bytes(320, 240), "image/png")).run()
+    assert not at.exception, f"the photo raised: {at.exception}"
+    notices = [w.value for w in at.warning if "unlike the data" in w.value]
+    assert len(notices) == 1 and "Handwritten digits" in notices[0], \
+        f"the colour photo is called out in words: {[w.value for w in at.warning]}"
