@@ -53,6 +53,9 @@ def image_model_panel() -> LoadedModel | None:
         else:
             _hugging_face_form()
     name = st.session_state.get(IMAGE_MODEL_KEY)
+    spec = session_models.get(name) if name is not None else None
+    if spec is not None:
+        st.caption(f"Using **{spec.title}** (yours: other sessions do not see it).")
     if name is None or session_models.get(name) is None:
         st.info("Choose a format, give the files and press **Load this model**.")
         return None

@@ -65,6 +65,9 @@ def model_panel() -> LoadedModel | None:
         if st.button("Load this model", key="tab_own_load", disabled=blocked):
             _load(model_file, config, reference)
     name = st.session_state.get(TABULAR_MODEL_KEY)
+    spec = session_models.get(name) if name is not None else None
+    if spec is not None:
+        st.caption(f"Using **{spec.title}** (yours: other sessions do not see it).")
     if name is None or session_models.get(name) is None:
         st.info("Give the model file (and a reference CSV) and press **Load this model**.")
         return None

@@ -63,13 +63,13 @@ def test_uploaded_resnet18_is_explained_and_stays_in_its_session() -> None:
     assert not any(s.name.startswith("upload:") for s in list_specs()), \
         "the upload never reaches the process-wide registry"
     stranger = open_app("image")
+    options = stranger.selectbox(key="sidebar_model_image").options
+    assert not any("random_resnet18" in option for option in options), \
+        f"the upload is not in a stranger's list: {options}"
     stranger.radio(key="img_model_source").set_value("Your model").run()
     assert not stranger.exception, f"a second session raised: {stranger.exception}"
     assert any("Load this model" in i.value for i in stranger.info), \
         "another session has no model of its own: it is asked to load one"
-    options = stranger.selectbox(key="sidebar_model_image").options
-    assert not any("random_resnet18" in option for option in options), \
-        f"the upload is not in a stranger's list: {options}"
 
 
 def test_upload_above_the_model_limit_is_refused_in_one_line(
