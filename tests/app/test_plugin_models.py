@@ -69,3 +69,32 @@ def test_broken_plugin_shows_not_available_on_the_home_page(
         f"the broken plugin is one not-ready row: {rows.to_dict('records')}"
     assert "needs a package" not in " ".join(rows.astype(str).to_numpy().ravel()), \
         "its error goes to the server log, not to strangers"
+
+
+def test_transformers_sequence_classifier_plugin_on_the_text_page() -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from attribution_core.models import get_spec, register_model
+    from attribution_core.models.builtin_text import MODELS_DIR
+    from attribution_core.models.word_tokenizer import WordTokenizer
+    from tests.app.test_text_page import explain, open_text_page, shown
+
+    tokenizer = WordTokenizer.load(MODELS_DIR / get_spec("cue_transformer").metadata[
+        "tokenizer_file"])
+    config = BertConfig(vocab_size=len(tokenizer.vocabulary), hidden_size=16,
+                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        num_labels=2, id2label={0: "negative", 1: "positive"})
+    torch.manual_seed(0)
+    spec = register_model("tiny_bert_text_plugin", BertForSequenceClassification(config),
+                          "text", tokenizer=tokenizer,
+                          reference_data=(["a good film", "a bad film", "the food was fine",
+                                           "the plot is boring"], [1, 0, 1, 0]))
+    try:
+        at = open_text_page(spec.name, "the food was wonderful .")
+        for method in ("IG", "IG2"):
+            explain(at, method)
+            delta = shown(at, "delta", method)
+            assert delta == delta, f"{method} ran on the plugin model and reports completeness"
+    finally:
+        unregister_spec(spec.name)
