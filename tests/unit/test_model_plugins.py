@@ -192,3 +192,39 @@ def test_explain_command_uses_a_plugin_model(tmp_path: Path, linear_plugin: str)
         got = maps[f"{case['case_id']}/IG"].double().numpy()
         assert np.allclose(got, expected, atol=1e-4), \
             f"{case['case_id']}: command-line IG {got} vs closed form {expected}"
+
+
+class FakeEntryPoint:
+    """What importlib.metadata gives for one entry of the attribution_core.models group."""
+
+    def __init__(self, name: str, target: object) -> None:
+        self.name, self.value, self._target = name, f"pkg.module:{name}", target
+
+    def load(self) -> object:
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def test_entry_points_register_models_and_broken_ones_are_listed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from attribution_core.models import plugins
+
+    def register() -> None:
+        register_model("entry_point_linear", nn.Linear(2, 2), "tabular",
+                       feature_names=["a", "b"])
+
+    entries = [FakeEntryPoint("good", register),
+               FakeEntryPoint("bad", ImportError("No module named 'pkg'"))]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: entries)
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS_READ", False)
+    try:
+        failures = load_plugins("")
+        assert "entry_point_linear" in [s.name for s in list_specs("tabular")], \
+            "the entry point's function ran and registered its model"
+        bad = [f for f in failures if "bad" in f.source]
+        assert bad and "No module named 'pkg'" in bad[0].message, f"listed: {failures}"
+    finally:
+        unregister_spec("entry_point_linear")
+        for entry in entries:
+            forget_plugin(f"entry point {entry.name} ({entry.value})")
