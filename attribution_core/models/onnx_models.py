@@ -1,5 +1,5 @@
-"""Tabular models a user uploads: ONNX files (converted with onnx2torch, so gradients flow) and
-safetensors MLPs described by a small JSON config.
+"""Models a user uploads as ONNX files (converted with onnx2torch, so gradients flow; tables
+and images) and tabular safetensors MLPs described by a small JSON config.
 
 ONNX: the graph is parsed with ``onnx`` (protobuf, no pickle), cut down to the one float output
 that can be explained (a classifier's probabilities; ``ZipMap``'s dictionaries are bypassed for
@@ -206,7 +206,8 @@ def convert_onnx(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
         int(dims[-1].dim_value) if len(dims) >= 2 and dims[-1].dim_value > 0 else None)
     facts = {"feature_names": _model_feature_names(model, inputs),
              "class_labels": _class_labels(model) if classifier else None,
-             "width": width, "classifier": classifier, "output": output}
+             "width": width, "classifier": classifier, "output": output,
+             "input_shape": tuple(int(d.dim_value) for d in dims)}
     return OnnxTabularModule(graph.eval(), dtype, per_column=len(inputs) > 1), facts
 
 
@@ -323,3 +324,41 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
         weights_sha256=digest,
         metadata={"file": file_name, "format": kind, "outputs_probabilities": probabilities})
     return spec
+
+
+def onnx_image_spec(data: bytes, file_name: str, class_names: Sequence[str] | None = None,
+                    normalisation: str = "none") -> ModelSpec:
+    """An uploaded ONNX image classifier over ``[B, C, H, W]``: ``normalisation`` "none" when
+    the graph takes pixels in [0, 1], "imagenet" when it expects ImageNet-normalised input (the
+    normalisation then runs inside the wrapper, so black is still zeros). The size comes from
+    the graph's input (224 x 224 when it is dynamic)."""
+    from attribution_core.models.loaders import IMAGENET_MEAN, IMAGENET_STD
+
+    check_model_upload_size(len(data), file_name)
+    module, facts = convert_onnx(data)
+    shape = facts["input_shape"]
+    if len(shape) != 4:
+        raise ModelLoadError(f"{file_name} takes input of shape {shape or '?'}; an image "
+                             "classifier takes [batch, channels, height, width].")
+    channels = shape[1] or 3
+    size = (shape[2] or 224, shape[3] or 224)
+    with torch.no_grad():
+        try:
+            width_out = int(module(torch.zeros(1, channels, *size)).shape[-1])
+        except Exception as error:
+            raise ModelLoadError(f"{file_name} could not run on a {channels}x{size[0]}x"
+                                 f"{size[1]} image ({type(error).__name__}: {error}).") from error
+    names = class_names or facts["class_labels"] or [f"class {i}" for i in range(width_out)]
+    if len(names) != width_out:
+        raise ModelLoadError(f"{len(names)} class names for {width_out} outputs.")
+    imagenet = normalisation == "imagenet" and channels == 3
+    digest = content_hash(data)
+    return build_spec(
+        f"upload:onnx-image:{digest[:12]}", module, "image", class_names=names,
+        title=f"Your ONNX image model ({file_name}, {width_out} classes)",
+        description=f"Uploaded ONNX (sha256 {digest[:12]}…), input {channels}x{size[0]}x"
+                    f"{size[1]}" + (", ImageNet normalisation." if imagenet else "."),
+        input_size=size, mean=IMAGENET_MEAN if imagenet else None,
+        std=IMAGENET_STD if imagenet else None, source="upload", weights_sha256=digest,
+        metadata={"file": file_name, "format": "ONNX",
+                  "outputs_probabilities": bool(facts["classifier"])})

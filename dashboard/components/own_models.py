@@ -28,6 +28,8 @@ from dashboard.components.errors import show_unexpected
 
 SIDEBAR, YOURS = "Model from the sidebar", "Your model"
 TORCHVISION, HUGGING_FACE = "torchvision + .safetensors", "Hugging Face image classifier"
+ONNX = "ONNX (.onnx)"
+NORMALISATIONS = {"none": "pixels in [0, 1]", "imagenet": "ImageNet mean / std"}
 IMAGE_MODEL_KEY = "img_own_model_name"
 
 
@@ -46,10 +48,12 @@ def image_model_panel() -> LoadedModel | None:
     """Load the user's own image model (kept in this session) and return it, or None."""
     name = st.session_state.get(IMAGE_MODEL_KEY)
     with st.expander("Your model", expanded=name is None):
-        kind = st.radio("Format", [TORCHVISION, HUGGING_FACE], horizontal=True,
+        kind = st.radio("Format", [TORCHVISION, HUGGING_FACE, ONNX], horizontal=True,
                         key="img_own_kind")
         if kind == TORCHVISION:
             _torchvision_form()
+        elif kind == ONNX:
+            _onnx_form()
         else:
             _hugging_face_form()
     name = st.session_state.get(IMAGE_MODEL_KEY)
@@ -116,3 +120,31 @@ def _hugging_face_form() -> None:
         from attribution_core.models.hf_images import hugging_face_image_spec
 
         _define(lambda: hugging_face_image_spec(typed.strip()), typed.strip())
+
+
+def _onnx_form() -> None:
+    from attribution_core.models.onnx_models import onnx_image_spec, onnx_support_problem
+
+    problem = onnx_support_problem()
+    if problem is not None:
+        st.warning(problem)
+    limit = upload_limit_mb()
+    model_file = st.file_uploader(f"ONNX image classifier (up to {limit} MB)", type=["onnx"],
+                                  key="img_own_onnx", max_upload_size=limit,
+                                  help="Input [batch, channels, height, width]; the graph is "
+                                       "converted to PyTorch with onnx2torch.")
+    normalisation = st.radio("The model expects", list(NORMALISATIONS), horizontal=True,
+                             key="img_own_onnx_norm", format_func=NORMALISATIONS.get)
+    classes = st.file_uploader("Class names (optional): a .json list, or a .txt with one name "
+                               "per line", type=["json", "txt"], key="img_own_onnx_classes")
+    if st.button("Load this model", key="img_own_onnx_load",
+                 disabled=model_file is None or problem is not None):
+        assert model_file is not None  # the button is disabled otherwise
+
+        def build() -> ModelSpec:
+            check_model_upload_size(model_file.size, model_file.name)
+            names = parse_class_names(classes.getvalue(), classes.name) if classes else None
+            return onnx_image_spec(model_file.getvalue(), model_file.name, names,
+                                   str(normalisation))
+
+        _define(build, model_file.name)

@@ -119,3 +119,49 @@ def test_a_colour_photo_on_the_digits_model_gets_the_out_of_domain_notice() -> N
     notices = [w.value for w in at.warning if "unlike the data" in w.value]
     assert len(notices) == 1 and "Handwritten digits" in notices[0], \
         f"the colour photo is called out in words: {[w.value for w in at.warning]}"
+
+
+
+def tiny_cnn_onnx() -> tuple[torch.nn.Module, bytes]:
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(4, 3)).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(network, (torch.zeros(1, 3, 32, 32),), buffer, input_names=["pixels"],
+                      dynamic_axes={"pixels": {0: "batch"}}, dynamo=False)
+    return network, buffer.getvalue()
+
+
+def test_onnx_image_classifier_from_torch_export_is_loaded_and_explained() -> None:
+    from attribution_core.models.loaders import IMAGENET_MEAN, IMAGENET_STD
+    from attribution_core.models.onnx_models import onnx_image_spec
+
+    network, data = tiny_cnn_onnx()
+    spec = onnx_image_spec(data, "tiny.onnx", ["red", "green", "blue"], "imagenet")
+    loaded = spec.loader(torch.device("cpu"))
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = network((pixels - mean) / std)
+    assert torch.allclose(loaded.forward(pixels), expected, atol=1e-5), \
+        "ONNX via onnx2torch, normalised inside the wrapper = the torch network"
+    at = open_app("image")
+    at.radio(key="img_model_source").set_value("Your model").run()
+    at.radio(key="img_own_kind").set_value("ONNX (.onnx)").run()
+    at.file_uploader(key="img_own_onnx").set_value(("tiny.onnx", data, "application/x-onnx"))
+    at.radio(key="img_own_onnx_norm").set_value("imagenet")
+    at.file_uploader(key="img_own_onnx_classes").set_value(
+        ("classes.txt", b"red\ngreen\nblue\n", "text/plain"))
+    at.run()
+    at.button(key="img_own_onnx_load").click().run()
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    at.file_uploader(key="img_upload").set_value(
+        ("photo.png", files.png_bytes(64, 48), "image/png")).run()
+    at.slider(key="img_steps").set_value(16).run()
+    at.button(key="img_explain").click().run()
+    assert not at.exception and not at.error, f"explained: {[e.value for e in at.error]}"
+    classes = [row["class"] for frame in at.dataframe if "probability" in frame.value.columns
+               for row in frame.value.to_dict("records")]
+    assert {"0: red", "1: green", "2: blue"} == set(classes), f"class names used: {classes}"
+    assert metric(at, "IG relative error") < 5.0, "IG on the converted graph adds up"
