@@ -32,7 +32,7 @@ from attribution_core.models.plugin_specs import build_spec
 from attribution_core.models.spec import ModelLoadError, ModelSpec
 
 MODEL_UPLOAD_VARIABLE = "IG_DASHBOARD_MAX_MODEL_UPLOAD_MB"
-DEFAULT_MODEL_UPLOAD_MB = 300  # resnet50 is ~100 MB, vit_b_16 ~330 MB in float32 (fp16: half)
+DEFAULT_MODEL_UPLOAD_MB = 400  # resnet50 is ~100 MB, vit_b_16 ~330 MB in float32 (fp16: half)
 MAX_CLASS_NAMES = 100_000
 MAX_CLASS_NAME_CHARS = 200
 MAX_CLASS_FILE_BYTES = 4 * 2**20
