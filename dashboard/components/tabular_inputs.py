@@ -85,7 +85,9 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
     if frame is None:
         st.info("This model has no data set; upload a CSV instead.")
         return None
-    st.caption(f"Held-out rows of the model's data set ({len(frame)}). Search with the table's "
+    where = "Your reference rows" if model.spec.source == "upload" else \
+        "Held-out rows of the model's data set"
+    st.caption(f"{where} ({len(frame)}). Search with the table's "
                "magnifier; click a row to pick it.")
     event = st.dataframe(frame, key=f"tab_table_{model.spec.name}", height=220,
                          on_select="rerun", selection_mode="single-row", width="stretch")

@@ -119,3 +119,48 @@ def test_tree_model_gets_the_reason_ig_cannot_explain_it() -> None:
     messages = [e.value for e in at.error]
     assert len(messages) == 1 and "tree model" in messages[0] and \
         "gradient is zero almost everywhere" in messages[0], messages
+
+
+def test_safetensors_mlp_with_config_is_explained_like_itself() -> None:
+    import json
+
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.layers = torch.nn.Sequential(torch.nn.Linear(13, 8), torch.nn.ReLU(),
+                                        torch.nn.Linear(8, 3))
+    frame, _ = wine()
+    mean, std = frame.mean().tolist(), frame.std().tolist()
+    config = {"activation": "relu", "class_names": ["barolo", "grignolino", "barbera"],
+              "mean": mean, "std": std}
+    at = open_app("tabular")
+    at.radio(key="tab_model_source").set_value("Your model").run()
+    at.radio(key="tab_own_kind").set_value("safetensors MLP + JSON config").run()
+    at.file_uploader(key="tab_own_file_False").set_value(
+        ("wine_mlp.safetensors", save(holder.state_dict()), "application/octet-stream"))
+    at.file_uploader(key="tab_own_config").set_value(
+        ("config.json", json.dumps(config).encode(), "application/json"))
+    at.file_uploader(key="tab_own_csv").set_value(("wine_reference.csv", reference_csv(),
+                                                   "text/csv"))
+    at.run()
+    at.button(key="tab_own_load").click().run()
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    at.slider(key="tab_steps").set_value(32).run()
+    at.button(key="tab_explain").click().run()
+    assert not at.exception and not at.error, f"explained: {[e.value for e in at.error]}"
+    at.number_input(key="tab_top_k").set_value(13).run()
+    table = next(f.value for f in at.dataframe if "attribution" in f.value.columns)
+    shown = table.set_index("feature").loc[list(frame.columns)]
+    def standardise(raw: np.ndarray) -> torch.Tensor:  # the config's own mean and std
+        return (torch.tensor(raw, dtype=torch.float32)[None] - torch.tensor(mean)) / \
+            torch.tensor(std)
+
+    x = standardise(shown["value"].to_numpy(dtype=np.float32))
+    baseline = standardise(shown["baseline value"].to_numpy(dtype=np.float32))
+    target = int(holder.layers(x).argmax())
+    expected = integrated_gradients(holder.layers, x, baselines=baseline, target=target,
+                                    n_steps=32).attributions[0].double().numpy()
+    got = shown["attribution"].to_numpy(dtype=float)
+    assert np.abs(got - expected).max() < 1e-4 * max(np.abs(expected).max(), 1.0), \
+        f"page IG {got} vs the same MLP in torch {expected}"
