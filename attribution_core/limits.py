@@ -15,6 +15,11 @@ import csv
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+# -- uploads in general ----------------------------------------------------------------------
+# The server's maxUploadSize (.streamlit/config.toml) is raised for model uploads (their own,
+# configurable limit: attribution_core/models/uploads.py); every other uploader keeps this one.
+OTHER_UPLOADS_MB = 50
+
 # -- CSV ------------------------------------------------------------------------------------
 MAX_CSV_COLUMNS = 2_000  # far above any model's features; pandas slows down per column
 MAX_COLUMN_NAME_CHARS = 200

@@ -143,7 +143,7 @@ def load_torchvision(name: str, device: str | torch.device = "cpu",
                              f"{path.name} (from {weights.url}) in {path.parent}, or allow "
                              "downloads with ATTRIBUTION_ALLOW_DOWNLOAD=1.")
     network = torchvision.models.get_model(name, weights=None)
-    _load_state(network, state, f"{path.name}")
+    load_state(network, state, f"{path.name}")
     transform = weights.transforms()
     spec = spec or _torchvision_spec(name)
     return _image_model(spec, network, transform.mean, transform.std,
@@ -175,7 +175,7 @@ def torchvision_specs() -> list[ModelSpec]:
     return [_torchvision_spec(name) for name in TORCHVISION_MODELS]
 
 
-def _check_safetensors_bytes(data: bytes) -> None:
+def check_safetensors_bytes(data: bytes) -> None:
     """Refuse pickles and zip archives, and explain malformed safetensors before parsing."""
     if data.startswith(ZIP_MAGIC) or data.startswith(PICKLE_MAGIC):
         kind = "a zip archive (torch.save's format)" if data.startswith(ZIP_MAGIC) else "a pickle"
@@ -202,7 +202,7 @@ def _check_safetensors_bytes(data: bytes) -> None:
                              f"bytes of data but only {available} are present.")
 
 
-def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with a readable account of every mismatch."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -249,12 +249,12 @@ def load_safetensors_upload(data: bytes, architecture: str, num_classes: int,
                                                num_classes=num_classes)
     except ValueError as error:
         raise ModelLoadError(f"Unknown torchvision architecture {architecture!r}.") from error
-    _check_safetensors_bytes(bytes(data))
+    check_safetensors_bytes(bytes(data))
     try:
         state = load_safetensors_bytes(bytes(data))
     except (SafetensorError, ValueError) as error:
         raise ModelLoadError(f"Not a valid safetensors file: {error}") from error
-    _load_state(network, state, "the upload")
+    load_state(network, state, "the upload")
     head = last_linear_name(network)
     names = tuple(class_names) if class_names else tuple(f"class {i}" for i in range(num_classes))
     model_name = name or f"upload_{architecture}"

@@ -22,6 +22,7 @@ _SPECS: dict[str, ModelSpec] = {}
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.RLock()
 _BUILTINS_READY = False
+_PLUGINS_LOADING = False
 
 
 def _builtin_spec_factories() -> list[Callable[[], list[ModelSpec]]]:
@@ -34,12 +35,47 @@ def _builtin_spec_factories() -> list[Callable[[], list[ModelSpec]]]:
 def _ensure_builtins() -> None:
     global _BUILTINS_READY
     with _LOCK:
-        if _BUILTINS_READY:
+        if not _BUILTINS_READY:
+            for factory in _builtin_spec_factories():
+                for spec in factory():
+                    _SPECS.setdefault(spec.name, spec)
+            _BUILTINS_READY = True
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import the operator's plugins not imported yet (ATTRIBUTION_MODELS is read on every
+    use, so a plugin named after start-up still arrives; nothing new costs a string split).
+    A plugin's own register_model call comes back here: the flag stops the recursion."""
+    global _PLUGINS_LOADING
+    with _LOCK:
+        if _PLUGINS_LOADING:
             return
-        for factory in _builtin_spec_factories():
-            for spec in factory():
-                _SPECS.setdefault(spec.name, spec)
-        _BUILTINS_READY = True
+        _PLUGINS_LOADING = True
+        try:
+            from attribution_core.models.plugins import load_plugins
+
+            load_plugins()
+        finally:
+            _PLUGINS_LOADING = False
+
+
+def plugin_failures() -> list[tuple[str, str]]:
+    """(source, error) of every plugin that failed to import (listed as not ready)."""
+    _ensure_builtins()
+    from attribution_core.models.plugins import plugin_failures as failures
+
+    return [(failure.source, failure.message) for failure in failures()]
+
+
+def unregister_spec(name: str) -> None:
+    """Remove a plugin's (or a library user's) model and its loaded copies; built-ins stay."""
+    with _LOCK:
+        spec = _SPECS.get(name)
+        if spec is not None and spec.source in ("plugin", "upload"):
+            del _SPECS[name]
+            for key in [key for key in _LOADED if key[0] == name]:
+                del _LOADED[key]
 
 
 def register_spec(spec: ModelSpec, replace: bool = False) -> ModelSpec:

@@ -16,7 +16,7 @@ from torch import nn
 
 Modality = Literal["image", "text", "tabular"]
 OutputKind = Literal["classification", "regression"]
-ModelSource = Literal["builtin", "torchvision", "huggingface", "upload"]
+ModelSource = Literal["builtin", "torchvision", "huggingface", "upload", "plugin"]
 
 
 class ModelLoadError(ValueError):

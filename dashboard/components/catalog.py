@@ -17,6 +17,7 @@ import importlib
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -74,7 +75,33 @@ def list_entries(modality: str | None = None) -> list[CatalogEntry]:
             specs.extend(registry.list_specs(modality))
     specs.extend(s for s in _TEMPORARY.values() if modality is None or s.modality == modality)
     specs.extend(session_models.listed(modality))
-    return [CatalogEntry(spec, status_of(spec)) for spec in specs]
+    entries = [CatalogEntry(spec, status_of(spec)) for spec in specs]
+    return entries + _broken_plugins(registry, modality)
+
+
+def _broken_plugins(registry: ModuleType | None, modality: str | None) -> list[CatalogEntry]:
+    """A plugin that failed to import, listed as not ready in every model list (its modality
+    is unknown: it never ran). The error itself goes to the server log, as for any status."""
+    if registry is None:
+        return []
+    try:
+        failures = registry.plugin_failures()
+    except Exception:  # the registry's own failure is reported by registry_problem()
+        return []
+    entries = []
+    for source, message in failures:
+        status = ModelStatus(False, f"plugin {source} failed to import: {message}")
+        spec = ModelSpec(
+            name=f"plugin:{source}", title=f"Plugin {Path(source).name}",
+            modality=modality or "image",  # type: ignore[arg-type]
+            output_kind="classification", class_names=(), loader=_not_loadable,
+            status=lambda status=status: status, source="plugin")
+        entries.append(CatalogEntry(spec, status_of(spec)))
+    return entries
+
+
+def _not_loadable(device: torch.device) -> LoadedModel:
+    raise ValueError("This plugin failed to import, so it has no model to load.")
 
 
 def status_of(spec: ModelSpec) -> ModelStatus:
@@ -106,6 +133,10 @@ def get_spec(name: str) -> ModelSpec:
     own = session_models.get(name)
     if own is not None:
         return own
+    broken = next((entry.spec for entry in _broken_plugins(_registry(), None)
+                   if entry.spec.name == name), None)
+    if broken is not None:
+        return broken
     if name in _TEMPORARY:
         return _TEMPORARY[name]
     registry = _registry()

@@ -38,6 +38,7 @@ from attribution_core.limits import (
     MAX_KEPT_SIDE,
     MAX_ZIP_ENTRIES,
     MAX_ZIP_NAME_CHARS,
+    OTHER_UPLOADS_MB,
 )
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
@@ -91,12 +92,12 @@ class EvaluationRequest:
 
 def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
     entries = [e for e in catalog.list_entries(modality)
-               if e.status.ready and e.spec.source == "builtin"]
+               if e.status.ready and e.spec.source in ("builtin", "plugin")]
     return [e.spec.name for e in entries], {e.spec.name: e.spec.title for e in entries}
 
 
 def model_panel() -> LoadedModel | None:
-    """Modality, then one of that modality's ready built-in models."""
+    """Modality, then one of that modality's ready built-in (or operator plugin) models."""
     modality = st.radio("Modality", MODALITIES, horizontal=True, key="eval_modality",
                         format_func=str.capitalize)
     names, titles = _model_names(modality)
@@ -154,7 +155,8 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
     upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
-                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality])
+                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                              max_upload_size=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None

@@ -16,13 +16,19 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from attribution_core.limits import MAX_FRAMES_COUNTED, MAX_KEPT_SIDE, SESSION_IMAGE_MEMO_BYTES
+from attribution_core.limits import (
+    MAX_FRAMES_COUNTED,
+    MAX_KEPT_SIDE,
+    OTHER_UPLOADS_MB,
+    SESSION_IMAGE_MEMO_BYTES,
+)
 from attribution_core.modalities import image as image_io
+from attribution_core.models import domain
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import ig2_adapter, resources
+from dashboard.components import ig2_adapter, own_models, resources
 from dashboard.components import image_logic as logic
-from dashboard.components.errors import show_unexpected
+from dashboard.components.errors import log_unexpected, show_unexpected
 from dashboard.components.memo import ByteBoundedMemo
 from dashboard.components.sidebar import selected_model_key
 
@@ -43,7 +49,10 @@ class ImageInput:
 
 
 def current_model() -> LoadedModel | None:
-    """The model picked in the sidebar, loaded once per process; None (with a message) if not."""
+    """The model picked in the sidebar (loaded once per process) or the user's own model (kept
+    in this session); None, with a message, when there is none."""
+    if own_models.image_source() == own_models.YOURS:
+        return own_models.image_model_panel()
     name = st.session_state.get(selected_model_key("image"))
     if name is None:
         st.info("Pick an image model in the sidebar (none is available yet).")
@@ -94,6 +103,7 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
             "Upload an image (PNG, JPEG, WebP, BMP, TIFF, GIF; up to "
             f"{image_io.MAX_PIXELS // 1_000_000} megapixels)",
             type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload",
+            max_upload_size=OTHER_UPLOADS_MB,
             help=f"Only the first of up to {MAX_FRAMES_COUNTED} frames or pages is read; "
                  f"pictures larger than {MAX_KEPT_SIDE} pixels a side are reduced on arrival "
                  "(the model sees far fewer).")
@@ -157,12 +167,25 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
                  width=200)
     for note in notes:
         st.caption(f"Converted: {note}.")
+    _domain_notice(model, inputs, digest)
     rows = [{"class": logic.class_label(model.spec.class_names, index), "probability": p}
             for index, _name, p in logic.top_classes(probs, model.spec.class_names)]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"probability": st.column_config.ProgressColumn(
                      "probability", min_value=0.0, max_value=1.0, format="%.3f")})
     return ImageInput(name, picture, inputs, digest, probs, prep, notes)
+
+
+def _domain_notice(model: LoadedModel, inputs: torch.Tensor, digest: str) -> None:
+    """Say so above the result when the picture is unlike the model's reference images."""
+    key = f"domain:{model.spec.name}:{model.weights_hash}:{digest}"
+    try:
+        check = _memo().remembered(key, lambda: domain.check_input(model, inputs))
+    except Exception as error:  # a failed check must not hide the prediction
+        log_unexpected(error, "The out-of-domain check")
+        return
+    if check is not None and check.message:
+        st.warning(check.message, icon=":material/travel_explore:")
 
 
 def _default_baseline(model: LoadedModel) -> str:
@@ -194,7 +217,8 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
     uploaded_baseline = None
     if baseline == "uploaded":
         upload = st.file_uploader("Baseline image", type=list(image_io.UPLOAD_EXTENSIONS),
-                                  key="img_baseline_upload")
+                                  key="img_baseline_upload",
+                                  max_upload_size=OTHER_UPLOADS_MB)
         if upload is not None:
             try:
                 uploaded_baseline = _decode_upload(upload.getvalue()).image

@@ -111,9 +111,12 @@ def model_input(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
 
 
 def probabilities(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes, [B, C] float64 on the CPU (under the device lock)."""
+    """Softmax over classes, [B, C] float64 on the CPU (under the device lock); the outputs as
+    they are for a model that already gives probabilities (an uploaded ONNX classifier)."""
     with device_lock(loaded.device), torch.no_grad():
         logits = loaded.forward(inputs.to(loaded.device))
+    if loaded.spec.metadata.get("outputs_probabilities"):
+        return logits.detach().double().cpu().clamp(0.0, 1.0)
     return torch.softmax(logits.detach().double().cpu(), dim=-1)
 
 

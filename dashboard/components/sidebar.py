@@ -53,11 +53,24 @@ def render_sidebar(modality: str | None, topic: str | None = None) -> None:
     url path; the modality's help, else the general one, when it has none)."""
     with st.sidebar:
         st.caption(f"Computing on **{resources.device_label()}**")
-        if modality is not None:
+        if modality is not None and _own_model_in_use(modality):
+            st.info("This page explains **your own model** (Model source on the page); "
+                    "the built-in models are under *Model from the sidebar*.")
+        elif modality is not None:
             _model_picker(modality)
             progressive.preview_toggle()
         with st.expander("What am I looking at?", expanded=False):
             st.markdown(HELP.get(topic) or HELP.get(modality) or HELP[None])
+
+
+OWN_SOURCE_KEYS = {"image": "img_model_source", "tabular": "tab_model_source"}
+
+
+def _own_model_in_use(modality: str) -> bool:
+    """Whether the page's "Model source" radio is on "Your model" (its value from the last
+    interaction: the sidebar is drawn before the page)."""
+    key = OWN_SOURCE_KEYS.get(modality)
+    return key is not None and st.session_state.get(key) == "Your model"
 
 
 def _model_picker(modality: str) -> None:

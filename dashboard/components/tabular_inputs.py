@@ -15,13 +15,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS
+from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHER_UPLOADS_MB
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.models import domain
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
-from dashboard.components import catalog, resources
+from dashboard.components import catalog, own_tabular, resources
 from dashboard.components import tabular_logic as logic
-from dashboard.components.errors import show_unexpected
+from dashboard.components.errors import log_unexpected, show_unexpected
 from dashboard.components.sidebar import selected_model_key
 
 DATA_SET, UPLOAD = "Data set row", "Upload CSV"
@@ -42,7 +43,10 @@ class TabularInput:
 
 
 def current_model() -> LoadedModel | None:
-    """The sidebar's tabular model; standalone (no sidebar) a picker on the page."""
+    """The sidebar's tabular model (standalone, with no sidebar, a picker on the page) or the
+    user's own model, kept in this session."""
+    if own_tabular.model_source() == own_tabular.YOURS:
+        return own_tabular.model_panel()
     name = st.session_state.get(selected_model_key("tabular"))
     if name is None:
         entries = catalog.list_entries("tabular")
@@ -81,7 +85,9 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
     if frame is None:
         st.info("This model has no data set; upload a CSV instead.")
         return None
-    st.caption(f"Held-out rows of the model's data set ({len(frame)}). Search with the table's "
+    where = "Your reference rows" if model.spec.source == "upload" else \
+        "Held-out rows of the model's data set"
+    st.caption(f"{where} ({len(frame)}). Search with the table's "
                "magnifier; click a row to pick it.")
     event = st.dataframe(frame, key=f"tab_table_{model.spec.name}", height=220,
                          on_select="rerun", selection_mode="single-row", width="stretch")
@@ -111,12 +117,25 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
 def _prepared(model: LoadedModel, name: str, values: np.ndarray, **extra: Any
               ) -> TabularInput | None:
     try:
-        outputs = logic.outputs_of(model, logic.model_row(model, values))[0]
+        row = logic.model_row(model, values)
+        outputs = logic.outputs_of(model, row)[0]
     except Exception as error:
         st.error(f"{name} could not be prepared for {model.spec.title}: {error}")
         return None
+    _domain_notice(model, row)
     _prediction(model, outputs)
     return TabularInput(name, values, logic.digest_row(values), outputs, **extra)
+
+
+def _domain_notice(model: LoadedModel, row: torch.Tensor) -> None:
+    """Say so above the result when the row is unlike the model's reference rows."""
+    try:
+        check = domain.check_input(model, row.cpu())
+    except Exception as error:  # a failed check must not hide the prediction
+        log_unexpected(error, "The out-of-domain check")
+        return
+    if check is not None and check.message:
+        st.warning(check.message, icon=":material/travel_explore:")
 
 
 def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:
@@ -124,7 +143,7 @@ def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:
         st.metric("Prediction", f"{float(outputs[0]):.4g}",
                   help=model.spec.class_names[0] if model.spec.class_names else None)
         return
-    probs = torch.softmax(outputs, dim=-1)
+    probs = logic.probabilities(model, outputs)
     rows = [{"class": logic.class_name(model, c), "probability": float(p)}
             for c, p in enumerate(probs.tolist())]
     st.dataframe(rows, hide_index=True, width="stretch", key="tab_probabilities",
@@ -138,6 +157,7 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
     upload = st.file_uploader(
         f"CSV of rows (header = feature names; at most {limit_mb:.0f} MB, "
         f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv",
+        max_upload_size=OTHER_UPLOADS_MB,
         help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
              "characters, each name once.")
     with st.expander("Expected columns", expanded=False):
@@ -210,7 +230,7 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
         st.caption(f"Explaining the predicted value ({output}).")
     else:
         n_classes = max(1, len(model.spec.class_names))
-        probs = torch.softmax(source.outputs, dim=-1) if source is not None else None
+        probs = logic.probabilities(model, source.outputs) if source is not None else None
         target = st.selectbox(
             "Class to explain (default: the predicted class)", list(range(n_classes)),
             index=int(source.outputs.argmax()) if source is not None else 0,

@@ -101,6 +101,14 @@ def units(loaded: LoadedModel) -> tuple[str, ...]:
     return tuple(str(u) for u in found) if len(found) == len(names) else ("",) * len(names)
 
 
+def probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from the model's outputs: softmax of logits, or the outputs as they
+    are when the model already gives probabilities (a scikit-learn classifier from ONNX)."""
+    if loaded.spec.metadata.get("outputs_probabilities"):
+        return outputs.clamp(0.0, 1.0)
+    return torch.softmax(outputs, dim=-1)
+
+
 def is_regression(loaded: LoadedModel) -> bool:
     return loaded.spec.output_kind == "regression"
 

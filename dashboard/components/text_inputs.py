@@ -17,6 +17,7 @@ from attribution_core.limits import (
     MAX_LABEL_CHARS,
     MAX_LABEL_DESCRIPTION_CHARS,
     MAX_ZERO_SHOT_LABELS,
+    OTHER_UPLOADS_MB,
 )
 from attribution_core.modalities import text as text_io
 from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
@@ -230,7 +231,8 @@ def input_panel(model: LoadedModel) -> TextInput | None:
 
 def _uploaded_text() -> tuple[str | None, str]:
     upload = st.file_uploader("Upload a .txt file (UTF-8, up to 1 MB)", type=["txt"],
-                              key="txt_upload")
+                              key="txt_upload",
+                              max_upload_size=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a .txt file to explain.")
         return None, ""
