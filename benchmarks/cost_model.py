@@ -28,7 +28,10 @@ from attribution_core.evaluation.runner import evaluate
 from attribution_core.models import load_model
 from attribution_core.models.spec import LoadedModel
 from benchmarks.common import dump_report, environment
-from dashboard.components import image_logic, run_costs, tabular_logic, text_logic
+from dashboard.image import logic as image_logic
+from dashboard.tabular import logic as tabular_logic
+from dashboard.text import logic as text_logic
+from dashboard.widgets import run_costs
 
 REPEATS = 5
 TEXT = "our hotel felt wonderful this week , the staff were kind ."

@@ -27,7 +27,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from attribution_core import describe_device, pick_device
-from dashboard.components import catalog
+from dashboard.widgets import catalog
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 RESNET_NAME = "benchmark_resnet18_random"

@@ -47,7 +47,7 @@ def _readers() -> dict[str, Reader]:
     from attribution_core.evaluation import uploads
     from attribution_core.modalities import image, tabular
     from attribution_core.models.builtin_text import zero_shot_spec
-    from dashboard.components.text_inputs import parse_labels
+    from dashboard.text.inputs import parse_labels
 
     def labels(data: bytes) -> Any:
         return parse_labels(data.decode())

@@ -9,9 +9,9 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 
 import streamlit as st  # noqa: E402
 
-from dashboard.components.access import require_login  # noqa: E402
-from dashboard.components.navigation import PAGES, existing_pages  # noqa: E402
-from dashboard.components.sidebar import render_sidebar  # noqa: E402
+from dashboard.widgets.access import require_login  # noqa: E402
+from dashboard.widgets.navigation import PAGES, existing_pages  # noqa: E402
+from dashboard.widgets.sidebar import render_sidebar  # noqa: E402
 
 st.set_page_config(page_title="IG / IG2 explanations", page_icon=":material/search:", layout="wide")
 require_login()  # only when the operator configured [auth] in secrets.toml

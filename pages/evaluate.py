@@ -1,8 +1,9 @@
-"""Evaluate page: layout only (logic in dashboard/components/evaluate_* and attribution_core)."""
+"""Evaluate page: layout only (logic in dashboard/evaluate/ and attribution_core)."""
 
 import streamlit as st
 
-from dashboard.components import evaluate_inputs, evaluate_results
+from dashboard.evaluate import inputs as evaluate_inputs
+from dashboard.evaluate import results as evaluate_results
 
 st.title("Evaluate explanation methods")
 st.caption("Run every method on many cases and compare how faithful (deletion / insertion), "

@@ -3,9 +3,10 @@ read the completeness error, and the models."""
 
 import streamlit as st
 
-from dashboard.components import catalog, home_example
-from dashboard.components.figures import AMBER_BELOW, GREEN_BELOW
-from dashboard.components.navigation import PAGES_DIR, existing_pages
+from dashboard.home import example as home_example
+from dashboard.widgets import catalog
+from dashboard.widgets.figures import AMBER_BELOW, GREEN_BELOW
+from dashboard.widgets.navigation import PAGES_DIR, existing_pages
 
 st.title("Why did the model say that?")
 home_example.show_example()

@@ -1,8 +1,9 @@
-"""Image page: layout only (logic in dashboard/components and attribution_core)."""
+"""Image page: layout only (logic in dashboard/image and attribution_core)."""
 
 import streamlit as st
 
-from dashboard.components import image_inputs, image_results
+from dashboard.image import inputs as image_inputs
+from dashboard.image import results as image_results
 
 st.title("Explain an image classifier")
 model = image_inputs.current_model()

@@ -1,8 +1,9 @@
-"""Tabular page: layout only (logic in dashboard/components/tabular_* and attribution_core)."""
+"""Tabular page: layout only (logic in dashboard/tabular/ and attribution_core)."""
 
 import streamlit as st
 
-from dashboard.components import tabular_inputs, tabular_results
+from dashboard.tabular import inputs as tabular_inputs
+from dashboard.tabular import results as tabular_results
 
 st.title("Explain a prediction on a table row")
 left, right = st.columns([3, 2], gap="large")

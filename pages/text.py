@@ -1,8 +1,9 @@
-"""Text page: layout only (logic in dashboard/components/text_* and attribution_core)."""
+"""Text page: layout only (logic in dashboard/text/ and attribution_core)."""
 
 import streamlit as st
 
-from dashboard.components import text_inputs, text_results
+from dashboard.text import inputs as text_inputs
+from dashboard.text import results as text_results
 
 st.title("Explain a text classifier")
 left, right = st.columns([3, 2], gap="large")

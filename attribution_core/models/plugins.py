@@ -10,7 +10,7 @@ and the command line start). A plugin that fails to import is remembered with it
 listed as not ready; nothing else breaks.
 
 Models a dashboard *user* uploads are built with :func:`build_spec` too, but never registered
-here: they stay in that user's session (dashboard/components/session_models.py).
+here: they stay in that user's session (dashboard/widgets/session_models.py).
 """
 
 from __future__ import annotations

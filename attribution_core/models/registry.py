@@ -3,7 +3,7 @@
 Built-in specs are collected on first use (building a spec reads only small JSON files; no
 weights). ``register_spec`` adds models for a library or command-line user; the registry is
 process-wide, so the shared dashboard never registers what one of its users defines (those
-models live in that user's session: dashboard/components/session_models.py).
+models live in that user's session: dashboard/widgets/session_models.py).
 Loaded models are cached by (name, device, weights hash or file stamp), so a retrained or
 replaced weights file is loaded afresh while repeated requests reuse one module.
 """

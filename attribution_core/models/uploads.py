@@ -6,7 +6,7 @@ refused before any parsing, by :func:`loaders.check_safetensors_bytes`). The hea
 from the state dict, so a 5-class fine-tuned ResNet loads without being told it has 5 classes.
 Every upload is content-hashed (sha256): that hash is the model's ``weights_sha256`` and so the
 result cache's key. The spec is built but never registered: the dashboard keeps it in the
-uploading session only (dashboard/components/session_models.py).
+uploading session only (dashboard/widgets/session_models.py).
 """
 
 from __future__ import annotations

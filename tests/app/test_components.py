@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dashboard.components import exports, figures
-from dashboard.components import image_logic as logic
-from dashboard.components.ig2_adapter import select_references
+from dashboard.image import logic
+from dashboard.widgets import exports, figures
+from dashboard.widgets.ig2_adapter import select_references
 
 pytestmark = pytest.mark.app
 
@@ -126,7 +126,7 @@ def test_single_case_scales_share_output_units_and_isolate_saliency() -> None:
     import math
 
     from attribution_core.evaluation.types import CaseOutcome, MethodOutcome
-    from dashboard.components.evaluate_figures import case_limits
+    from dashboard.evaluate.figures import case_limits
 
     def outcome(method: str, scores: list[float]) -> MethodOutcome:
         curve = np.zeros(2)

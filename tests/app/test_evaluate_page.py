@@ -30,7 +30,7 @@ from attribution_core.evaluation import (
     EvaluationSettings,
 )
 from attribution_core.models import get_spec
-from dashboard.components.evaluate_state import EvaluationStore, cases_digest, result_key
+from dashboard.evaluate.state import EvaluationStore, cases_digest, result_key
 
 pytestmark = pytest.mark.app
 PAGE = Path(__file__).resolve().parents[2] / "pages" / "evaluate.py"

@@ -24,7 +24,9 @@ import torch
 from attribution_core.models import load_model
 from attribution_core.models.spec import LoadedModel
 from attribution_core.work_queue import Job, WorkQueue
-from dashboard.components import image_logic, tabular_logic, text_logic
+from dashboard.image import logic as image_logic
+from dashboard.tabular import logic as tabular_logic
+from dashboard.text import logic as text_logic
 
 pytestmark = [pytest.mark.slow, pytest.mark.app]
 SESSIONS = 4

@@ -10,10 +10,10 @@ from streamlit.testing.v1 import AppTest
 
 from attribution_core import attribution_change, integrated_gradients
 from attribution_core.methods.ig2 import ig2
-from dashboard.components import catalog
-from dashboard.components.ig2_adapter import select_references
-from dashboard.components.navigation import PageInfo, existing_pages
-from dashboard.components.sidebar import HELP
+from dashboard.widgets import catalog
+from dashboard.widgets.ig2_adapter import select_references
+from dashboard.widgets.navigation import PageInfo, existing_pages
+from dashboard.widgets.sidebar import HELP
 from tests.app.conftest import DIGITS, open_app
 from tests.app.helpers import chart_titles, explain, metric, region_tables
 
@@ -197,7 +197,7 @@ def test_sessions_do_not_share_results(image_page: Callable[[str], AppTest]) -> 
 
 
 def _cache_entries() -> int:
-    from dashboard.components import resources
+    from dashboard.widgets import resources
 
     return len(resources.shared_result_cache())
 
@@ -205,7 +205,7 @@ def _cache_entries() -> int:
 @pytest.mark.parametrize("preview_on", [True, False])
 def test_preview_first_then_exact_and_never_cached(image_page: Callable[[str], AppTest],
                                                    preview_on: bool) -> None:
-    from dashboard.components import resources
+    from dashboard.widgets import resources
 
     resources.shared_result_cache().clear()
     at = image_page(DIGITS)

@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from attribution_core.models import registry
 from attribution_core.models.spec import ModelSpec, ModelStatus
-from dashboard.components import catalog
-from dashboard.components.text_inputs import HF_MODEL_KEY
+from dashboard.text.inputs import HF_MODEL_KEY
+from dashboard.widgets import catalog
 from tests.app.conftest import open_app
 from tests.app.test_text_page import _tiny_hugging_face_folder, open_text_page
 from tests.app.test_text_page import explain as explain_text

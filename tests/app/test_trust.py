@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from attribution_core import integrated_gradients, with_convergence
-from dashboard.components.trust import map_convergence
+from dashboard.widgets.trust import map_convergence
 
 
 class CancellingSines(nn.Module):

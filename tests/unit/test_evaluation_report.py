@@ -289,7 +289,7 @@ def test_read_report_rejects_broken_json(tmp_path: Path) -> None:
 
 def test_page_and_report_draw_each_method_in_one_colour() -> None:
     from attribution_core.evaluation.figure_style import method_colour
-    from dashboard.components import evaluate_figures
+    from dashboard.evaluate import figures as evaluate_figures
 
     result = _result()
     page = report_html(result)

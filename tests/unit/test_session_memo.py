@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dashboard.components.errors import unexpected_message
-from dashboard.components.memo import ByteBoundedMemo, held_bytes
+from dashboard.widgets.errors import unexpected_message
+from dashboard.widgets.memo import ByteBoundedMemo, held_bytes
 
 
 def test_held_bytes_counts_pixels_and_tensor_elements() -> None:

@@ -1,0 +1,287 @@
+"""Evaluate page, inputs: modality, model, the cases (bundled or uploaded), methods, settings.
+
+Building cases costs model calls, so each case set is built once per session and remembered
+under what it was built from (model, weights, source bytes or count, baseline, seed). A bad
+upload is reported with ``st.error`` / ``st.warning`` and gives no cases; the other inputs and
+the last result stay on screen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import streamlit as st
+
+from attribution_core.evaluation import (
+    ALL_METHODS,
+    EvalCase,
+    EvaluationInputError,
+    EvaluationSettings,
+)
+from attribution_core.evaluation.cases import (
+    CaseBuild,
+    bundled_cases,
+    image_cases,
+    tabular_cases,
+    text_cases,
+)
+from attribution_core.evaluation.uploads import read_image_zip, read_rows_csv, read_text_csv
+from attribution_core.limits import (
+    EVALUATE_MAX_TOTAL_PIXELS,
+    MAX_COLUMN_NAME_CHARS,
+    MAX_CSV_COLUMNS,
+    MAX_FRAMES_COUNTED,
+    MAX_KEPT_SIDE,
+    MAX_ZIP_ENTRIES,
+    MAX_ZIP_NAME_CHARS,
+    OTHER_UPLOADS_MB,
+)
+from attribution_core.models.inputs import feature_names
+from attribution_core.models.spec import LoadedModel
+from dashboard.evaluate.state import cases_digest, result_key
+from dashboard.widgets import catalog, resources
+from dashboard.widgets.errors import unexpected_message
+
+MODALITIES = ("image", "text", "tabular")
+BUNDLED, UPLOAD = "Bundled cases", "Upload"
+DEFAULT_CASES = 50
+MAX_CASES = 500
+CASE_MEMO_ITEMS = 4
+MAX_SKIPPED_SHOWN = 12
+UPLOAD_TYPES = {"image": ["zip"], "text": ["csv"], "tabular": ["csv"]}
+UPLOAD_NOTES = {
+    "image": "A **zip** of pictures (PNG, JPEG, WebP, BMP, TIFF, GIF). An optional mask "
+             "`<stem>_mask.png` (or `masks/<stem>.png`) marks what should matter: pixels "
+             "brighter than 127 are expected. An optional `labels.csv` with columns "
+             "`file,label` gives the true classes. Files that are not pictures are skipped "
+             "with a warning.",
+    "text": "A **CSV** with a `text` column (or a single column of texts); optional columns "
+            "`expected` (the words that should matter, separated by `;`, `|` or `,`), "
+            "`label` (class index) and `name`. One case per row; quote texts with commas.",
+    "tabular": "A **CSV** with one column per model feature (raw units, the model's feature "
+               "names); optional columns `expected` (feature names that should matter, "
+               "separated by `;` or `|`), `label` and `name`. One case per row.",
+}
+
+UPLOAD_LIMITS = {
+    "image": f"At most {MAX_ZIP_ENTRIES:,} files and folders in the zip, paths up to "
+             f"{MAX_ZIP_NAME_CHARS} characters, {EVALUATE_MAX_TOTAL_PIXELS / 1e6:,.0f} "
+             f"megapixels in all (pictures are first reduced to {MAX_KEPT_SIDE} pixels a "
+             f"side); only the first of up to {MAX_FRAMES_COUNTED} frames is read.",
+    "text": f"At most {MAX_CASES} rows, {MAX_CSV_COLUMNS:,} columns, names up to "
+            f"{MAX_COLUMN_NAME_CHARS} characters, each name once.",
+    "tabular": f"At most {MAX_CASES} rows, {MAX_CSV_COLUMNS:,} columns, names up to "
+               f"{MAX_COLUMN_NAME_CHARS} characters, each name once.",
+}
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """Everything one evaluation needs, and the key its result is stored under."""
+
+    model: LoadedModel
+    cases: tuple[EvalCase, ...]
+    settings: EvaluationSettings
+    key: str
+    source: str
+
+
+def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
+    entries = [e for e in catalog.list_entries(modality)
+               if e.status.ready and e.spec.source in ("builtin", "plugin")]
+    return [e.spec.name for e in entries], {e.spec.name: e.spec.title for e in entries}
+
+
+def model_panel() -> LoadedModel | None:
+    """Modality, then one of that modality's ready built-in (or operator plugin) models."""
+    modality = st.radio("Modality", MODALITIES, horizontal=True, key="eval_modality",
+                        format_func=str.capitalize)
+    names, titles = _model_names(modality)
+    if not names:
+        st.warning(catalog.registry_problem() or f"No ready built-in {modality} model.")
+        return None
+    name = st.selectbox("Model", names, key=f"eval_model_{modality}", format_func=titles.get)
+    return resources.load_ready_model(name)
+
+
+def _memo() -> OrderedDict[tuple[Any, ...], Any]:
+    return st.session_state.setdefault("eval_case_memo", OrderedDict())
+
+
+def _remembered(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """``build()`` once per key; a failure is remembered as its message (shown as an error)."""
+    memo = _memo()
+    if key not in memo:
+        try:
+            memo[key] = build()
+        except EvaluationInputError as error:
+            memo[key] = str(error)
+        except MemoryError as error:  # may pass once others free memory: never remembered
+            return unexpected_message(error, "Building the cases")
+        except Exception as error:  # logged with a reference; the page shows one line
+            memo[key] = unexpected_message(error, "Building the cases")
+        while len(memo) > CASE_MEMO_ITEMS:
+            memo.popitem(last=False)
+    memo.move_to_end(key)
+    return memo[key]
+
+
+def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | None = None
+                ) -> tuple[tuple[EvalCase, ...], str] | None:
+    """Bundled cases (how many) or an upload; the cases and a one-line description of them."""
+    source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key="eval_source")
+    spec = model.spec
+    if source == BUNDLED:
+        count = int(st.number_input("Number of cases", 1, MAX_CASES, DEFAULT_CASES, step=5,
+                                    key="eval_n_cases",
+                                    help="Held-out samples, classes taken in turn."))
+        built = _remembered(
+            ("bundled", spec.name, model.weights_hash, count, baseline, seed, removal),
+            lambda: bundled_cases(model, count, baseline=baseline, seed=seed, removal=removal))
+        found = _report(built, f"bundled {spec.modality} cases")
+        if found is not None and len(found[0]) < count:
+            st.info(f"The bundled set of {spec.title} holds {len(found[0])} cases; all of "
+                    f"them are used (asked for {count}).")
+        return found
+    return _upload(model, baseline, seed, removal)
+
+
+def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
+            ) -> tuple[tuple[EvalCase, ...], str] | None:
+    modality = model.spec.modality
+    st.caption(UPLOAD_NOTES[modality])
+    upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
+                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                              max_upload_size=OTHER_UPLOADS_MB)
+    if upload is None:
+        st.info("Upload a file of cases, or choose the bundled cases.")
+        return None
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    built = _remembered(
+        ("upload", model.spec.name, model.weights_hash, digest, baseline, seed, removal),
+        lambda: _read_upload(model, data, baseline, seed, removal))
+    return _report(built, f"{upload.name}", prefix=f"{upload.name}: ")
+
+
+def _read_upload(model: LoadedModel, data: bytes, baseline: str, seed: int,
+                 removal: str | None) -> tuple[CaseBuild, tuple[str, ...]]:
+    """Read the file and build its cases; the file's own skipped items come first."""
+    modality = model.spec.modality
+    problems: tuple[str, ...] = ()
+    if modality == "image":
+        images = read_image_zip(data)
+        build = image_cases(model, images.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = images.skipped
+    elif modality == "text":
+        texts = read_text_csv(data)
+        build = text_cases(model, texts.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = texts.skipped
+    else:
+        rows = read_rows_csv(data, feature_names(model))
+        problems = tuple(rows.problems)
+        build = tabular_cases(model, rows.items, baseline=baseline, seed=seed, removal=removal)
+        file_skipped = rows.skipped
+    return CaseBuild(build.cases, tuple(file_skipped) + tuple(build.skipped)), problems
+
+
+def _report(built: Any, label: str, prefix: str = "") -> tuple[tuple[EvalCase, ...], str] | None:
+    """Show what went wrong with a case set; return its cases when there are any."""
+    if isinstance(built, str):
+        st.error(prefix + built)
+        return None
+    problems: Sequence[str] = ()
+    if isinstance(built, tuple):
+        built, problems = built
+    for problem in problems:
+        st.error(prefix + problem)
+    if built.skipped:
+        shown = list(built.skipped[:MAX_SKIPPED_SHOWN])
+        more = len(built.skipped) - len(shown)
+        st.warning(f"{prefix}{len(built.skipped)} item(s) skipped or changed:\n\n"
+                   + "\n".join(f"- {line}" for line in shown)
+                   + (f"\n- … and {more} more" if more > 0 else ""))
+    if not built.cases:
+        st.error(f"{prefix}no case could be built, so there is nothing to evaluate.")
+        return None
+    with_expectations = sum(case.expected is not None for case in built.cases)
+    st.caption(f"{len(built.cases)} cases ready ({label}); {with_expectations} with expected "
+               "features.")
+    return tuple(built.cases), label
+
+
+SAME_AS_BASELINE = "same as the baseline"
+
+
+def baseline_choice(model: LoadedModel) -> tuple[str, str | None]:
+    """The attribution baseline, and what the curves put in place of removed units (None: the
+    baseline itself; another kind compares IG and IG2 on ground that is neither's baseline)."""
+    spec = model.spec
+    kinds = list(spec.baselines) or [spec.default_baseline]
+    default = kinds.index(spec.default_baseline) if spec.default_baseline in kinds else 0
+    baseline = str(st.selectbox("Baseline", kinds, index=default,
+                                key=f"eval_baseline_{spec.name}",
+                                help="What 'absent' means for IG (and, by default, for the "
+                                     "deletion and insertion curves)."))
+    others = [SAME_AS_BASELINE] + [kind for kind in kinds if kind != baseline]
+    removal = st.selectbox("Removed units become", others, key=f"eval_removal_{spec.name}",
+                           help="What deletion and insertion put in place of a removed unit. "
+                                "The baseline favours methods that integrate from it (IG); "
+                                "another value is neutral ground.")
+    return baseline, None if removal == SAME_AS_BASELINE else str(removal)
+
+
+def settings_panel() -> tuple[EvaluationSettings, int]:
+    """Methods (all by default) and the run's parameters; the seed is returned separately too."""
+    methods = st.multiselect("Methods", list(ALL_METHODS), default=list(ALL_METHODS),
+                             key="eval_methods")
+    defaults = EvaluationSettings()
+    with st.expander("Settings", expanded=False):
+        left, right = st.columns(2)
+        ig_steps = left.slider("IG steps", 4, 256, defaults.ig_steps, step=4,
+                               key="eval_ig_steps")
+        ig2_steps = left.slider("IG2 path steps", 4, 128, defaults.ig2_steps, step=4,
+                                key="eval_ig2_steps")
+        ig2_refs = left.slider("IG2 references", 1, 8, defaults.ig2_references,
+                               key="eval_ig2_refs")
+        samples = right.slider("SmoothGrad samples", 2, 64, defaults.smoothgrad_samples,
+                               key="eval_sg_samples")
+        points = right.slider("Curve points (deletion / insertion)", 5, 51,
+                              defaults.curve_points, step=2, key="eval_curve_points")
+        seed = int(right.number_input("Seed", 0, 10_000, defaults.seed, key="eval_seed"))
+    ordered = tuple(m for m in ALL_METHODS if m in methods)
+    settings = EvaluationSettings(methods=ordered, ig_steps=ig_steps, ig2_steps=ig2_steps,
+                                  ig2_references=ig2_refs, smoothgrad_samples=samples,
+                                  curve_points=points, seed=seed)
+    return settings, seed
+
+
+def request_panel() -> EvaluationRequest | None:
+    """The whole input area in two columns; None until the inputs make a runnable request."""
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("Model and cases")
+        model = model_panel()
+    with right:
+        st.subheader("Methods and settings")
+        settings, seed = settings_panel()
+        choice = baseline_choice(model) if model is not None else None
+    if model is None or choice is None:
+        return None
+    baseline, removal = choice
+    settings = replace(settings, removal=removal)
+    with left:
+        found = cases_panel(model, baseline, seed, removal)
+    if not settings.methods:
+        with right:
+            st.warning("Choose at least one method.")
+        return None
+    if found is None:
+        return None
+    cases, label = found
+    key = result_key(model.spec.name, model.weights_hash, cases_digest(cases), settings)
+    return EvaluationRequest(model, cases, settings, key, label)

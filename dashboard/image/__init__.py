@@ -1,0 +1,1 @@
+"""The image page: inputs, the explanation run, its views and results."""

@@ -1,0 +1,301 @@
+"""What the image page computes, without Streamlit: inputs, predictions, baselines, runs.
+
+Everything here is a plain function of tensors and frozen settings so that tests and benchmarks
+can reproduce exactly what the page shows by calling the core themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from attribution_core import integrated_gradients, with_convergence
+from attribution_core.cache import ResultCache
+from attribution_core.engine import device_lock
+from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
+from attribution_core.modalities import image as image_io
+from attribution_core.models.inputs import image_preprocessing, image_tensor
+from attribution_core.models.spec import LoadedModel
+from attribution_core.results import Attribution, to_device
+from dashboard.widgets import ig2_adapter
+from dashboard.widgets.figures import CurvePoint
+from dashboard.widgets.ig2_adapter import Ig2Summary
+
+Method = Literal["IG", "IG2", "both"]
+PhaseProgress = Callable[[str, float], None]
+NEUTRAL_CONFIDENCE = 0.5
+CURVE_FRACTIONS = (8, 4, 2)
+IG_FIELDS = ("baseline", "n_steps", "tolerance", "quadrature", "convergence_curve")
+IG2_FIELDS = ("n_references", "reference_choice", "ig2_steps", "ig2_step_size",
+              "representation")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Every input of one explanation except the image itself (which is hashed separately)."""
+
+    method: Method = "IG"
+    target: int = 0
+    baseline: str = "black"
+    n_steps: int | Literal["auto"] = 64
+    tolerance: float = 0.01
+    quadrature: str = "gausslegendre"
+    convergence_curve: bool = True
+    n_references: int = 8
+    reference_choice: Literal["other classes", "relevant"] = "other classes"
+    ig2_steps: int = 32
+    ig2_step_size: float = 0.01
+    representation: str | None = None
+    seed: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def relevant(self) -> dict[str, Any]:
+        """The fields the chosen method uses (IG2's options do not change an IG run, etc.)."""
+        fields = self.record()
+        if self.method == "IG":
+            for name in IG2_FIELDS:
+                fields.pop(name)
+        elif self.method == "IG2":
+            for name in IG_FIELDS:
+                fields.pop(name)
+        return fields
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """f(baseline) for the target, the baseline's own prediction, and whether it is neutral."""
+
+    f_baseline: float
+    predicted_class: int
+    predicted_probability: float
+    target_probability: float
+    neutral: bool
+
+
+@dataclass(frozen=True)
+class ExplanationRun:
+    settings: ImageSettings
+    model_name: str
+    weights_hash: str
+    input_digest: str
+    ig: Attribution | None
+    ig2: Ig2Summary | None
+    inputs: torch.Tensor
+    baseline: torch.Tensor
+    baseline_check: BaselineCheck
+    curve: tuple[CurvePoint, ...]
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    preview: PreviewSummary | None = None
+
+
+# -- inputs and predictions ---------------------------------------------------------------------
+
+def preprocessing_for(loaded: LoadedModel, example: torch.Tensor) -> image_io.ImagePreprocessing:
+    """The pixel <-> model-space mapping of a model (size from a preprocessed example)."""
+    return image_preprocessing(loaded, example)
+
+
+def model_input(loaded: LoadedModel, picture: Image.Image) -> torch.Tensor:
+    """A decoded picture -> the model's [1, C, H, W] input on the model's device."""
+    return image_tensor(loaded, picture).to(loaded.device)
+
+
+def probabilities(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes, [B, C] float64 on the CPU (under the device lock); the outputs as
+    they are for a model that already gives probabilities (an uploaded ONNX classifier)."""
+    with device_lock(loaded.device), torch.no_grad():
+        logits = loaded.forward(inputs.to(loaded.device))
+    if loaded.spec.metadata.get("outputs_probabilities"):
+        return logits.detach().double().cpu().clamp(0.0, 1.0)
+    return torch.softmax(logits.detach().double().cpu(), dim=-1)
+
+
+def logits_of(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
+    with device_lock(loaded.device), torch.no_grad():
+        return loaded.forward(inputs.to(loaded.device)).detach().double().cpu()
+
+
+def digest(tensor: torch.Tensor) -> str:
+    data = tensor.detach().cpu().contiguous()
+    hasher = hashlib.sha256(f"{data.dtype}|{tuple(data.shape)}|".encode())
+    hasher.update(data.numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def run_key(model_name: str, weights_hash: str, input_digest: str, baseline_digest: str,
+            settings: ImageSettings) -> str:
+    """Session-state key of a run: any input change makes a new key; view options are not in it."""
+    used_baseline = None if settings.method == "IG2" else baseline_digest
+    payload = json.dumps([model_name, weights_hash, input_digest, used_baseline,
+                          settings.relevant()], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+def build_baseline(kind: str, loaded: LoadedModel, inputs: torch.Tensor,
+                   prep: image_io.ImagePreprocessing, *, seed: int = 0,
+                   uploaded: Image.Image | None = None) -> torch.Tensor:
+    dataset_mean = None
+    if kind == "mean":
+        # The training-set mean where the model provides it, else the reference pool's.
+        known = loaded.extras.get("dataset_mean")
+        if isinstance(known, torch.Tensor):
+            dataset_mean = known
+        elif loaded.spec.reference_pool is not None:
+            pool = loaded.spec.reference_pool()
+            dataset_mean = pool.inputs.to(inputs.dtype).mean(dim=0, keepdim=True)
+    if kind == "uploaded" and uploaded is not None:
+        return model_input(loaded, uploaded)
+    return image_io.make_baseline(kind, inputs, prep, seed=seed, dataset_mean=dataset_mean,
+                                  uploaded=uploaded)
+
+
+def check_baseline(loaded: LoadedModel, baseline: torch.Tensor, target: int) -> BaselineCheck:
+    logits = logits_of(loaded, baseline)[0]
+    probs = torch.softmax(logits, dim=-1)
+    predicted = int(probs.argmax())
+    confident = float(probs[predicted]) >= max(NEUTRAL_CONFIDENCE, 2.0 / probs.numel())
+    return BaselineCheck(
+        f_baseline=float(logits[target]), predicted_class=predicted,
+        predicted_probability=float(probs[predicted]), target_probability=float(probs[target]),
+        neutral=not confident,
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.Tensor,
+                    settings: ImageSettings, *, cache: ResultCache | None,
+                    progress: PhaseProgress | None = None,
+                    input_probabilities: torch.Tensor | None = None,
+                    on_preview: Callable[[Preview], None] | None = None) -> ExplanationRun:
+    """Compute what the page shows for one set of inputs (IG, IG2 or both, and the curve).
+
+    With ``on_preview``, an IG preview is computed first and handed over to be shown while the
+    exact result is computed; the run keeps only its summary."""
+    started = time.perf_counter()
+    report = progress or (lambda _text, _fraction: None)
+    ig_result: Attribution | None = None
+    ig2_result: Ig2Summary | None = None
+    preview: Preview | None = None
+    curve: list[CurvePoint] = []
+    notes: list[str] = []
+    want_ig = settings.method in ("IG", "both")
+    want_ig2 = settings.method in ("IG2", "both")
+    ig_share = 0.5 if (want_ig and want_ig2) else 1.0
+
+    if want_ig:
+        ladder = _curve_ladder(settings) if settings.convergence_curve else []
+        total_steps = (settings.n_steps if isinstance(settings.n_steps, int) else 0) + sum(ladder)
+
+        def ig_progress(done: int, total: int, offset: int = 0) -> None:
+            span = max(total_steps, total, 1)
+            report(f"IG: gradients at the points of the straight path ({done}/{total} rows)",
+                   ig_share * min(1.0, (offset + done) / span))
+
+        if on_preview is not None:
+            report("IG: a quick preview first", 0.0)
+            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
+                                 settings.n_steps, loaded.device)
+            on_preview(preview)
+        ig_result = integrated_gradients(
+            loaded.forward, inputs, baselines=baseline, target=settings.target,
+            n_steps=settings.n_steps, method=settings.quadrature, tolerance=settings.tolerance,
+            progress=ig_progress, cache=cache, model_key=loaded.weights_hash,
+        )
+        curve.extend(_adaptive_curve(ig_result))
+        nearest: Attribution | None = None
+        offset = settings.n_steps if isinstance(settings.n_steps, int) else 0
+        for steps in ladder:
+            report(f"IG: convergence curve, {steps} steps", ig_share * offset / max(total_steps, 1))
+            smaller = integrated_gradients(
+                loaded.forward, inputs, baselines=baseline, target=settings.target,
+                n_steps=steps, method=settings.quadrature, cache=cache,
+                model_key=loaded.weights_hash,
+                progress=lambda d, t, o=offset: ig_progress(d, t, o),
+            )
+            offset += steps
+            curve.append(CurvePoint(steps, float(smaller.relative_delta[0]),
+                                    "smaller step count"))
+            nearest = smaller  # the ladder ascends: the last run is the closest to n_steps
+        if nearest is not None:
+            ig_result = with_convergence(ig_result, nearest)
+    if want_ig2:
+        if not ig2_adapter.available():
+            notes.append("IG2 is not available in this build of the core yet.")
+        else:
+            start_fraction = 1.0 - (0.5 if want_ig else 1.0)
+            ig2_result = ig2_adapter.run_ig2(
+                loaded, inputs, settings.target, n_references=settings.n_references,
+                choice=settings.reference_choice, n_steps=settings.ig2_steps,
+                step_size=settings.ig2_step_size, representation=settings.representation,
+                seed=settings.seed, cache=cache, clip=_input_box(loaded, inputs),
+                input_probabilities=input_probabilities,
+                progress=lambda text, f: report(text, start_fraction + (1 - start_fraction) * f),
+            )
+    report("Done", 1.0)
+    if ig_result is not None:
+        # Sessions keep results: never hold accelerator memory.
+        ig_result = to_device(ig_result, "cpu")
+    return ExplanationRun(
+        settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
+        input_digest=digest(inputs), ig=ig_result, ig2=ig2_result, inputs=inputs.detach().cpu(),
+        baseline=baseline.detach().cpu(),
+        baseline_check=check_baseline(loaded, baseline, settings.target),
+        curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
+        seconds=time.perf_counter() - started, notes=tuple(notes),
+        preview=summarise_preview(preview, ig_result),
+    )
+
+
+def _input_box(loaded: LoadedModel, inputs: torch.Tensor) -> tuple[Any, Any]:
+    """IG2's clipping box: the spec's scalar box, else the normalised pixel range per channel."""
+    if loaded.spec.input_box is not None:
+        return tuple(loaded.spec.input_box)  # type: ignore[return-value]
+    low, high = preprocessing_for(loaded, inputs).input_box()
+    return low.to(inputs.device, inputs.dtype), high.to(inputs.device, inputs.dtype)
+
+
+def _curve_ladder(settings: ImageSettings) -> list[int]:
+    if not isinstance(settings.n_steps, int):
+        return []  # the adaptive run records its own refinement history
+    steps = sorted({max(2, settings.n_steps // k) for k in CURVE_FRACTIONS} - {settings.n_steps})
+    return steps
+
+
+def _adaptive_curve(result: Attribution) -> list[CurvePoint]:
+    evaluations = result.convergence_evaluations
+    relative = result.convergence_relative_delta
+    if evaluations is None or relative is None:
+        return [CurvePoint(int(result.n_evaluations[0]), float(result.relative_delta[0]),
+                           "this run")]
+    source = "adaptive refinement" if result.n_steps == "auto" else "this run"
+    return [CurvePoint(int(e), float(r), source)
+            for e, r in zip(evaluations[:, 0].tolist(), relative[:, 0].tolist(), strict=True)]
+
+
+def top_classes(probs: torch.Tensor, class_names: Sequence[str], k: int = 5
+                ) -> list[tuple[int, str, float]]:
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(int(i), _name(class_names, int(i)), float(v))
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+def _name(class_names: Sequence[str], index: int) -> str:
+    return str(class_names[index]) if index < len(class_names) else str(index)
+
+
+def class_label(class_names: Sequence[str], index: int) -> str:
+    name = _name(class_names, index)
+    return name if name == str(index) else f"{index}: {name}"

@@ -1,0 +1,1 @@
+"""The tabular page: inputs, the explanation run, its views and results."""

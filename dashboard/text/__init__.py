@@ -1,0 +1,1 @@
+"""The text page: inputs, the explanation run, its views and results."""

@@ -1,0 +1,1 @@
+"""Shared by every page: catalog, resources, session state, the run gate, figures."""
