@@ -1,0 +1,1 @@
+"""The dashboard: Streamlit entry (app.py), one package per page, shared widgets."""

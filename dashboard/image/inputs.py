@@ -26,8 +26,9 @@ from attribution_core.modalities import image as image_io
 from attribution_core.models import domain
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
+from dashboard.image import ig2 as ig2_adapter
 from dashboard.image import logic
-from dashboard.widgets import ig2_adapter, own_models, resources
+from dashboard.widgets import own_models, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.memo import ByteBoundedMemo
 from dashboard.widgets.sidebar import selected_model_key

@@ -24,9 +24,9 @@ from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import image_preprocessing, image_tensor
 from attribution_core.models.spec import LoadedModel
 from attribution_core.results import Attribution, to_device
-from dashboard.widgets import ig2_adapter
+from dashboard.image import ig2 as ig2_adapter
+from dashboard.image.ig2 import Ig2Summary
 from dashboard.widgets.figures import CurvePoint
-from dashboard.widgets.ig2_adapter import Ig2Summary
 
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]

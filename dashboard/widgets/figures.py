@@ -1,4 +1,4 @@
-"""Plotly figures of the image page: heatmaps, overlays, completeness gauge, curves, traces.
+"""Plotly figures shared by the pages: heatmaps, overlays, the completeness gauge, curves, traces.
 
 Heatmaps take an explicit colour limit so several maps can share one scale; the PNG export uses
 the same colour scales (see exports.py), so a download looks like what is on screen.

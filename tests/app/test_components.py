@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from dashboard.image import logic
+from dashboard.image.ig2 import select_references
 from dashboard.widgets import exports, figures
-from dashboard.widgets.ig2_adapter import select_references
 
 pytestmark = pytest.mark.app
 

@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from attribution_core import attribution_change, integrated_gradients
 from attribution_core.methods.ig2 import ig2
+from dashboard.image.ig2 import select_references
 from dashboard.widgets import catalog
-from dashboard.widgets.ig2_adapter import select_references
 from dashboard.widgets.navigation import PageInfo, existing_pages
 from dashboard.widgets.sidebar import HELP
 from tests.app.conftest import DIGITS, open_app

@@ -1,4 +1,4 @@
-"""IG2 for the image page: reference selection, the core's ``ig2`` call and a display summary.
+"""IG2 on the image page: reference selection, the core's ``ig2`` call and a display summary.
 
 The core's ``ig2`` is developed alongside the dashboard; this adapter is the one place that knows
 its call signature, so the page shows a clear note instead of failing while it is missing.
