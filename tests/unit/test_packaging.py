@@ -69,3 +69,14 @@ def test_pip_install_into_a_fresh_environment(tmp_path: Path) -> None:
                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": dependencies})
     assert help_run.returncode == 0 and "explain" in help_run.stdout, help_run.stderr[-1000:]
     assert sys.executable, "the test environment's python provided the dependencies"
+
+
+def test_project_documents_never_point_outside_the_repository() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert (ROOT / "docs" / "ARCHITECTURE.md") in documents, "the architecture is documented"
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        assert "../" not in text and "shared/docs" not in text, \
+            f"{document.name} points outside the repository"
+    assert "docs/ARCHITECTURE.md" in (ROOT / "README.md").read_text(encoding="utf-8"), \
+        "README links the architecture document"
