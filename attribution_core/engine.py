@@ -208,13 +208,19 @@ def normalise_target(target: int | torch.Tensor | list[int] | None, n: int, devi
     return tensor
 
 
+def is_per_row(value: Any, rows: int) -> bool:
+    """The one rule for forward kwargs: a tensor whose leading dimension is ``rows`` belongs to
+    those rows (an attention mask per explicand); anything else is shared by every row."""
+    return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows
+
+
 def split_forward_kwargs(forward_kwargs: Mapping[str, Any] | None, n: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors whose leading dim is the explicand count are per-explicand; the rest pass as is."""
+    """Per-explicand tensors (:func:`is_per_row`) and the shared rest."""
     per_row: dict[str, torch.Tensor] = {}
     shared: dict[str, Any] = {}
     for name, value in (forward_kwargs or {}).items():
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+        if is_per_row(value, n):
             per_row[name] = value
         else:
             shared[name] = value

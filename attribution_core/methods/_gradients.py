@@ -19,6 +19,7 @@ from attribution_core.engine import (
     ProgressFn,
     device_lock,
     evaluate_in_chunks,
+    is_per_row,
     model_device,
     normalise_target,
 )
@@ -47,7 +48,7 @@ def expand_baselines(inputs: torch.Tensor, baselines: torch.Tensor | float | Non
 
 def repeat_rows(value: Any, n_explicands: int, repeats: int) -> Any:
     """Repeat per-explicand tensors ``repeats`` times each (row = explicand * repeats + sample)."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n_explicands:
+    if is_per_row(value, n_explicands):
         return value.repeat_interleave(repeats, dim=0)
     return value
 

@@ -20,6 +20,7 @@ from attribution_core.engine import (
     ProgressFn,
     as_output_tensor,
     evaluate_in_chunks,
+    is_per_row,
     normalise_target,
     select_target,
     split_forward_kwargs,
@@ -399,7 +400,7 @@ def _reference_kwargs(kwargs: Mapping[str, Any], n_refs: int, n_rows: int, devic
         if isinstance(value, torch.Tensor) and value.dim() > 1 and \
                 value.shape[:2] == (n_explicands, n_refs):
             per_row[name] = value.reshape(n_rows, *value.shape[2:]).to(device)
-        elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n_refs:
+        elif is_per_row(value, n_refs):
             per_row[name] = value.to(device).repeat(n_explicands, *([1] * (value.dim() - 1)))
         else:
             shared[name] = value
