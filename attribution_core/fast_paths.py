@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -196,3 +196,25 @@ def compile_for_attribution(module: nn.Module, sample: torch.Tensor, target: int
     except Exception as error:  # no compiler, unsupported op: eager stays the answer
         return None, time.perf_counter() - started, f"{type(error).__name__}: {error}"[:300]
     return compiled, time.perf_counter() - started, ""
+
+
+def best_thread_count(run: Callable[[], Any], candidates: Sequence[int], repeats: int = 3
+                      ) -> tuple[int, dict[int, float]]:
+    """Time ``run`` at each intra-op thread count (median of ``repeats``) and keep the fastest.
+
+    torch's thread count is process-wide: call this once at start-up, not per request. Returns
+    the chosen count (now in effect) and the seconds measured for each candidate.
+    """
+    measured: dict[int, float] = {}
+    for threads in candidates:
+        torch.set_num_threads(threads)
+        run()  # warm-up at this thread count
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        measured[threads] = sorted(times)[len(times) // 2]
+    chosen = min(measured, key=measured.__getitem__)
+    torch.set_num_threads(chosen)
+    return chosen, measured

@@ -1,7 +1,7 @@
 """The exact fast path and the preview against the eager fp32 forward+backward limit, in one run.
 
     python -m benchmarks.fast_paths [--quick] [--models cnn,text,resnet18] [--compile]
-                                    [--threads N] [--out FILE]
+                                    [--threads N] [--threads-sweep] [--out FILE]
 
 Prints JSON with rows ``cnn_8x8``, ``text_encoder_64`` and ``resnet18_224``:
 - ``eager_limit_seconds``: forward + backward of the path points with the model as loaded
@@ -28,6 +28,7 @@ from torch import nn
 
 from attribution_core import integrated_gradients, pick_device
 from attribution_core.fast_paths import (
+    best_thread_count,
     bf16_preview_supported,
     compile_for_attribution,
     prefer_channels_last,
@@ -67,7 +68,8 @@ def _cases(device: torch.device, names: list[str]) -> list[tuple[str, nn.Module,
 
 
 def _row(name: str, model: nn.Module, make: Maker, batch: int, n_steps: int, repeats: int,
-         device: torch.device, compile_model: bool) -> dict[str, Any]:
+         device: torch.device, compile_model: bool, threads_sweep: bool = False
+         ) -> dict[str, Any]:
     x, kwargs = make(torch.Generator().manual_seed(1))
     baseline = torch.zeros_like(x)
     target = 1
@@ -120,6 +122,12 @@ def _row(name: str, model: nn.Module, make: Maker, batch: int, n_steps: int, rep
         "repeats": repeats,
     }
     row.update(compiled_row)
+    if threads_sweep:
+        default = torch.get_num_threads()
+        chosen, measured = best_thread_count(exact, sorted({1, default}), repeats=1)
+        row["threads_seconds"] = {str(k): round(v, 5) for k, v in measured.items()}
+        row["threads_chosen"] = chosen
+        torch.set_num_threads(default)
     if "compiled" in medians:
         row["compiled_ratio_vs_eager_limit"] = round(medians["compiled"] / medians["eager_limit"],
                                                      3)
@@ -132,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", default="cnn,text,resnet18")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads-sweep", action="store_true",
+                        help="also time the exact path at 1 thread and at torch's default")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n_steps = 16 if args.quick else 64
             repeats = 1 if args.quick else (3 if name != "resnet18_224" else 2)
             report["rows"].append(_row(name, model, make, min(batch, n_steps), n_steps, repeats,
-                                       device, args.compile))
+                                       device, args.compile, args.threads_sweep))
             print(json.dumps(report["rows"][-1]), file=sys.stderr, flush=True)
     print(dump_report(report, args.out))
     return report

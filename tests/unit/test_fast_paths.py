@@ -173,3 +173,18 @@ def test_compiled_model_gives_the_exact_answer() -> None:
     error = float((ours - expected).norm() / expected.norm())
     assert error < 1e-5, f"torch.compile changes the exact answer by {error:.2e}"
     assert seconds > 0, "the compile time is measured"
+
+
+def test_thread_count_is_chosen_by_measurement() -> None:
+    from attribution_core.fast_paths import best_thread_count
+
+    before = torch.get_num_threads()
+    calls: list[int] = []
+    try:
+        chosen, measured = best_thread_count(lambda: calls.append(torch.get_num_threads()),
+                                             [1, before], repeats=1)
+        assert set(measured) == {1, before} and chosen in measured, measured
+        assert torch.get_num_threads() == chosen, "the fastest count is left in effect"
+        assert calls.count(1) >= 2, "each candidate is warmed up and timed at its own count"
+    finally:
+        torch.set_num_threads(before)
