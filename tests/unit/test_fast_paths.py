@@ -96,24 +96,25 @@ def test_frozen_parameters_is_reference_counted_across_threads() -> None:
     model = nn.Linear(3, 2)
     model.bias.requires_grad_(False)  # a user's own choice must survive
     inside = threading.Barrier(2)
-    leave_first = threading.Event()
+    release_second = threading.Event()
+    seen_inside: list[bool] = []
 
-    def hold(wait_for: threading.Event | None) -> None:
+    def hold(release: threading.Event | None) -> None:
         with frozen_parameters(model):
             inside.wait()
-            if wait_for is not None:
-                wait_for.wait()
-            assert not any(p.requires_grad for p in model.parameters()), "frozen inside"
-        if wait_for is None:
-            leave_first.set()
+            seen_inside.append(not any(p.requires_grad for p in model.parameters()))
+            if release is not None:
+                release.wait(timeout=30)
 
     first = threading.Thread(target=hold, args=(None,))
-    second = threading.Thread(target=hold, args=(leave_first,))
+    second = threading.Thread(target=hold, args=(release_second,))
     first.start()
     second.start()
     first.join()
     assert not model.weight.requires_grad, "still frozen while the second thread is inside"
+    release_second.set()
     second.join()
+    assert seen_inside == [True, True], "frozen inside for both"
     assert model.weight.requires_grad and not model.bias.requires_grad, \
         "the last one out restores what the first one found"
 
