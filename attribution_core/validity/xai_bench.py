@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 DATASETS: tuple[str, ...] = ("gaussianLinear", "gaussianNonLinearAdditive",
@@ -99,10 +98,13 @@ def coalition_members(mask: int, dimension: int = DIMENSION) -> list[int]:
 class GaussianConditional:
     """Samples of X | X_S = x_S for X ~ N(0, Sigma), every coalition S (a bit mask).
 
-    The standard-normal draws are fixed per coalition (seeded) and shared by all explicands
-    (common random numbers: differences between cases are not sampling noise), and antithetic
-    (z and -z), so the conditional sample mean is exact and a linear model's coalition values
-    carry no sampling error at all.
+    By Matheron's rule: draw X~ ~ N(0, Sigma) once, then X_free = X~_free + Sigma_fs
+    Sigma_ss^-1 (x_S - X~_S) has exactly the conditional law. One seeded set of joint draws
+    serves every coalition and every explicand (common random numbers): coalitions that
+    differ by one feature the model ignores get identical values, so such a feature's Shapley
+    value is exactly 0, and differences between cases are not sampling noise. The draws are
+    antithetic (z and -z), so every conditional sample mean is exact and a linear model's
+    coalition values carry no sampling error at all.
     """
 
     def __init__(self, sigma: torch.Tensor, n_samples: int, seed: int) -> None:
@@ -111,39 +113,29 @@ class GaussianConditional:
         self.sigma = sigma.double()
         self.dimension = sigma.shape[0]
         self.n_samples = n_samples
-        self._plans: list[tuple[list[int], list[int], torch.Tensor, torch.Tensor]] = []
+        half = torch.randn(n_samples // 2, self.dimension, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(seed))
+        self.joint = torch.cat([half, -half]) @ torch.linalg.cholesky(self.sigma).T
+        self._gains: list[torch.Tensor] = []
         for mask in range(2 ** self.dimension):
             fixed = coalition_members(mask, self.dimension)
             free = [i for i in range(self.dimension) if i not in fixed]
-            gain, chol = self._conditional(fixed, free)
-            stream = np.random.SeedSequence([seed, mask]).generate_state(1)[0]
-            half = torch.randn(n_samples // 2, len(free), dtype=torch.float64,
-                               generator=torch.Generator().manual_seed(int(stream)))
-            noise = torch.cat([half, -half]) @ chol.T if free else half.new_zeros(n_samples, 0)
-            self._plans.append((fixed, free, gain, noise))
-
-    def _conditional(self, fixed: list[int], free: list[int]
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain Sigma_fs Sigma_ss^-1 [free, fixed] and the Cholesky factor of the conditional
-        covariance Sigma_ff - Sigma_fs Sigma_ss^-1 Sigma_sf [free, free]."""
-        s = self.sigma
-        if not free:
-            return torch.zeros(0, len(fixed), dtype=torch.float64), torch.zeros(0, 0).double()
-        if not fixed:
-            return torch.zeros(len(free), 0, dtype=torch.float64), torch.linalg.cholesky(s)
-        s_ff = s[free][:, free]
-        s_fs = s[free][:, fixed]
-        s_ss = s[fixed][:, fixed]
-        gain = torch.linalg.solve(s_ss, s_fs.T).T
-        conditional = s_ff - gain @ s_fs.T
-        return gain, torch.linalg.cholesky((conditional + conditional.T) / 2)
+            if fixed and free:
+                s_fs = self.sigma[free][:, fixed]
+                s_ss = self.sigma[fixed][:, fixed]
+                self._gains.append(torch.linalg.solve(s_ss, s_fs.T).T)  # [free, fixed]
+            else:
+                self._gains.append(torch.zeros(len(free), len(fixed), dtype=torch.float64))
 
     def samples(self, x: torch.Tensor, mask: int) -> torch.Tensor:
         """[B, n_samples, d] draws of X given X_S = x_S for each explicand row of ``x`` [B, d]."""
-        fixed, free, gain, noise = self._plans[mask]
+        fixed = coalition_members(mask, self.dimension)
+        free = [i for i in range(self.dimension) if i not in fixed]
         x = x.double()
-        out = x.unsqueeze(1).repeat(1, self.n_samples, 1)
-        if free:
-            mean = x[:, fixed] @ gain.T if fixed else x.new_zeros(x.shape[0], len(free))
-            out[:, :, free] = mean.unsqueeze(1) + noise.unsqueeze(0)
+        out = self.joint.unsqueeze(0).repeat(x.shape[0], 1, 1)
+        if fixed:
+            gap = x[:, fixed].unsqueeze(1) - self.joint[:, fixed].unsqueeze(0)  # [B, n, |S|]
+            if free:
+                out[:, :, free] += gap @ self._gains[mask].T
+            out[:, :, fixed] = x[:, fixed].unsqueeze(1)
         return out
