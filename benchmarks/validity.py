@@ -9,7 +9,8 @@ means over cases, ``ci95`` (per metric, seeded 95 % bootstrap interval of the me
 (:mod:`attribution_core.validity.tabular_suite`); image part: shapes scenes on four
 backgrounds and the planted-cue texts against their masks
 (:mod:`attribution_core.validity.image_suite`). ``--quick``: 40 tabular cases per setting and
-a few scenes per background. ``--write-docs`` rewrites docs/VALIDITY.md and its SVG plot.
+12 scenes per background and 6 sentences (full: 100, 40, 24). ``--write-docs`` rewrites
+docs/VALIDITY.md and its SVG plot.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 QUICK_TABULAR_CASES = 40
 FULL_TABULAR_CASES = 100
 QUICK_IMAGE_CASES = 12
-FULL_IMAGE_CASES = 50
+FULL_IMAGE_CASES = 40
+QUICK_TEXT_CASES = 6
+FULL_TEXT_CASES = 24
 METHOD_NOTE = (
     f"IG: {IG_STEPS} Gauss-Legendre steps; IG(mean) from the training mean, IG(zeros) from 0, "
     f"IG(uniform x{UNIFORM_DRAWS}) averaged over {UNIFORM_DRAWS} baselines uniform in the "
@@ -68,7 +71,8 @@ def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool
         from attribution_core.validity.image_suite import IMAGE_NOTE, run_images
 
         count = image_cases or (QUICK_IMAGE_CASES if quick else FULL_IMAGE_CASES)
-        image = run_images(count, seed=0, progress=_progress)
+        texts = QUICK_TEXT_CASES if quick else FULL_TEXT_CASES
+        image = run_images(count, texts, seed=0, progress=_progress)
         rows += [row.as_json() for row in image.rows]
         seconds["images"] = round(image.seconds, 1)
         record["image_models"] = list(image.models)

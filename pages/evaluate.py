@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard.components import evaluate_inputs, evaluate_results
+from dashboard.components import evaluate_inputs, evaluate_results, evaluate_validity
 
 st.title("Evaluate explanation methods")
 st.caption("Run every method on many cases and compare how faithful (deletion / insertion), "
@@ -10,3 +10,4 @@ st.caption("Run every method on many cases and compare how faithful (deletion / 
 request = evaluate_inputs.request_panel()
 evaluate_results.run_section(request)
 evaluate_results.results_section(request)
+evaluate_validity.validity_section()

@@ -131,3 +131,17 @@ def validity_markdown(record: Mapping[str, Any], command: str) -> tuple[str, str
     lines += ["", "Method settings: " + record.get("method_note", ""), ""]
     svg = interval_plot(rows)
     return "\n".join(lines), svg
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as flat records for a table view: each metric with its interval as text."""
+    table = []
+    for row in rows:
+        record: dict[str, Any] = {"data set": row["dataset"], "rho": row["rho"],
+                                  "method": row["method"]}
+        for metric, label in TABULAR_METRICS:
+            if metric in row:
+                record[label] = _cell(row, metric)
+        record["cases"] = row["n_cases"]
+        table.append(record)
+    return table
