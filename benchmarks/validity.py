@@ -9,7 +9,7 @@ means over cases, ``ci95`` (per metric, seeded 95 % bootstrap interval of the me
 (:mod:`attribution_core.validity.tabular_suite`); image part: shapes scenes on four
 backgrounds and the planted-cue texts against their masks
 (:mod:`attribution_core.validity.image_suite`). ``--quick``: 40 tabular cases per setting and
-12 scenes per background and 6 sentences (full: 100, 40, 24). ``--write-docs`` rewrites
+12 scenes per background and 6 sentences (full: 100, 32, 20). ``--write-docs`` rewrites
 docs/VALIDITY.md and its SVG plot.
 """
 
@@ -40,9 +40,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 QUICK_TABULAR_CASES = 40
 FULL_TABULAR_CASES = 100
 QUICK_IMAGE_CASES = 12
-FULL_IMAGE_CASES = 40
+FULL_IMAGE_CASES = 32
 QUICK_TEXT_CASES = 6
-FULL_TEXT_CASES = 24
+FULL_TEXT_CASES = 20
 METHOD_NOTE = (
     f"IG: {IG_STEPS} Gauss-Legendre steps; IG(mean) from the training mean, IG(zeros) from 0, "
     f"IG(uniform x{UNIFORM_DRAWS}) averaged over {UNIFORM_DRAWS} baselines uniform in the "
