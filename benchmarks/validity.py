@@ -58,11 +58,12 @@ def _progress(done: int, total: int, message: str) -> None:
     print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
 
 
-def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool
-        ) -> dict[str, Any]:
+def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool,
+        settings: TabularSettings | None = None) -> dict[str, Any]:
+    """The suite's JSON record; ``settings`` replaces the tabular defaults (tests)."""
     started = time.perf_counter()
-    settings = TabularSettings(n_cases=n_cases or (QUICK_TABULAR_CASES if quick
-                                                   else FULL_TABULAR_CASES))
+    settings = settings or TabularSettings(
+        n_cases=n_cases or (QUICK_TABULAR_CASES if quick else FULL_TABULAR_CASES))
     tabular = run_tabular(settings, progress=_progress)
     rows = [row.as_json() for row in tabular.rows]
     seconds: dict[str, float] = {"tabular": round(tabular.seconds, 1)}

@@ -3,6 +3,7 @@ fail, and the benchmark record's schema."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -207,3 +208,34 @@ def test_suite_rows_follow_the_schema_and_render() -> None:
 def test_unknown_method_is_refused_with_the_names() -> None:
     with pytest.raises(ValueError, match="IG\\(mean\\)"):
         run_tabular(TabularSettings(n_cases=3, methods=("IG(median)",)))
+
+
+def test_benchmark_record_is_json_with_the_promised_fields() -> None:
+    from benchmarks.validity import run
+
+    settings = TabularSettings(n_cases=4, conditional_samples=100, datasets=("gaussianLinear",),
+                               rhos=(0.5,), methods=("IG(mean)", "Random"), train_steps=100)
+    record = json.loads(json.dumps(run(True, None, None, False, settings)))
+    assert {"rows", "models", "seconds", "settings", "environment"} <= set(record), \
+        f"top-level fields: {sorted(record)}"
+    assert [row["method"] for row in record["rows"]] == ["IG(mean)", "Random"], "method rows"
+    row = record["rows"][0]
+    assert (row["benchmark"], row["dataset"], row["rho"], row["n_cases"]) == \
+        ("xai-bench", "gaussianLinear", 0.5, 4), f"row identity: {row}"
+    assert set(row["ci95"]) == set(METRICS) and all(
+        len(bounds) == 2 for bounds in row["ci95"].values()), "an interval per metric"
+    assert record["seconds"]["total"] >= record["seconds"]["tabular"] > 0, "timings recorded"
+
+
+def test_image_suite_scores_a_real_map_above_random() -> None:
+    from attribution_core.validity.image_suite import run_shapes
+
+    rows, info = run_shapes(3, methods=("IG(dataset mean)", "Random"))
+    assert len(rows) == 8, "two methods on four backgrounds"
+    assert all(row.n_cases == 3 for row in rows), "every scene scored"
+    by_key = {(row.dataset, row.method): row.metrics for row in rows}
+    for background in ("dark", "bright", "textured", "noisy"):
+        real = by_key[(f"shapes/{background}", "IG(dataset mean)")]["mask_share"]
+        random = by_key[(f"shapes/{background}", "Random")]["mask_share"]
+        assert real > random + 0.3, f"{background}: IG {real} vs random {random}"
+    assert set(info["accuracy_on_cases"]) == {"dark", "bright", "textured", "noisy"}, info
