@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard.evaluate import inputs as evaluate_inputs
 from dashboard.evaluate import results as evaluate_results
+from dashboard.evaluate import validity as evaluate_validity
 
 st.title("Evaluate explanation methods")
 st.caption("Run every method on many cases and compare how faithful (deletion / insertion), "
@@ -11,3 +12,4 @@ st.caption("Run every method on many cases and compare how faithful (deletion / 
 request = evaluate_inputs.request_panel()
 evaluate_results.run_section(request)
 evaluate_results.results_section(request)
+evaluate_validity.validity_section()

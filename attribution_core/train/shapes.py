@@ -2,9 +2,11 @@
 
 Each 32x32 RGB scene holds exactly one red shape (the class-deciding object; the class is its
 kind: circle, square, triangle or cross) and one to three distractor shapes of any kind in
-green, blue or grey, on a dark noisy background. Shapes never overlap (bounding boxes are kept
-one pixel apart), so the mask of the red shape is exactly the set of red pixels: the ground
-truth for localisation checks (does the attribution fall on the object that decides?).
+green, blue or grey, on a dark noisy background (``background="dark"``, the default; the
+validity suite also draws "bright", "textured" and "noisy" ones, see ``BACKGROUNDS``). Shapes
+never overlap (bounding boxes are kept one pixel apart), so the mask of the red shape is
+exactly the set of red pixels: the ground truth for localisation checks (does the attribution
+fall on the object that decides?).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ DISTRACTOR_COLOURS = ((0.1, 0.8, 0.15), (0.15, 0.3, 0.95), (0.6, 0.6, 0.6))
 BACKGROUND = 0.08
 NOISE = 0.03
 COLOUR_JITTER = 0.05
+BACKGROUNDS = ("dark", "bright", "textured", "noisy")
+BRIGHT = 0.85
+NOISY_MEAN, NOISY_SD = 0.5, 0.2
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,38 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[float, ...],
     image[:, mask] = jittered[:, None]
 
 
-def generate_shapes(n: int, seed: int) -> ShapesData:
-    """``n`` scenes drawn from ``np.random.default_rng(seed)`` (same seed, same scenes)."""
+def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """A [3, SIZE, SIZE] canvas: dark or bright with light noise, grey stripes of random
+    frequency, angle and phase (textured), or strong grey-level noise."""
+    if kind == "dark":
+        return np.clip(BACKGROUND + rng.normal(0, NOISE, (3, SIZE, SIZE)), 0, 1)
+    if kind == "bright":
+        return np.clip(BRIGHT + rng.normal(0, NOISE, (3, SIZE, SIZE)), 0, 1)
+    if kind == "textured":
+        rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+        angle, frequency = rng.uniform(0, np.pi), rng.uniform(0.15, 0.6)
+        phase = rng.uniform(0, 2 * np.pi)
+        wave = np.sin(frequency * (np.cos(angle) * cols + np.sin(angle) * rows) + phase)
+        grey = 0.5 + 0.3 * wave + rng.normal(0, NOISE, (SIZE, SIZE))
+        return np.clip(np.broadcast_to(grey, (3, SIZE, SIZE)), 0, 1).copy()
+    if kind == "noisy":
+        grey = rng.normal(NOISY_MEAN, NOISY_SD, (SIZE, SIZE))
+        return np.clip(np.broadcast_to(grey, (3, SIZE, SIZE)), 0, 1).copy()
+    raise ValueError(f"Unknown background {kind!r}; choose one of {', '.join(BACKGROUNDS)}.")
+
+
+def generate_shapes(n: int, seed: int, background: str | tuple[str, ...] = "dark"
+                    ) -> ShapesData:
+    """``n`` scenes drawn from ``np.random.default_rng(seed)`` (same seed, same scenes).
+
+    ``background``: one kind for every scene, or a tuple of kinds taken in turn."""
+    kinds = (background,) if isinstance(background, str) else tuple(background)
     rng = np.random.default_rng(seed)
     images = np.empty((n, 3, SIZE, SIZE), dtype=np.float32)
     labels = np.empty(n, dtype=np.int64)
     masks = np.zeros((n, SIZE, SIZE), dtype=bool)
     for i in range(n):
-        image = np.clip(BACKGROUND + rng.normal(0, NOISE, (3, SIZE, SIZE)), 0, 1)
+        image = _background(rng, kinds[i % len(kinds)])
         boxes: list[tuple[int, int, int, int]] = []
         label = int(rng.integers(len(KINDS)))
         radius = int(rng.integers(4, 7))

@@ -1,0 +1,1 @@
+"""Validity benchmarks: attribution methods against ground truth on benchmarks others defined."""
