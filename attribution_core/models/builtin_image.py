@@ -29,7 +29,7 @@ SHAPES_HELD_OUT = (2000, 1)  # (count, generator seed) of the shapes held-out se
 
 @lru_cache(maxsize=1)
 def digits_pool() -> ReferencePool:
-    from attribution_core.train.datasets import digits_split
+    from attribution_core.datasets.splits import digits_split
 
     split = digits_split()
     return ReferencePool(
@@ -42,7 +42,7 @@ def digits_pool() -> ReferencePool:
 
 @lru_cache(maxsize=1)
 def shapes_pool() -> ReferencePool:
-    from attribution_core.train.shapes import generate_shapes
+    from attribution_core.datasets.shapes import generate_shapes
 
     data = generate_shapes(*SHAPES_HELD_OUT)
     return ReferencePool(

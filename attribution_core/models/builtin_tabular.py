@@ -80,7 +80,7 @@ class TabularCodec:
 
 @lru_cache(maxsize=3)
 def tabular_pool(name: str) -> ReferencePool:
-    from attribution_core.train.datasets import tabular_split
+    from attribution_core.datasets.splits import tabular_split
 
     data, _ = TABULAR_MODELS[name]
     metadata = read_metadata(name)

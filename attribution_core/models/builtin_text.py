@@ -89,7 +89,7 @@ def _cue_loader(spec: ModelSpec, device: torch.device) -> LoadedModel:
 
 
 def cue_pool(spec: ModelSpec) -> ReferencePool:
-    from attribution_core.train.cue_corpus import generate_corpus
+    from attribution_core.datasets.cue_corpus import generate_corpus
 
     corpus = generate_corpus(1000, 1)  # the held-out corpus of the training script
     model = load_spec(spec, "cpu")

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from attribution_core.datasets.splits import SPLIT_SEED
 from attribution_core.models.assets import save_weights, write_metadata
-from attribution_core.train.datasets import SPLIT_SEED
 
 
 @dataclass(frozen=True)

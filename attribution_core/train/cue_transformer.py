@@ -1,7 +1,7 @@
 """Train the planted-cue transformer:
 ``python -m attribution_core.train.cue_transformer [--seed S] [--epochs E]``.
 
-Data: the generated corpus of :mod:`attribution_core.train.cue_corpus` (training sentences from
+Data: the generated corpus of :mod:`attribution_core.datasets.cue_corpus` (training sentences from
 generator seed 0, held-out sentences from seed 1). The word-level tokenizer's vocabulary is
 saved as ``assets/models/cue_transformer.tokenizer.json`` next to the weights.
 """
@@ -13,6 +13,14 @@ import time
 import torch
 from torch import nn
 
+from attribution_core.datasets.cue_corpus import (
+    CLASS_NAMES,
+    NEGATION,
+    NEGATIVE_CUES,
+    POSITIVE_CUES,
+    generate_corpus,
+    vocabulary_words,
+)
 from attribution_core.models.architectures import CueTransformer
 from attribution_core.models.assets import MODELS_DIR, sha256_file
 from attribution_core.models.word_tokenizer import SPECIAL_TOKENS, WordTokenizer
@@ -23,14 +31,6 @@ from attribution_core.train.common import (
     parse_args,
     save_model,
     seed_everything,
-)
-from attribution_core.train.cue_corpus import (
-    CLASS_NAMES,
-    NEGATION,
-    NEGATIVE_CUES,
-    POSITIVE_CUES,
-    generate_corpus,
-    vocabulary_words,
 )
 
 NAME = "cue_transformer"

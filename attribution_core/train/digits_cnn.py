@@ -11,6 +11,7 @@ import time
 import torch
 from torch import nn
 
+from attribution_core.datasets.splits import digits_split
 from attribution_core.models.architectures import DigitsCNN
 from attribution_core.train.common import (
     TrainConfig,
@@ -20,7 +21,6 @@ from attribution_core.train.common import (
     save_model,
     seed_everything,
 )
-from attribution_core.train.datasets import digits_split
 
 NAME = "digits_cnn"
 DEFAULT = TrainConfig(seed=0, epochs=40, batch_size=64, lr=3e-3, weight_decay=1e-4)

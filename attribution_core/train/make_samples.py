@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from attribution_core.datasets.splits import digits_split, tabular_split
 from attribution_core.models.assets import SAMPLES_DIR
-from attribution_core.train.datasets import digits_split, tabular_split
 
 PER_MODEL = 6
 
@@ -45,8 +45,8 @@ def digits_samples() -> list[dict[str, Any]]:
 
 
 def shapes_samples() -> list[dict[str, Any]]:
+    from attribution_core.datasets.shapes import generate_shapes
     from attribution_core.models.builtin_image import SHAPES_CLASSES, SHAPES_HELD_OUT
-    from attribution_core.train.shapes import generate_shapes
 
     data = generate_shapes(*SHAPES_HELD_OUT)
     folder = SAMPLES_DIR / "shapes"

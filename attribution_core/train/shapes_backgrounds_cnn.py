@@ -14,6 +14,7 @@ import time
 import torch
 from torch import nn
 
+from attribution_core.datasets.shapes import BACKGROUNDS, KINDS, generate_shapes
 from attribution_core.models.architectures import ShapesCNN
 from attribution_core.train.common import (
     TrainConfig,
@@ -23,7 +24,6 @@ from attribution_core.train.common import (
     save_model,
     seed_everything,
 )
-from attribution_core.train.shapes import BACKGROUNDS, KINDS, generate_shapes
 
 NAME = "shapes_backgrounds_cnn"
 TRAIN_SET = (6000, 10)  # (count, generator seed)

@@ -1,6 +1,6 @@
 """Train the shapes CNN: ``python -m attribution_core.train.shapes_cnn [--seed S] [--epochs E]``.
 
-Data: generated scenes (:mod:`attribution_core.train.shapes`), a training set drawn with
+Data: generated scenes (:mod:`attribution_core.datasets.shapes`), a training set drawn with
 generator seed 0 and a held-out set with seed 1 (so they never share a scene). The class is the
 kind of the single red shape.
 """
@@ -12,6 +12,7 @@ import time
 import torch
 from torch import nn
 
+from attribution_core.datasets.shapes import KINDS, generate_shapes
 from attribution_core.models.architectures import ShapesCNN
 from attribution_core.models.builtin_image import SHAPES_CLASSES, SHAPES_HELD_OUT
 from attribution_core.train.common import (
@@ -22,7 +23,6 @@ from attribution_core.train.common import (
     save_model,
     seed_everything,
 )
-from attribution_core.train.shapes import KINDS, generate_shapes
 
 NAME = "shapes_cnn"
 TRAIN_SET = (3000, 0)  # (count, generator seed)

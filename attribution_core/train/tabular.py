@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attribution_core.datasets.splits import Split, TabularName, tabular_split
 from attribution_core.models.architectures import TabularMLP
 from attribution_core.train.common import (
     TrainConfig,
@@ -23,7 +24,6 @@ from attribution_core.train.common import (
     save_model,
     seed_everything,
 )
-from attribution_core.train.datasets import Split, TabularName, tabular_split
 
 
 def scaler(split: Split) -> tuple[np.ndarray, np.ndarray]:

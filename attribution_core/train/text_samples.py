@@ -56,13 +56,13 @@ CUE_SENTENCES = [
 
 
 def text_samples() -> dict[str, list[dict[str, Any]]]:
-    from attribution_core.models.builtin_text import SENTIMENT_LABELS, TOPIC_LABELS
-    from attribution_core.train.cue_corpus import (
+    from attribution_core.datasets.cue_corpus import (
         CLASS_NAMES,
         NEGATION,
         NEGATIVE_CUES,
         POSITIVE_CUES,
     )
+    from attribution_core.models.builtin_text import SENTIMENT_LABELS, TOPIC_LABELS
 
     def labelled(sentences: list[tuple[str, str]], names: list[str]) -> list[dict[str, Any]]:
         return [{"text": text, "label": names.index(label), "label_name": label}

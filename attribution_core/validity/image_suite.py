@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attribution_core.datasets.shapes import BACKGROUNDS, KINDS, generate_shapes
 from attribution_core.methods.gradient_shap import gradient_shap
 from attribution_core.methods.gradient_x_input import gradient_x_input
 from attribution_core.methods.ig import integrated_gradients
@@ -33,7 +34,6 @@ from attribution_core.modalities.image import gaussian_blur
 from attribution_core.models.architectures import ShapesCNN
 from attribution_core.models.assets import read_metadata, weights_path
 from attribution_core.references import select_references
-from attribution_core.train.shapes import BACKGROUNDS, KINDS, generate_shapes
 from attribution_core.validity.rows import BenchmarkRow, Progress, summarise
 
 MODEL_NAME = "shapes_backgrounds_cnn"

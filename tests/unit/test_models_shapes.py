@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
+from attribution_core.datasets.shapes import BACKGROUND, KINDS, generate_shapes, shape_mask
 from attribution_core.models import load_model
-from attribution_core.train.shapes import BACKGROUND, KINDS, generate_shapes, shape_mask
 
 
 def _red_pixels(image: np.ndarray) -> np.ndarray:

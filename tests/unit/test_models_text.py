@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from attribution_core import integrated_gradients
+from attribution_core.datasets.cue_corpus import generate_corpus
 from attribution_core.models import ModelLoadError, get_spec, load_model, register_spec
 from attribution_core.models.assets import MODELS_DIR, read_metadata, sha256_file
 from attribution_core.models.builtin_text import SENTIMENT_LABELS, zero_shot_spec
-from attribution_core.train.cue_corpus import generate_corpus
 
 
 def test_planted_cue_words_rank_first_under_ig() -> None:

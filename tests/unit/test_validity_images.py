@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attribution_core.train.shapes import BACKGROUNDS, TARGET_COLOUR, generate_shapes
+from attribution_core.datasets.shapes import BACKGROUNDS, TARGET_COLOUR, generate_shapes
 from attribution_core.validity.image_suite import _fit
 
 
