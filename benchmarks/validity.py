@@ -63,7 +63,8 @@ def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool,
     """The suite's JSON record; ``settings`` replaces the tabular defaults (tests)."""
     started = time.perf_counter()
     settings = settings or TabularSettings(
-        n_cases=n_cases or (QUICK_TABULAR_CASES if quick else FULL_TABULAR_CASES))
+        n_cases=n_cases or (QUICK_TABULAR_CASES if quick else FULL_TABULAR_CASES),
+        single_thread_training=True)  # a process of its own: its thread count is its own
     tabular = run_tabular(settings, progress=_progress)
     rows = [row.as_json() for row in tabular.rows]
     seconds: dict[str, float] = {"tabular": round(tabular.seconds, 1)}

@@ -58,6 +58,10 @@ class TabularSettings:
     rhos: tuple[float, ...] = RHOS
     methods: tuple[str, ...] = ()  # empty: all of :func:`tabular_methods`
     train_steps: int = TRAIN_STEPS
+    # One intra-op thread while training (much faster on a busy CPU). torch's thread count is
+    # process-wide, so only a process of its own (the command line) may change it: in the
+    # shared dashboard it would alter other sessions' runs.
+    single_thread_training: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ def mlp(seed: int) -> nn.Module:
     return nn.Sequential(layers[0], nn.Tanh(), layers[1], nn.Tanh(), layers[2])
 
 
-def train_model(name: str, rho: float, seed: int, steps: int = TRAIN_STEPS) -> TrainedModel:
+def train_model(name: str, rho: float, seed: int, steps: int = TRAIN_STEPS,
+                single_thread: bool = False) -> TrainedModel:
     """Adam on 5,000 rows (minibatches of 256, cosine schedule), R^2 on 2,000 fresh rows."""
     started = time.perf_counter()
     train = make_xai_bench(name, rho, TRAIN_ROWS, seed=seed * 10 + 1)
@@ -104,7 +109,8 @@ def train_model(name: str, rho: float, seed: int, steps: int = TRAIN_STEPS) -> T
     # Minibatches of 256 x 64 gain nothing from intra-op threads; on the shared 2-core machine
     # two spinning threads made training 15x slower (measured: 100 s against 6.5 s).
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if single_thread:
+        torch.set_num_threads(1)
     try:
         for _ in range(steps):
             batch = torch.randint(0, x.shape[0], (TRAIN_BATCH,), generator=generator)
@@ -114,7 +120,8 @@ def train_model(name: str, rho: float, seed: int, steps: int = TRAIN_STEPS) -> T
             optimiser.step()
             schedule.step()
     finally:
-        torch.set_num_threads(threads)
+        if single_thread:
+            torch.set_num_threads(threads)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -170,7 +177,8 @@ def run_tabular(settings: TabularSettings, progress: Progress | None = None) -> 
     for index, (name, rho) in enumerate(settings_list):
         label = f"{name}, rho={rho:g}"
         report(f"{label}: training the MLP")
-        trained = train_model(name, rho, settings.seed, settings.train_steps)
+        trained = train_model(name, rho, settings.seed, settings.train_steps,
+                              settings.single_thread_training)
         done += 1
         explicands = make_xai_bench(name, rho, settings.n_cases, seed=settings.seed * 10 + 3)
         x = explicands.features.float()
