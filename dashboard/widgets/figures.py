@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.colors as plotly_colors
 import plotly.graph_objects as go
+import streamlit as st
 
 from attribution_core.modalities.image import View
 
@@ -157,3 +158,13 @@ def distance_trace_figure(trace: np.ndarray, labels: Sequence[str]) -> go.Figure
     figure.update_yaxes(title={"text": "distance to reference"}, rangemode="tozero")
     figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=300)
     return figure
+
+
+def warm_up_charts() -> None:
+    """A blank, 10-pixel chart drawn early, so the browser loads the chart renderer while the
+    user sets a run up: otherwise the first results' charts appear seconds after the run ends
+    (Streamlit loads Plotly on the first chart a page shows)."""
+    blank = go.Figure(layout={"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+                              "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+    st.plotly_chart(blank, key="chart_renderer_warm_up", config={"staticPlot": True},
+                    width="stretch")
