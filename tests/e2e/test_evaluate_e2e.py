@@ -54,7 +54,9 @@ def test_five_digits_cases_show_tables_and_charts(dashboard_url: str, page: obje
     assert charts.count() == 11, f"ten charts for digits with every method: {charts.count()}"
     assert drawn >= 11, f"every chart is drawn as the page turns idle: {drawn} svg layers"
     assert page.get_by_test_id("stDataFrame").count() == 2, "summary and disagreement tables"  # type: ignore
-    assert page.get_by_role("button", name="HTML report").count() == 1, "report download"  # type: ignore
+    report = page.get_by_role("button", name="HTML report")  # type: ignore[attr-defined]
+    report.wait_for(timeout=30_000)
+    assert report.count() == 1, "report download"
     _no_traceback(page)
     page.wait_for_timeout(1500)  # type: ignore[attr-defined]  # let Plotly finish drawing
     page.screenshot(path=str(artifacts / "evaluate_digits.png"), full_page=True)  # type: ignore
