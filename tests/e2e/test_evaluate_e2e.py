@@ -53,7 +53,9 @@ def test_five_digits_cases_show_tables_and_charts(dashboard_url: str, page: obje
     # the warm-up, curves, AUCs, completeness, six maps, the case's curves
     assert charts.count() == 11, f"ten charts for digits with every method: {charts.count()}"
     assert drawn >= 11, f"every chart is drawn as the page turns idle: {drawn} svg layers"
-    assert page.get_by_test_id("stDataFrame").count() == 2, "summary and disagreement tables"  # type: ignore
+    tables = page.get_by_test_id("stDataFrame")  # type: ignore[attr-defined]
+    tables.nth(1).wait_for(timeout=30_000)  # the table renderer loads on first use
+    assert tables.count() == 2, "summary and disagreement tables"
     report = page.get_by_role("button", name="HTML report")  # type: ignore[attr-defined]
     report.wait_for(timeout=30_000)
     assert report.count() == 1, "report download"
