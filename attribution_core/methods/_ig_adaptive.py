@@ -86,9 +86,15 @@ class _ExplicandState:
     f: np.ndarray = field(default_factory=lambda: np.zeros(0))
     phi: np.ndarray = field(default_factory=lambda: np.zeros(0))
     interval_error: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per feature, max
+    trapezoid: np.ndarray = field(default_factory=lambda: np.zeros(0))  # integral of phi, each
+    completeness: np.ndarray = field(default_factory=lambda: np.zeros(0))  # trapezoid - df, each
     change: float = float("inf")
-    completeness_error: float = float("inf")
     active: bool = True
+
+    @property
+    def completeness_error(self) -> float:
+        """Sum of |interval errors|: errors of opposite sign cannot hide each other."""
+        return float(np.abs(self.completeness).sum()) if self.completeness.size else float("inf")
 
     def merge(self, alphas: np.ndarray, ids: np.ndarray, f: np.ndarray, phi: np.ndarray) -> None:
         all_alphas = np.concatenate([self.alphas, alphas])
@@ -181,8 +187,8 @@ def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: 
     """
     state.merge(alphas, ids, f, phi)
     widths = np.diff(state.alphas)
-    errors = 0.5 * widths * (state.phi[:-1] + state.phi[1:]) - np.diff(state.f)
-    state.completeness_error = float(np.abs(errors).sum())
+    state.trapezoid = 0.5 * widths * (state.phi[:-1] + state.phi[1:])
+    state.completeness = state.trapezoid - np.diff(state.f)
     total, feature_error, interval_error = _feature_error(state, store, widths)
     scale = max(float(total.abs().max()), _TINY)
     state.change = RICHARDSON * float(feature_error.max()) / scale
@@ -243,16 +249,13 @@ def _converged(state: _ExplicandState, tolerance: float) -> bool:
 
 
 def _relative_delta(state: _ExplicandState) -> float:
-    widths = np.diff(state.alphas)
-    total = float((0.5 * widths * (state.phi[:-1] + state.phi[1:])).sum())
+    total = float(state.trapezoid.sum())
     gap = state.f[-1] - state.f[0]
     return abs(total - gap) / max(abs(gap), 1e-12)
 
 
 def _indicators(state: _ExplicandState) -> np.ndarray:
-    widths = np.diff(state.alphas)
-    errors = np.abs(0.5 * widths * (state.phi[:-1] + state.phi[1:]) - np.diff(state.f))
-    return errors / _scale(state) + state.interval_error
+    return np.abs(state.completeness) / _scale(state) + state.interval_error
 
 
 def _mark_intervals(indicators: np.ndarray, budget_left: int) -> np.ndarray:
