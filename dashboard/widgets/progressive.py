@@ -41,9 +41,7 @@ def image_preview(slot: st.delta_generator.DeltaGenerator
         array = values.numpy()
         limit = float(np.abs(array).max()) or 1.0
         figure = figures.heatmap_figure(array, limit, "signed", "RdBu", preview.label)
-        with slot.container():
-            st.caption(f":orange[PREVIEW] {preview.label}, {preview.seconds:.2f} s")
-            st.plotly_chart(figure, key="preview_chart", width="stretch")
+        _draw(slot, preview, figure)
     return show
 
 
@@ -63,10 +61,15 @@ def feature_preview(slot: st.delta_generator.DeltaGenerator,
                                   orientation="h"))
         figure.update_layout(title={"text": preview.label}, height=80 + 18 * len(order),
                              margin={"l": 10, "r": 10, "t": 40, "b": 10})
-        with slot.container():
-            st.caption(f":orange[PREVIEW] {preview.label}, {preview.seconds:.2f} s")
-            st.plotly_chart(figure, key="preview_chart", width="stretch")
+        _draw(slot, preview, figure)
     return show
+
+
+def _draw(slot: st.delta_generator.DeltaGenerator, preview: Preview, figure: go.Figure) -> None:
+    """The preview's label (marked as such) and its figure, in the slot the result replaces."""
+    with slot.container():
+        st.caption(f":orange[PREVIEW] {preview.label}, {preview.seconds:.2f} s")
+        st.plotly_chart(figure, key="preview_chart", width="stretch")
 
 
 def show_summary(summary: PreviewSummary | None) -> None:
