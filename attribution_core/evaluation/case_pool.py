@@ -18,7 +18,7 @@ import torch
 from attribution_core.engine import device_lock
 from attribution_core.evaluation.types import EvaluationInputError, ImageItem, RowItem, TextItem
 from attribution_core.models.inputs import feature_names, image_tensor, model_rows
-from attribution_core.models.spec import LoadedModel, ReferencePool
+from attribution_core.models.spec import LoadedModel, ModelSpec, ReferencePool
 
 Item = ImageItem | TextItem | RowItem
 
@@ -73,12 +73,24 @@ def pool_from_cases(loaded: LoadedModel, items: Sequence[Item]) -> ReferencePool
                          {"split": "uploaded cases", "raw": np.stack(raws)})
 
 
+def has_reference_data(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s reference pool can be read (a label set a user typed has a pool
+    factory but no labelled sentences of its own)."""
+    if spec.reference_pool is None:
+        return False
+    try:
+        spec.reference_pool()
+    except Exception:
+        return False
+    return True
+
+
 def with_case_pool(loaded: LoadedModel, items: Sequence[Item]) -> LoadedModel:
-    """``loaded`` unchanged when it has reference data; else the same model whose spec draws
-    references from ``items``."""
-    if loaded.spec.reference_pool is not None or (
-            loaded.spec.modality == "text" and loaded.spec.samples is not None):
+    """``loaded`` unchanged when it has reference data (or, for text, bundled sentences);
+    else the same model whose spec draws references from ``items``."""
+    spec = loaded.spec
+    if has_reference_data(spec) or (spec.modality == "text" and spec.samples is not None
+                                    and len(spec.samples()) > 0):
         return loaded
     pool = pool_from_cases(loaded, items)
-    spec = dataclasses.replace(loaded.spec, reference_pool=lambda: pool)
-    return dataclasses.replace(loaded, spec=spec)
+    return dataclasses.replace(loaded, spec=dataclasses.replace(spec, reference_pool=lambda: pool))

@@ -22,7 +22,7 @@ from attribution_core.evaluation import (
     EvaluationInputError,
     EvaluationSettings,
 )
-from attribution_core.evaluation.case_pool import with_case_pool
+from attribution_core.evaluation.case_pool import has_reference_data, with_case_pool
 from attribution_core.evaluation.cases import (
     CaseBuild,
     bundled_cases,
@@ -148,7 +148,7 @@ def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | Non
     A model of this session offers its reference data (when it came with some) instead."""
     spec = model.spec
     if _is_own(spec.name):
-        options = [OWN_REFERENCE, UPLOAD] if spec.reference_pool is not None else [UPLOAD]
+        options = [OWN_REFERENCE, UPLOAD] if has_reference_data(model.spec) else [UPLOAD]
         source = st.radio("Cases", options, horizontal=True, key="eval_source_own",
                           help="Your reference data: the rows or texts you gave with the "
                                "model. Upload: a file of cases; a model without reference "
@@ -183,7 +183,7 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
             ) -> tuple[tuple[EvalCase, ...], str] | None:
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
-    if _is_own(model.spec.name) and model.spec.reference_pool is None:
+    if _is_own(model.spec.name) and not has_reference_data(model.spec):
         st.caption("Your model came without reference data: IG2 and GradientSHAP draw their "
                    "references from the other cases of this file, labelled by the model's "
                    "own predictions.")
