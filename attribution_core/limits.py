@@ -37,6 +37,14 @@ MAX_ZIP_DIRECTORY_BYTES = 1 * 2**20  # the central directory, read before any me
 MAX_ZIP_NAME_CHARS = 512  # one member's path, folders included
 EVALUATE_MAX_TOTAL_PIXELS = 64_000_000  # decoded (and reduced) pixels of all cases together
 
+# -- a model folder as a zip (text page: a Hugging Face classifier) ---------------------------
+# The whole upload and its inflated total are bounded by the model-upload limit
+# (IG_DASHBOARD_MAX_MODEL_UPLOAD_MB, attribution_core/models/uploads.py); these bound the rest.
+MAX_MODEL_ZIP_ENTRIES = 64  # a Hugging Face classifier folder holds about 4 to 15 files
+MAX_MODEL_JSON_BYTES = 4 * 2**20  # config.json, tokenizer_config.json, ...: each
+MAX_MODEL_TOKENIZER_BYTES = 64 * 2**20  # tokenizer.json, vocab, merges, sentencepiece: each
+MAX_REFERENCE_TEXTS = 500  # reference texts uploaded with a text model
+
 # -- zero-shot labels (text page) -----------------------------------------------------------
 MAX_ZERO_SHOT_LABELS = 20
 MAX_LABEL_CHARS = 60

@@ -106,9 +106,11 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
                representation_module: str | None = None, source: ModelSource = "plugin",
                weights_sha256: str | None = None,
                metadata: Mapping[str, Any] | None = None,
-               preprocess: Callable[..., Any] | None = None) -> ModelSpec:
+               preprocess: Callable[..., Any] | None = None,
+               max_length: int | None = None) -> ModelSpec:
     """The spec of ``module`` (see the module docstring); raises :class:`ModelLoadError` with a
-    reason a user can act on when an argument does not fit the modality."""
+    reason a user can act on when an argument does not fit the modality. ``max_length``: the
+    longest token sequence a text model takes (default ``MAX_LENGTH``)."""
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{name}: module must be a torch.nn.Module, got "
                              f"{type(module).__name__}.")
@@ -122,7 +124,8 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
     parts = builder(name, module, reference_data=reference_data, input_size=input_size,
                     mean=mean, std=std, feature_names=feature_names,
                     feature_units=feature_units, tokenizer=tokenizer,
-                    embedding_module=embedding_module, output_kind=output_kind)
+                    embedding_module=embedding_module, output_kind=output_kind,
+                    max_length=max_length or MAX_LENGTH)
     names = tuple(str(c) for c in class_names) if class_names is not None else \
         parts.pop("class_names", None) or (("prediction",) if output_kind == "regression"
                                            else ())
@@ -266,7 +269,8 @@ def _tabular_parts(name: str, module: nn.Module, *, reference_data: Any,
 
 
 def _text_parts(name: str, module: nn.Module, *, reference_data: Any, tokenizer: Any,
-                embedding_module: str | nn.Module | None, **_: Any) -> dict[str, Any]:
+                embedding_module: str | nn.Module | None, max_length: int = MAX_LENGTH,
+                **_: Any) -> dict[str, Any]:
     if tokenizer is None:
         raise ModelLoadError(f"{name}: a text model needs its tokenizer.")
     class_names: tuple[str, ...] | None = None
@@ -302,8 +306,8 @@ def _text_parts(name: str, module: nn.Module, *, reference_data: Any, tokenizer:
         "module": wrapped, "prefix": isinstance(wrapped, HFTextClassifier),
         "default_baseline": "pad", "baselines": TEXT_BASELINES, "input_box": None,
         "step_size": 0.05, "embed": embed_for(wrapped), "embed_for": embed_for,
-        "preprocess": partial(_tokenize, tokenizer, max_length=MAX_LENGTH),
-        "extras": {"max_length": MAX_LENGTH},
+        "preprocess": partial(_tokenize, tokenizer, max_length=max_length),
+        "extras": {"max_length": max_length},
     }
     if class_names is not None:
         parts["class_names"] = class_names

@@ -22,6 +22,7 @@ from attribution_core.evaluation import (
     EvaluationInputError,
     EvaluationSettings,
 )
+from attribution_core.evaluation.case_pool import has_reference_data, with_case_pool
 from attribution_core.evaluation.cases import (
     CaseBuild,
     bundled_cases,
@@ -43,11 +44,13 @@ from attribution_core.limits import (
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
 from dashboard.evaluate.state import cases_digest, result_key
-from dashboard.widgets import catalog, resources
+from dashboard.widgets import catalog, resources, session_models
 from dashboard.widgets.errors import unexpected_message
 
 MODALITIES = ("image", "text", "tabular")
 BUNDLED, UPLOAD = "Bundled cases", "Upload"
+OWN_REFERENCE = "Your reference data"
+YOURS = " · yours, this session"
 DEFAULT_CASES = 50
 MAX_CASES = 500
 CASE_MEMO_ITEMS = 4
@@ -88,16 +91,25 @@ class EvaluationRequest:
     settings: EvaluationSettings
     key: str
     source: str
+    own_model: bool = False  # defined in this session: audited here, never sent elsewhere
+
+
+def _is_own(name: str) -> bool:
+    return session_models.get(name) is not None
 
 
 def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
-    entries = [e for e in catalog.list_entries(modality)
-               if e.status.ready and e.spec.source in ("builtin", "plugin")]
-    return [e.spec.name for e in entries], {e.spec.name: e.spec.title for e in entries}
+    """Ready built-in and plugin models, then this session's own (uploaded on the image, text
+    or tabular page, or a label set typed there), labelled as the user's."""
+    entries = [e for e in catalog.list_entries(modality) if e.status.ready and (
+        e.spec.source in ("builtin", "plugin") or _is_own(e.spec.name))]
+    return [e.spec.name for e in entries], {
+        e.spec.name: e.spec.title + (YOURS if _is_own(e.spec.name) else "") for e in entries}
 
 
 def model_panel() -> LoadedModel | None:
-    """Modality, then one of that modality's ready built-in (or operator plugin) models."""
+    """Modality, then one of that modality's ready built-in (or operator plugin) models or
+    one of this session's own."""
     modality = st.radio("Modality", MODALITIES, horizontal=True, key="eval_modality",
                         format_func=str.capitalize)
     names, titles = _model_names(modality)
@@ -132,9 +144,26 @@ def _remembered(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
 
 def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | None = None
                 ) -> tuple[tuple[EvalCase, ...], str] | None:
-    """Bundled cases (how many) or an upload; the cases and a one-line description of them."""
-    source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key="eval_source")
+    """Bundled cases (how many) or an upload; the cases and a one-line description of them.
+    A model of this session offers its reference data (when it came with some) instead."""
     spec = model.spec
+    if _is_own(spec.name):
+        options = [OWN_REFERENCE, UPLOAD] if has_reference_data(model.spec) else [UPLOAD]
+        source = st.radio("Cases", options, horizontal=True, key="eval_source_own",
+                          help="Your reference data: the rows or texts you gave with the "
+                               "model. Upload: a file of cases; a model without reference "
+                               "data draws IG2's references from the uploaded cases.")
+    else:
+        source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key="eval_source")
+    if source == OWN_REFERENCE:
+        count = int(st.number_input("Number of cases", 1, MAX_CASES, DEFAULT_CASES, step=5,
+                                    key="eval_n_own_cases",
+                                    help="Rows or texts of your reference data, classes "
+                                         "taken in turn."))
+        built = _remembered(
+            ("own", spec.name, model.weights_hash, count, baseline, seed, removal),
+            lambda: bundled_cases(model, count, baseline=baseline, seed=seed, removal=removal))
+        return _report(built, "your reference data")
     if source == BUNDLED:
         count = int(st.number_input("Number of cases", 1, MAX_CASES, DEFAULT_CASES, step=5,
                                     key="eval_n_cases",
@@ -154,6 +183,10 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
             ) -> tuple[tuple[EvalCase, ...], str] | None:
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
+    if _is_own(model.spec.name) and not has_reference_data(model.spec):
+        st.caption("Your model came without reference data: IG2 and GradientSHAP draw their "
+                   "references from the other cases of this file, labelled by the model's "
+                   "own predictions.")
     upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
                               key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
                               max_upload_size=OTHER_UPLOADS_MB)
@@ -175,16 +208,19 @@ def _read_upload(model: LoadedModel, data: bytes, baseline: str, seed: int,
     problems: tuple[str, ...] = ()
     if modality == "image":
         images = read_image_zip(data)
-        build = image_cases(model, images.items, baseline=baseline, seed=seed, removal=removal)
+        build = image_cases(with_case_pool(model, images.items), images.items,
+                            baseline=baseline, seed=seed, removal=removal)
         file_skipped = images.skipped
     elif modality == "text":
         texts = read_text_csv(data)
-        build = text_cases(model, texts.items, baseline=baseline, seed=seed, removal=removal)
+        build = text_cases(with_case_pool(model, texts.items), texts.items, baseline=baseline,
+                           seed=seed, removal=removal)
         file_skipped = texts.skipped
     else:
         rows = read_rows_csv(data, feature_names(model))
         problems = tuple(rows.problems)
-        build = tabular_cases(model, rows.items, baseline=baseline, seed=seed, removal=removal)
+        build = tabular_cases(with_case_pool(model, rows.items), rows.items, baseline=baseline,
+                              seed=seed, removal=removal)
         file_skipped = rows.skipped
     return CaseBuild(build.cases, tuple(file_skipped) + tuple(build.skipped)), problems
 
@@ -284,4 +320,4 @@ def request_panel() -> EvaluationRequest | None:
         return None
     cases, label = found
     key = result_key(model.spec.name, model.weights_hash, cases_digest(cases), settings)
-    return EvaluationRequest(model, cases, settings, key, label)
+    return EvaluationRequest(model, cases, settings, key, label, _is_own(model.spec.name))

@@ -38,8 +38,11 @@ class PageJob:
 
 
 def wanted(request: EvaluationRequest) -> bool:
+    """A large run of a built-in or plugin model. A model of this session (an upload) exists
+    only in this process, so a job elsewhere could not load it: it always runs here."""
     config = ray_jobs.JobConfig.from_environment()
-    return config is not None and len(request.cases) >= config.min_cases
+    return config is not None and len(request.cases) >= config.min_cases and \
+        not request.own_model
 
 
 def _job_input(request: EvaluationRequest) -> ray_jobs.JobInput:

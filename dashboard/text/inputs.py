@@ -20,16 +20,19 @@ from attribution_core.limits import (
     OTHER_UPLOADS_MB,
 )
 from attribution_core.modalities import text as text_io
+from attribution_core.models.domain_text import check_text
 from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
 from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.text import logic
 from dashboard.widgets import catalog, resources, session_models
-from dashboard.widgets.errors import show_unexpected
+from dashboard.widgets.errors import log_unexpected, show_unexpected
+from dashboard.widgets.own_text import text_model_panel
 from dashboard.widgets.sidebar import selected_model_key
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 DEFAULT_TEXT = "The food was wonderful and the staff were friendly."
 SIDEBAR, HUGGING_FACE = "Model from the sidebar", "Hugging Face classifier"
+YOURS = "Your model"
 MEMO_ITEMS = 16
 HF_MODEL_KEY = "txt_hf_model"
 
@@ -79,13 +82,17 @@ def _builtin_name() -> str | None:
 
 
 def current_model() -> LoadedModel | None:
-    source = st.radio("Model source", [SIDEBAR, HUGGING_FACE], horizontal=True,
+    source = st.radio("Model source", [SIDEBAR, YOURS, HUGGING_FACE], horizontal=True,
                       key="txt_model_source",
-                      help="Hugging Face: a sequence classifier by hub id (already in the "
-                           "server's Hugging Face cache) or a folder under the model folders "
-                           "the operator shared; loaded with trust_remote_code=False.")
+                      help="Your model: a Hugging Face sequence classifier's folder uploaded "
+                           "as a zip; it stays in your session. Hugging Face: a sequence "
+                           "classifier by hub id (already in the server's Hugging Face cache) "
+                           "or a folder under the model folders the operator shared. Both "
+                           "load with trust_remote_code=False.")
     if source == HUGGING_FACE:
         return _hugging_face_panel()
+    if source == YOURS:
+        return text_model_panel()
     name = _builtin_name()
     if name is None:
         return None
@@ -223,10 +230,28 @@ def input_panel(model: LoadedModel) -> TextInput | None:
     warning = text_io.truncation_message(encoded)
     if warning:
         st.warning(warning)
+    _domain_notice(model, encoded)
     st.caption(f"{encoded.length} tokens ({encoded.n_content_tokens} without special tokens)"
                f" · model maximum {encoded.max_length}")
     _probability_table(model, probs)
     return TextInput(text, name, encoded, probs, logic.digest_text(text))
+
+
+def _domain_notice(model: LoadedModel, encoded: text_io.EncodedText) -> None:
+    """Say so above the result when the text is unlike the model's reference texts."""
+    ids = ",".join(str(i) for i in encoded.input_ids[0].tolist())
+    key = f"domain:{model.spec.name}:{model.weights_hash}:{encoded.n_tokens_full}:" + \
+        hashlib.sha256(ids.encode()).hexdigest()[:16]
+    memo = _memo()
+    try:
+        if key not in memo:
+            memo[key] = check_text(model, encoded)
+        check = memo[key]
+    except Exception as error:  # a failed check must not hide the prediction
+        log_unexpected(error, "The out-of-domain check")
+        return
+    if check is not None and check.message:
+        st.warning(check.message, icon=":material/travel_explore:")
 
 
 def _uploaded_text() -> tuple[str | None, str]:

@@ -63,7 +63,8 @@ def render_sidebar(modality: str | None, topic: str | None = None) -> None:
             st.markdown(HELP.get(topic) or HELP.get(modality) or HELP[None])
 
 
-OWN_SOURCE_KEYS = {"image": "img_model_source", "tabular": "tab_model_source"}
+OWN_SOURCE_KEYS = {"image": "img_model_source", "tabular": "tab_model_source",
+                   "text": "txt_model_source"}
 
 
 def _own_model_in_use(modality: str) -> bool:
