@@ -219,6 +219,8 @@ def _slot_names(columns: Sequence[cat_io.TabularColumn], groups: Sequence[int],
         column = columns[j]
         own = [s for s, g in enumerate(groups) if g == j]
         name = column.name if len(own) == 1 else f"{column.name} [{own.index(e) + 1}/{len(own)}]"
+        if column.kind == "numeric" and len(own) == 1 and not _passes_through(prober, j, e):
+            name = f"{column.name} (scaled)"  # the out-of-domain notice reads slot values
         if column.kind == "categorical":
             if j not in hot:
                 hot[j] = prober.with_values(j, [_front_value(prober.encoder.feeds[j], c)
@@ -230,6 +232,15 @@ def _slot_names(columns: Sequence[cat_io.TabularColumn], groups: Sequence[int],
                 name = f"{column.name} = {ones[0]}"
         names.append(name)
     return tuple(names)
+
+
+def _passes_through(prober: _Prober, j: int, slot: int) -> bool:
+    """Whether the slot holds the column's raw value (no scaling before the model)."""
+    start = float(prober.base[0][j])  # type: ignore[arg-type]
+    values = [round(start) + 2, round(start) - 3]
+    found = prober.with_values(j, values)[0]
+    return all(e is not None and abs(float(e[slot]) - v) <= 1e-6 * max(1.0, abs(v))
+               for e, v in zip(found, values, strict=True))
 
 
 def _front_value(feed: ColumnFeed, category: str) -> object:
