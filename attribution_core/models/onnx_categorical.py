@@ -33,6 +33,8 @@ from attribution_core.models.onnx_split import (
     TENSOR_STRING,
     FrontEvaluator,
     GraphInput,
+    ancestors,
+    graph_inputs,
     needs_front,
     rest_model,
     split_graph,
@@ -98,16 +100,26 @@ def _lenient(feed: ColumnFeed, cell: object) -> object | None:
     return int(number) if feed.kind == "int" else number
 
 
-def _encoder_lists(model: Any) -> list[list[object]]:
+def _encoder_lists(model: Any, feeds: Sequence[ColumnFeed]) -> list[list[list[object]]]:
+    """Per column, the category lists of the encoders its graph input reaches (every list for
+    a column that shares one input with others)."""
     from onnx import helper
 
-    lists = []
+    found: list[tuple[list[object], set[str]]] = []
     for node in model.graph.node:
         for attribute in node.attribute:
             if attribute.name in ENCODER_LISTS:
                 values = helper.get_attribute_value(attribute)
-                lists.append([v.decode() if isinstance(v, bytes) else int(v) for v in values])
-    return lists
+                _, reached = ancestors(model, node.output[0])
+                found.append(([v.decode() if isinstance(v, bytes) else int(v) for v in values],
+                              reached))
+    inputs = [g.name for g in graph_inputs(model)]
+    per_column = []
+    for feed in feeds:
+        name = inputs[feed.input_index] if feed.position is None else None
+        per_column.append([values for values, reached in found
+                           if name is None or name in reached])
+    return per_column
 
 
 def _base_rows(encoder: OnnxRowEncoder, usable: list[list[object]]) -> list[list[object]]:
@@ -180,7 +192,7 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
     base = _base_rows(encoder, usable)
     if not base:
         raise ModelLoadError("The pipeline refused every complete row of the reference CSV.")
-    schema = measure_schema(encoder, _encoder_lists(model), observed, base)
+    schema = measure_schema(encoder, _encoder_lists(model, feeds), observed, base)
     encoder.schema = schema
     rows = labels = None
     if reference is not None:

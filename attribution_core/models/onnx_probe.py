@@ -18,6 +18,9 @@ from attribution_core.models.spec import ModelLoadError
 UNKNOWN_TEXT = "\u2063a category no encoder knows\u2063"
 UNKNOWN_INT = -2_000_000_007
 MAX_CATEGORIES = 1_000
+MAX_CANDIDATES = 2 * MAX_CATEGORIES  # strings probed per column (encoder lists + reference)
+MAX_ENCODED_WIDTH = 20_000  # slots of the encoded row
+PROBE_CHUNK = 256  # rows per run of the front while probing
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ class _Prober:
         found = []
         for row in self.base:
             changed = [[*row[:column], value, *row[column + 1:]] for value in values]
-            found.append(self.encode_rows(changed))
+            encoded: list[np.ndarray | None] = []
+            for start in range(0, len(changed), PROBE_CHUNK):  # bounded memory per run
+                encoded.extend(self.encode_rows(changed[start:start + PROBE_CHUNK]))
+            found.append(encoded)
         return found
 
     def moved(self, encodings: list[list[np.ndarray | None]]) -> set[int]:
@@ -153,8 +159,10 @@ def _categorical_column(prober: _Prober, j: int, feed: ColumnFeed, lists: list[l
     # missing_values): it is probed as "missing" below, never offered as a category.
     candidates = list(dict.fromkeys([v for values in lists for v in values if v != ""] +
                                     [v for v in observed if v is not None]))
-    if len(candidates) > 20 * MAX_CATEGORIES:
-        raise ModelLoadError(f"Column {feed.name!r}: more than {MAX_CATEGORIES:,} categories.")
+    if len(candidates) > MAX_CANDIDATES:
+        raise ModelLoadError(f"Column {feed.name!r}: {len(candidates):,} candidate categories "
+                             f"(encoder lists and reference values); at most "
+                             f"{MAX_CATEGORIES:,} categories per column are supported.")
     probes = [*candidates, unknown] + ([""] if feed.kind == "string" else [])
     found = prober.with_values(j, probes)
     at = {value: index for index, value in enumerate(probes)}
@@ -247,7 +255,7 @@ def _front_value(feed: ColumnFeed, category: str) -> object:
     return int(category) if feed.kind == "int" else category
 
 
-def measure_schema(encoder: OnnxRowEncoder, lists: list[list[object]],
+def measure_schema(encoder: OnnxRowEncoder, lists: list[list[list[object]]],
                    observed: list[list[object]], base: list[list[object]]
                    ) -> cat_io.TabularSchema:
     """Every column's kind, categories, missing / unknown handling and slots, measured."""
@@ -255,12 +263,16 @@ def measure_schema(encoder: OnnxRowEncoder, lists: list[list[object]],
     if any(e is None for e in prober.base_encoded):
         raise ModelLoadError("The pipeline refused its own reference rows.")
     width = int(prober.base_encoded[0].shape[0])  # type: ignore[union-attr]
+    if width > MAX_ENCODED_WIDTH:
+        raise ModelLoadError(f"The pipeline encodes a row into {width:,} slots; at most "
+                             f"{MAX_ENCODED_WIDTH:,} are supported.")
     columns: list[cat_io.TabularColumn] = []
     owners: dict[int, list[int]] = {}
     one_hot = True
     for j, feed in enumerate(encoder.feeds):
-        mine = [lst for lst in lists if lst and all(isinstance(v, str) == (feed.kind == "string")
-                                                    for v in lst)]
+        strings = feed.kind == "string"
+        mine = [lst for lst in lists[j] if lst and all(isinstance(v, str) == strings
+                                                       for v in lst)]
         found = None
         if feed.kind == "string" or (feed.kind == "int" and mine):
             try:

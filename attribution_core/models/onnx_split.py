@@ -90,7 +90,7 @@ def graph_inputs(model: Any) -> tuple[GraphInput, ...]:
     return tuple(found)
 
 
-def _ancestors(model: Any, target: str, stop: str | None = None) -> tuple[list[Any], set[str]]:
+def ancestors(model: Any, target: str, stop: str | None = None) -> tuple[list[Any], set[str]]:
     """Nodes needed for ``target`` (in graph order; ``stop`` counts as given) and the graph
     inputs they read."""
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -129,7 +129,7 @@ def find_cut(model: Any, output: str) -> str:
         types = {v.name: _elem_type(v) for v in [*typed.graph.value_info, *typed.graph.output]}
     except Exception:  # inference is a help, not a requirement: unknown types are tried
         types = {}
-    nodes, _ = _ancestors(model, output)
+    nodes, _ = ancestors(model, output)
     inputs = {g.name for g in graph_inputs(model)}
     non_float = {g.name for g in graph_inputs(model) if g.elem_type not in FLOAT_TYPES}
     front_only = {id(n) for n in nodes if n.op_type in ENCODING_OPERATORS or
@@ -138,10 +138,10 @@ def find_cut(model: Any, output: str) -> str:
         for candidate in node.output:
             if types.get(candidate, 0) not in (0, *FLOAT_TYPES):
                 continue  # an integer code or a string: no gradient can start there
-            _, reached = _ancestors(model, output, stop=candidate)
+            _, reached = ancestors(model, output, stop=candidate)
             if reached & inputs:
                 continue  # some path to the output goes around the candidate
-            upstream, _ = _ancestors(model, candidate)
+            upstream, _ = ancestors(model, candidate)
             if front_only <= {id(n) for n in upstream}:
                 return candidate
     raise ModelLoadError("The pipeline's encoding steps could not be separated from its model: "
@@ -153,13 +153,13 @@ def split_graph(model: Any, output: str) -> GraphSplit:
     from onnx import helper
 
     cut = find_cut(model, output)
-    front_nodes, _ = _ancestors(model, cut)
+    front_nodes, _ = ancestors(model, cut)
     foreign = sorted({n.op_type for n in front_nodes if n.op_type not in FRONT_OPERATORS})
     if foreign:
         raise ModelLoadError(f"The pipeline's encoding part uses {', '.join(foreign)}, which "
                              "this dashboard does not run; supported there: "
                              f"{', '.join(sorted(ENCODING_OPERATORS))} and shape operators.")
-    rest_nodes, _ = _ancestors(model, output, stop=cut)
+    rest_nodes, _ = ancestors(model, output, stop=cut)
     inputs = graph_inputs(model)
     read = {i for n in front_nodes for i in n.input}
     front_inputs = [v for v in model.graph.input if v.name in read and

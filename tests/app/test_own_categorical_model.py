@@ -96,3 +96,30 @@ def test_csv_with_strings_missing_cells_and_unknown_categories() -> None:
     batch = next(f.value for f in at.dataframe if "CSV row" in f.value.columns)
     assert len(batch) == 5, f"the 5 kept rows are explained: {len(batch)}"
     assert set(batch["feature 1"]) <= set(COLUMNS), "top features are original columns"
+
+
+def test_embedding_mlp_upload_is_explained_per_column() -> None:
+    from safetensors.torch import save
+
+    from tests.unit.test_encoded_tabular_models import CONFIG, EmbeddingNet, _frame
+
+    net = EmbeddingNet()
+    at = open_app("tabular")
+    at.radio(key="tab_model_source").set_value("Your model").run()
+    at.radio(key="tab_own_kind").set_value("safetensors MLP + JSON config").run()
+    at.file_uploader(key="tab_own_file_False").set_value(
+        ("embedding.safetensors", save({k: v.contiguous() for k, v in net.state_dict().items()}),
+         "application/octet-stream"))
+    at.file_uploader(key="tab_own_config").set_value(
+        ("config.json", json.dumps(CONFIG).encode(), "application/json"))
+    at.file_uploader(key="tab_own_csv").set_value(
+        ("reference.csv", _frame().to_csv(index=False).encode(), "text/csv"))
+    at.run()
+    at.button(key="tab_own_load").click().run()
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    at.slider(key="tab_steps").set_value(32).run()
+    at.button(key="tab_explain").click().run()
+    assert not at.exception and not at.error, f"explained: {[e.value for e in at.error]}"
+    figure = bars(at, "IG: features by |attribution|")
+    assert sorted(label.split(" = ")[0] for label in figure["y"]) == sorted(CONFIG[
+        "feature_names"]), f"one bar per column, not per embedding dimension: {figure['y']}"
