@@ -84,6 +84,7 @@ def test_the_columns_are_measured_on_the_onnx_front() -> None:
         "front + converted rest reproduce predict_proba"
 
 
+@pytest.mark.slow
 def test_per_column_ig_is_complete_and_equals_the_network_rebuilt_in_torch() -> None:
     pipeline, _ = exported()
     loaded = _loaded()

@@ -128,6 +128,7 @@ def _ordinal_pipeline() -> tuple[Pipeline, bytes, pd.DataFrame]:
     return pipeline, skl2onnx.to_onnx(pipeline, frame[:1]).SerializeToString(), frame
 
 
+@pytest.mark.slow
 def test_ordinal_pipeline_with_string_imputation() -> None:
     pipeline, onnx_bytes, frame = _ordinal_pipeline()
     reference = as_text_cells(frame.iloc[:100].to_csv(index=False).encode())
@@ -179,3 +180,33 @@ def test_numbers_only_pipeline_with_an_imputer_accepts_empty_cells() -> None:
     expected = pipeline.predict_proba(np.array([[41.0, np.nan]], dtype=np.float32))
     assert np.abs(got - expected).max() < 1e-5, "the empty income is imputed like sklearn does"
     assert json.dumps(spec.baselines) == '["mean", "median", "reference_row"]', spec.baselines
+
+
+def test_one_string_input_for_every_column_is_split_by_position() -> None:
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame, labels = data()
+    strings = frame[["city", "colour", "size"]]
+    pipeline = make_pipeline(OneHotEncoder(handle_unknown="ignore"),
+                             MLPClassifier((8,), max_iter=200, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(strings.to_numpy().astype(str), labels)
+    onnx_bytes = skl2onnx.to_onnx(pipeline, initial_types=[("X", StringTensorType([None, 3]))],
+                                  options={id(pipeline.steps[-1][1]): {"zipmap": False}}
+                                  ).SerializeToString()
+    reference = strings.iloc[:80].astype(str).assign(label=labels[:80].astype(str))
+    spec = encoded_upload_spec(onnx_bytes, "one_input.onnx", reference=reference,
+                               label_column="label")
+    assert spec is not None
+    loaded = spec.loader(CPU)
+    schema = schema_of(loaded)
+    assert schema is not None and schema.names == ("city", "colour", "size"), \
+        "column names from the reference CSV's header"
+    assert schema.groups == (0, 0, 0, 1, 1, 1, 1, 2, 2, 2), schema.groups
+    raw = cat_io.validate_frame(strings.iloc[100:110].astype(str), schema).values
+    with torch.no_grad():
+        got = loaded.forward(loaded.preprocess(raw)).numpy()
+    expected = pipeline.predict_proba(strings.iloc[100:110].to_numpy().astype(str))
+    assert np.abs(got - expected).max() < 1e-5, "front + rest = predict_proba"
