@@ -29,7 +29,9 @@ from attribution_core.evaluation.types import (
 from attribution_core.metrics import patch_groups, token_groups
 from attribution_core.modalities import image as image_io
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities import text as text_io
+from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import (
     display_array,
     feature_names,
@@ -324,6 +326,10 @@ def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: st
                           n_references=n_references),
             tabular_cases(loaded, items, baseline=removal, seed=seed, n_references=1))
     names = feature_names(loaded)
+    schema = schema_of(loaded)
+    # Encoded models: each encoded slot's unit is its original column (metrics ``groups``),
+    # so curves remove a whole column and the reading map sums a column's slots.
+    units = None if schema is None else schema.group_tensor()
     kind = baseline or loaded.spec.default_baseline
     base_raw = tabular_baseline_raw(loaded, kind)
     base = model_rows(loaded, base_raw)
@@ -340,8 +346,9 @@ def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: st
                            f"{', '.join(unknown) or 'none'}).")
             continue
         raw = np.array([float(item.values[n]) for n in names], dtype=np.float64)
-        if not np.isfinite(raw).all():
-            skipped.append(f"{item.name}: a value is missing or not a number.")
+        problem = _row_problem(schema, raw)
+        if problem is not None:
+            skipped.append(f"{item.name}: {problem}.")
             continue
         inputs = model_rows(loaded, raw)
         target = _predictions(loaded, inputs, {})[0]
@@ -365,10 +372,16 @@ def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: st
         label = item.label
         cases.append(EvalCase(
             case_id=item.name, inputs=inputs, baseline=base.clone(), target=target,
-            references=refs, units=None, reading_shape=(len(names),), expected=expected,
+            references=refs, units=units, reading_shape=(len(names),), expected=expected,
             unit_names=names, label=int(label) if isinstance(label, int) else None,
             label_name=_class_name(loaded, label), display=raw))
     return CaseBuild(tuple(cases), tuple(skipped))
+
+
+def _row_problem(schema: cat_io.TabularSchema | None, raw: np.ndarray) -> str | None:
+    if schema is not None:  # missing cells allowed where the pipeline imputes them
+        return cat_io.row_problem(schema, raw)
+    return None if np.isfinite(raw).all() else "a value is missing or not a number"
 
 
 def with_removal(build: CaseBuild, removal_build: CaseBuild) -> CaseBuild:

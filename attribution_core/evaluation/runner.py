@@ -346,6 +346,10 @@ def _reading_maps(attributions: torch.Tensor, batch: Sequence[EvalCase]) -> list
             maps.append(image_io.channel_sum(row))
         elif row.dim() == 2 and len(shape) == 1:
             maps.append(text_io.token_scores(row).numpy())
+        elif row.dim() == 1 and case.units is not None and row.shape[0] != shape[0]:
+            # encoded table rows: each slot's unit is its original column (sum per column)
+            summed = torch.zeros(shape[0], dtype=torch.float64)
+            maps.append(summed.index_add_(0, case.units.cpu().long(), row.double()).numpy())
         else:
             maps.append(row.double().reshape(shape).numpy())
     return maps

@@ -28,6 +28,7 @@ from attribution_core.modalities.tabular import (
     check_size,
     validate_rows,
 )
+from attribution_core.modalities.tabular_categorical import TabularSchema, validate_frame
 from attribution_core.modalities.text import TextInputError, check_text
 
 _WORD_SEPARATORS = re.compile(r"[;|,]")
@@ -199,10 +200,12 @@ def read_text_csv(data: bytes, *, max_cases: int = 500) -> TextUpload:
     return TextUpload(_deduplicated(items), tuple(skipped))
 
 
-def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int = 500
-                  ) -> RowUpload:
+def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int = 500,
+                  schema: TabularSchema | None = None) -> RowUpload:
     """A CSV of table rows in raw units: every model feature as a column, optional
-    ``expected`` (feature names separated by ``;`` or ``|``), ``label`` and ``name``/``id``."""
+    ``expected`` (feature names separated by ``;`` or ``|``), ``label`` and ``name``/``id``.
+    With a ``schema`` (a model with categorical columns) categorical cells hold category names
+    (read as category codes) and imputed columns may be empty."""
     names = [str(n) for n in feature_names]
     header, rows = _read_csv_records(data)
     in_header = set(header)  # sets: a long header stays linear
@@ -238,7 +241,8 @@ def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int =
             raise EvaluationInputError(f"Row {number}: {error}") from error
     frame = pd.DataFrame([[_cell(row, j) for j in role] for _, row in shaped],
                          columns=list(role.values()), dtype=str)
-    checked = validate_rows(frame, names, max_rows=max(len(frame), 1))
+    checked = validate_rows(frame, names, max_rows=max(len(frame), 1)) if schema is None \
+        else validate_frame(frame, schema, max_rows=max(len(frame), 1))
     problems: list[str] = []
     bad_cells: dict[int, list[str]] = {}
     for problem in checked.problems:

@@ -76,7 +76,8 @@ def summary_statistics(loaded: LoadedModel, inputs: torch.Tensor) -> tuple[torch
     if loaded.postprocess is not None:  # raw units, so the sentence reads in them
         data = torch.as_tensor(loaded.postprocess(inputs.detach().cpu()), dtype=torch.float64)
     flat = data.reshape(data.shape[0], -1)
-    names = tuple(loaded.extras.get("feature_names") or
+    # An encoded row (one-hot slots, scaled numbers) is named slot by slot ("city = Paris").
+    names = tuple(loaded.extras.get("slot_names") or loaded.extras.get("feature_names") or
                   (f"feature {i}" for i in range(flat.shape[1])))
     return flat, names
 

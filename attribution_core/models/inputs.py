@@ -67,8 +67,12 @@ def pool_raw(loaded: LoadedModel, pool: ReferencePool) -> np.ndarray:
 
 
 def tabular_baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
-    """A tabular baseline in raw units [F]: training mean / median, zeros or a pool row."""
+    """A tabular baseline in raw units [F]: training mean / median, zeros or a pool row (for a
+    model explained in an encoded space, the kinds of its schema: categorical columns take the
+    most frequent category, or "no category")."""
     names = feature_names(loaded)
+    if kind != "reference_row" and kind in loaded.extras.get("baseline_raw", {}):
+        return np.asarray(loaded.extras["baseline_raw"][kind], dtype=np.float64)
     if kind == "mean" and "train_mean_raw" in loaded.extras:
         return np.asarray(loaded.extras["train_mean_raw"], dtype=np.float64)
     if kind == "median" and "train_median_raw" in loaded.extras:

@@ -8,7 +8,10 @@ semantics follow the ONNX-ML operator specification as scikit-learn's exporter u
 binary case of ``LinearClassifier`` writes ``[1 - p, p]`` after a logistic, ``[-s, s]``
 without). Tree ensembles are deliberately absent: their output is piecewise constant, its
 gradient zero almost everywhere, so Integrated Gradients cannot explain them
-(:data:`TREE_OPERATORS` lets the loader say so).
+(:data:`TREE_OPERATORS` lets the loader say so). The encoding operators (``OneHotEncoder``,
+``LabelEncoder``, ``CategoryMapper``, string inputs) get no converter on purpose: strings are
+no tensors and a category has no gradient, so :mod:`.onnx_split` runs them in front of the
+converted graph and IG starts from their encoded output.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
+from attribution_core.models.encoded_tabular import representation_layer
 from attribution_core.models.loaders import check_safetensors_bytes, load_state
 from attribution_core.models.onnx_ml import ML_ALIAS, ML_DOMAIN, TREE_OPERATORS
 from attribution_core.models.plugin_specs import build_spec
@@ -321,7 +322,7 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
                        "probability." if probabilities else "."),
         feature_names=names, reference_data=None if rows is None else (rows, labels),
         mean=config.get("mean"), std=config.get("std"), source="upload",
-        weights_sha256=digest,
+        weights_sha256=digest, representation_module=representation_layer(module),
         metadata={"file": file_name, "format": kind, "outputs_probabilities": probabilities})
     return spec
 

@@ -41,6 +41,7 @@ from attribution_core.limits import (
     MAX_ZIP_NAME_CHARS,
     OTHER_UPLOADS_MB,
 )
+from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
 from dashboard.evaluate.state import cases_digest, result_key
@@ -217,7 +218,7 @@ def _read_upload(model: LoadedModel, data: bytes, baseline: str, seed: int,
                            seed=seed, removal=removal)
         file_skipped = texts.skipped
     else:
-        rows = read_rows_csv(data, feature_names(model))
+        rows = read_rows_csv(data, feature_names(model), schema=schema_of(model))
         problems = tuple(rows.problems)
         build = tabular_cases(with_case_pool(model, rows.items), rows.items, baseline=baseline,
                               seed=seed, removal=removal)

@@ -17,10 +17,11 @@ import torch
 
 from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHER_UPLOADS_MB
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models import domain
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
-from dashboard.tabular import logic
+from dashboard.tabular import logic, row_editor
 from dashboard.widgets import catalog, own_tabular, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.sidebar import selected_model_key
@@ -63,7 +64,10 @@ def _data_set(model: LoadedModel) -> pd.DataFrame | None:
     data = logic.pool(model)
     if data is None:
         return None
-    frame = pd.DataFrame(pool_raw(model, data), columns=list(logic.feature_names(model)))
+    schema = logic.schema(model)
+    raw = pool_raw(model, data)
+    frame = pd.DataFrame(raw, columns=list(logic.feature_names(model))) if schema is None \
+        else cat_io.display_frame(schema, raw)
     labels = data.labels.detach().cpu()
     if logic.is_regression(model):
         frame.insert(0, "target", labels.double().numpy())
@@ -96,6 +100,16 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
                           key=f"tab_row_{model.spec.name}", disabled=bool(selected),
                           help="Or click a row in the table above.")
     index = int(selected[0]) if selected else int(row)
+    schema = logic.schema(model)
+    if schema is not None:  # categorical columns: one row, a select box per category column
+        st.markdown(f"**Values of row {index}** (edit any cell; pick categories from the lists)")
+        original = pool_raw(model, logic.pool(model))[index]  # type: ignore[arg-type]
+        edited_row = row_editor.edit_row(model, schema, original, index)
+        if edited_row is None:
+            return None
+        changed = not np.array_equal(edited_row, original, equal_nan=True)
+        return _prepared(model, f"data set row {index}" + (" (edited)" if changed else ""),
+                         edited_row)
     st.markdown(f"**Values of row {index}** (edit any cell; the table is in raw units)")
     unit_of = dict(zip(names, logic.units(model), strict=True))
     editor = pd.DataFrame({"feature": list(names),
@@ -160,14 +174,17 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
         max_upload_size=OTHER_UPLOADS_MB,
         help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
              "characters, each name once.")
+    schema = logic.schema(model)
     with st.expander("Expected columns", expanded=False):
         st.code(",".join(names), language=None)
+        if schema is not None:
+            st.code(row_editor.expected_columns(schema), language=None)
     if upload is None:
         st.info("Upload a CSV with the model's feature columns.")
         return None
     data = upload.getvalue()
     try:
-        checked = _memo_read(data, names)
+        checked = _memo_read(data, names, schema)
     except tab_io.TabularInputError as error:
         st.error(f"{upload.name}: {error}")
         return None
@@ -175,6 +192,7 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
         show_unexpected(error, f"Reading {upload.name}")
         return None
     _report_problems(upload.name, checked)
+    row_editor.show_notes(getattr(checked, "notes", ()), upload.name)
     if checked.values.shape[0] == 0:
         st.error(f"{upload.name}: none of its {checked.n_rows_read} rows can be explained.")
         return None
@@ -187,15 +205,19 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
                      csv_row_numbers=checked.row_numbers, csv_digest=digest)
 
 
-def _memo_read(data: bytes, names: tuple[str, ...]) -> tab_io.RowValidation:
+def _memo_read(data: bytes, names: tuple[str, ...],
+               schema: cat_io.TabularSchema | None = None) -> tab_io.RowValidation:
     """The CSV read once per session and content; a refused CSV is remembered as its error,
-    so a rerun does not parse it again (other failures are not remembered)."""
-    key = "csv:" + hashlib.sha256(data).hexdigest() + ":" + ",".join(names)
+    so a rerun does not parse it again (other failures are not remembered). With a schema,
+    categorical cells become category codes and imputed columns may be empty."""
+    key = "csv:" + hashlib.sha256(data).hexdigest() + ":" + ",".join(names) + \
+        ("" if schema is None else f":schema{hash(schema)}")
     memo = st.session_state.setdefault("tab_memo", {})
     if key not in memo:
         memo.clear()  # one CSV at a time is enough
         try:
-            memo[key] = tab_io.read_csv_rows(data, names)
+            memo[key] = tab_io.read_csv_rows(data, names) if schema is None else \
+                cat_io.read_csv_rows(data, schema)
         except tab_io.TabularInputError as error:
             memo[key] = error
     found = memo[key]
@@ -238,10 +260,13 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
             format_func=lambda c: logic.class_name(model, c)
             + (f" (p = {float(probs[c]):.3f})" if probs is not None else ""))
     method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key="tab_method")
-    kinds = list(tab_io.BASELINE_KINDS)
-    default = model.spec.default_baseline if model.spec.default_baseline in kinds else "mean"
+    kinds, labels = list(tab_io.BASELINE_KINDS), tab_io.BASELINE_LABELS
+    if logic.schema(model) is not None:  # categorical columns: the schema's own baselines
+        kinds, labels = list(model.spec.baselines), cat_io.BASELINE_LABELS
+    default = model.spec.default_baseline if model.spec.default_baseline in kinds else kinds[0]
     baseline = st.selectbox("Baseline (IG)", kinds, index=kinds.index(default),
-                            key="tab_baseline", format_func=tab_io.BASELINE_LABELS.get)
+                            key="tab_baseline" if logic.schema(model) is None else
+                            "tab_baseline_encoded", format_func=labels.get)
     reference_row = 0
     if baseline == "reference_row":
         data = logic.pool(model)

@@ -3,6 +3,9 @@
 The model input is the standardised row ``[1, F]`` (``loaded.preprocess`` maps raw values to it,
 ``loaded.postprocess`` back); attributions are per standardised feature and sum to
 f(x) - f(baseline) in the model's output units (a logit, or the regression target's units).
+A model with categorical columns (:func:`schema`) takes its encoded row ``[1, E]`` instead; its
+attributions are computed there and summed per original column before anything is shown, so
+they still sum to f(x) - f(baseline).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.modalities import tabular_categorical as cat_io
+from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import (
     feature_names,
     model_rows,
@@ -99,6 +104,24 @@ def units(loaded: LoadedModel) -> tuple[str, ...]:
     found = loaded.extras.get("units") or ()
     names = feature_names(loaded)
     return tuple(str(u) for u in found) if len(found) == len(names) else ("",) * len(names)
+
+
+def schema(loaded: LoadedModel) -> cat_io.TabularSchema | None:
+    """The column schema of a model explained in an encoded space (categorical columns,
+    imputed cells), or None for a model over plain numbers."""
+    return schema_of(loaded)
+
+
+def folded(loaded: LoadedModel, result: Any) -> Any:
+    """A result with its attributions summed per original column (as it is otherwise)."""
+    found = schema_of(loaded)
+    return result if found is None or result is None else cat_io.fold_result(result, found)
+
+
+def value_texts(loaded: LoadedModel, raw: np.ndarray) -> list[str] | None:
+    """Raw values as the user wrote them (category names), or None for plain numbers."""
+    found = schema_of(loaded)
+    return None if found is None else cat_io.display_row(found, np.asarray(raw).reshape(-1))
 
 
 def probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
@@ -189,6 +212,8 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
         if nearest is not None:
             ig_result = with_convergence(ig_result, nearest)
         ig_result = to_device(ig_result, "cpu")  # sessions never hold accelerator memory
+    summary = summarise_preview(preview, ig_result)
+    ig_result = folded(loaded, ig_result)
     ig2_result = None
     if want_ig2:
         report("IG2: walking towards the reference rows", 0.5)
@@ -199,7 +224,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
         row_digest=digest_row(raw), raw_row=raw, baseline_raw=base_raw, outputs=outputs,
         f_baseline=float(base_outputs[settings.target]), baseline_outputs=base_outputs,
         ig=ig_result, ig2=ig2_result, curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started, preview=summarise_preview(preview, ig_result))
+        seconds=time.perf_counter() - started, preview=summary)
 
 
 def _own_curve(result: Attribution) -> list[CurvePoint]:
@@ -238,7 +263,8 @@ def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
                  step_size=settings.ig2_step_size, clip=loaded.spec.input_box, cache=cache,
                  model_key=loaded.weights_hash)
     targets = tuple(float(v) for v in data.labels.index_select(0, indices).tolist())
-    return TabularIg2(result, tuple(int(i) for i in indices.tolist()), targets, how)
+    return TabularIg2(folded(loaded, result), tuple(int(i) for i in indices.tolist()), targets,
+                      how)
 
 
 def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[int],
@@ -257,7 +283,7 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
         loaded.forward, inputs, baselines=baseline.expand_as(inputs), target=targets,
         n_steps=settings.n_steps, tolerance=settings.tolerance, progress=progress,
         cache=cache, model_key=loaded.weights_hash)
-    attributions = result.attributions.detach().cpu().double()
+    attributions = folded(loaded, result).attributions.detach().cpu().double()
     rows = []
     for i, number in enumerate(row_numbers):
         label = f"{float(outputs[i, 0]):.4g}" if is_regression(loaded) else \

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.spec import LoadedModel
 from dashboard.tabular import logic
 from dashboard.tabular import views as tabular_views
@@ -63,7 +64,8 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
                                                            is not None else f),
                             on_preview=progressive.feature_preview(
                                 preview_slot, lambda _p: feature_names,
-                                lambda p: p.result.attributions[0].cpu().numpy()))
+                                lambda p: logic.folded(model, p.result)
+                                .attributions[0].cpu().numpy()))
         batch = None
         if source.csv_rows is not None and len(source.csv_rows) > 1:
             batch = logic.run_batch(
@@ -96,13 +98,20 @@ def results_section(model: LoadedModel | None) -> None:
                   f"class {logic.class_name(model, run.settings.target)}")
                + f"; {run.seconds:.2f} s.")
     _baseline_note(model, run)
-    if np.array_equal(run.raw_row, run.baseline_raw):
+    schema = logic.schema(model)
+    if schema is not None and schema.categorical:
+        st.caption(cat_io.categorical_note(schema))
+    if np.array_equal(run.raw_row, run.baseline_raw, equal_nan=True):
         st.info("This row equals the baseline, so every attribution is zero: choose another "
                 "row or baseline.")
     top_k = int(st.number_input("Features shown", 1, len(run.raw_row), min(10, len(run.raw_row)),
                                 key="tab_top_k"))
     names = logic.feature_names(model)
     units = dict(zip(names, logic.units(model), strict=True))
+    row_texts = logic.value_texts(model, run.raw_row)
+    base_texts = logic.value_texts(model, run.baseline_raw)
+    texts = None if row_texts is None else dict(zip(names, row_texts, strict=True))
+    base_of = None if base_texts is None else dict(zip(names, base_texts, strict=True))
     methods = _method_results(run)
     columns = st.columns(len(methods))
     for column, (label, attributions, f_start, start_label, f_end) in zip(
@@ -111,7 +120,7 @@ def results_section(model: LoadedModel | None) -> None:
             features = tab_io.ranked_features(attributions, names, run.raw_row,
                                               run.baseline_raw, top_k=top_k)
             st.plotly_chart(tabular_views.ranked_bar_figure(
-                features, units, f"{label}: features by |attribution|"),
+                features, units, f"{label}: features by |attribution|", texts, base_of),
                 key=f"tab_bars_{label}", width="stretch")
             steps = tab_io.waterfall_steps(attributions, names, f_start, f_end, top_k=top_k,
                                            start_label=start_label)
@@ -119,8 +128,10 @@ def results_section(model: LoadedModel | None) -> None:
                 steps, f"{label}: from {start_label} to f(x)"),
                 key=f"tab_waterfall_{label}", width="stretch")
             st.dataframe(
-                [{"rank": f.rank, "feature": f.name, "value": f.value,
-                  "baseline value": f.baseline_value, "attribution": f.attribution,
+                [{"rank": f.rank, "feature": f.name,
+                  "value": f.value if texts is None else texts[f.name],
+                  "baseline value": f.baseline_value if base_of is None else base_of[f.name],
+                  "attribution": f.attribution,
                   "share": f"{100 * f.share:+.1f} %"} for f in features],
                 hide_index=True, width="stretch", key=f"tab_ranked_{label}",
                 column_config={"attribution": st.column_config.NumberColumn(format="%.6g")})
@@ -129,7 +140,7 @@ def results_section(model: LoadedModel | None) -> None:
         _ig2_details(model, run)
     if batch:
         _batch(batch, run)
-    _downloads(run, names)
+    _downloads(run, names, row_texts, base_texts)
 
 
 def _method_results(run: logic.TabularRun) -> list[tuple[str, np.ndarray, float, str, float]]:
@@ -146,7 +157,8 @@ def _method_results(run: logic.TabularRun) -> list[tuple[str, np.ndarray, float,
 
 
 def _baseline_note(model: LoadedModel, run: logic.TabularRun) -> None:
-    label = tab_io.BASELINE_LABELS.get(run.settings.baseline, run.settings.baseline)
+    labels = tab_io.BASELINE_LABELS if logic.schema(model) is None else cat_io.BASELINE_LABELS
+    label = labels.get(run.settings.baseline, run.settings.baseline)
     if logic.is_regression(model):
         st.caption(f"Baseline ({label}): f(baseline) = {run.f_baseline:.4g}.")
         return
@@ -253,13 +265,17 @@ def _batch(batch: list[logic.BatchRow], run: logic.TabularRun) -> None:
                        key="tab_dl_batch", on_click="ignore")
 
 
-def _downloads(run: logic.TabularRun, names: tuple[str, ...]) -> None:
-    frame = pd.DataFrame({"feature": names, "value": run.raw_row,
-                          "baseline value": run.baseline_raw})
+def _downloads(run: logic.TabularRun, names: tuple[str, ...],
+               row_texts: list[str] | None = None, base_texts: list[str] | None = None) -> None:
+    values: Any = run.raw_row if row_texts is None else row_texts
+    frame = pd.DataFrame({"feature": names, "value": values,
+                          "baseline value": run.baseline_raw if base_texts is None
+                          else base_texts})
     for label, attributions, *_ in _method_results(run):
         frame[f"{label} attribution"] = attributions
     record = {"model": run.model_name, "weights_sha256": run.weights_hash,
-              "row": dict(zip(names, run.raw_row.tolist(), strict=True)),
+              "row": dict(zip(names, list(values) if row_texts is not None
+                              else run.raw_row.tolist(), strict=True)),
               "settings": run.settings.record(), "f_baseline": run.f_baseline,
               "seconds": run.seconds}
     if run.ig is not None:

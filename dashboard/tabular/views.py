@@ -16,17 +16,22 @@ def _value_text(value: float, unit: str) -> str:
 
 
 def ranked_bar_figure(features: Sequence[tab_io.FeatureAttribution], units: dict[str, str],
-                      title: str) -> go.Figure:
-    """Horizontal bars by |attribution| (largest on top); each label carries the row's value."""
+                      title: str, texts: dict[str, str] | None = None,
+                      baseline_texts: dict[str, str] | None = None) -> go.Figure:
+    """Horizontal bars by |attribution| (largest on top); each label carries the row's value
+    (``texts``: the values as written, e.g. a category's name, for categorical models)."""
     shown = list(features)[::-1]
-    labels = [f"{f.name} = {_value_text(f.value, units.get(f.name, ''))}" for f in shown]
+    labels = [f"{f.name} = " + (texts[f.name] if texts is not None else
+                                _value_text(f.value, units.get(f.name, ''))) for f in shown]
+    baselines = [baseline_texts[f.name] if baseline_texts is not None else
+                 f"{f.baseline_value:.4g}" for f in shown]
     figure = go.Figure(go.Bar(
         x=[f.attribution for f in shown], y=labels, orientation="h",
         marker={"color": [POSITIVE if f.attribution >= 0 else NEGATIVE for f in shown]},
         text=[f"{f.attribution:+.3g}" for f in shown], textposition="outside",
         cliponaxis=False,
-        customdata=[[f.baseline_value, 100 * f.share] for f in shown],
-        hovertemplate=("%{y}<br>attribution %{x:.6g}<br>baseline value %{customdata[0]:.4g}"
+        customdata=[[b, 100 * f.share] for f, b in zip(shown, baselines, strict=True)],
+        hovertemplate=("%{y}<br>attribution %{x:.6g}<br>baseline value %{customdata[0]}"
                        "<br>share %{customdata[1]:+.1f} %<extra></extra>")))
     figure.update_layout(title={"text": title}, height=max(260, 24 * len(shown) + 90),
                          margin={"l": 10, "r": 40, "t": 40, "b": 10}, showlegend=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from attribution_core.modalities import tabular as tab_io
@@ -19,6 +20,7 @@ from attribution_core.models.onnx_models import (
     tabular_upload_spec,
 )
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
+from attribution_core.models.tabular_uploads import encoded_upload_spec
 from attribution_core.models.uploads import check_model_upload_size
 from dashboard.widgets import resources, session_models
 from dashboard.widgets.errors import show_unexpected
@@ -32,9 +34,10 @@ LABEL_COLUMNS = ("label", "target", "class", "y")
 def model_source() -> str:
     return str(st.radio("Model source", [SIDEBAR, YOURS], horizontal=True,
                         key="tab_model_source",
-                        help="Your model: an ONNX file (e.g. scikit-learn via skl2onnx, or "
-                             "torch.onnx.export) or a safetensors MLP. It stays in your "
-                             "session."))
+                        help="Your model: an ONNX file (e.g. scikit-learn via skl2onnx, "
+                             "pipelines with categorical columns and imputation included, or "
+                             "torch.onnx.export) or a safetensors MLP (with embeddings for "
+                             "categorical columns). It stays in your session."))
 
 
 def model_panel() -> LoadedModel | None:
@@ -54,7 +57,8 @@ def model_panel() -> LoadedModel | None:
         if kind == MLP:
             config = st.file_uploader(
                 "Config (.json): activation, and optionally feature_names, class_names, "
-                "output_kind, mean, std", type=["json"], key="tab_own_config")
+                "output_kind, mean, std, categorical (column -> categories: an embedding "
+                "per categorical column)", type=["json"], key="tab_own_config")
         reference = st.file_uploader(
             "Reference rows (.csv, recommended): the header names the features; an optional "
             f"{'/'.join(LABEL_COLUMNS)} column holds labels", type=["csv"], key="tab_own_csv",
@@ -78,6 +82,12 @@ def _load(model_file: Any, config_file: Any, reference_file: Any) -> None:
     def build() -> ModelSpec:
         check_model_upload_size(model_file.size, model_file.name)
         config = parse_mlp_config(config_file.getvalue()) if config_file is not None else None
+        frame, label = (None, None) if reference_file is None else \
+            _reference_frame(reference_file)
+        encoded = encoded_upload_spec(model_file.getvalue(), model_file.name, config=config,
+                                      reference=frame, label_column=label)
+        if encoded is not None:  # categorical or imputed columns: explained after encoding
+            return encoded
         reference = _reference(reference_file) if reference_file is not None else None
         return tabular_upload_spec(model_file.getvalue(), model_file.name, config=config,
                                    reference=reference)
@@ -93,6 +103,13 @@ def _load(model_file: Any, config_file: Any, reference_file: Any) -> None:
         return
     session_models.define(spec)
     st.session_state[TABULAR_MODEL_KEY] = spec.name
+
+
+def _reference_frame(upload: Any) -> tuple[pd.DataFrame, str | None]:
+    """The reference CSV as text cells, and its label column (if any)."""
+    frame = tab_io.parse_csv(upload.getvalue())
+    columns = [str(c).strip() for c in frame.columns]
+    return frame, next((c for c in columns if c.lower() in LABEL_COLUMNS), None)
 
 
 def _reference(upload: Any) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None]:
