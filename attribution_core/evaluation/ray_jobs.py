@@ -33,6 +33,7 @@ JOB_DIR_ENV = "IG_DASHBOARD_RAY_JOB_DIR"
 WORKERS_ENV = "IG_DASHBOARD_RAY_WORKERS"
 GPUS_ENV = "IG_DASHBOARD_RAY_GPUS_PER_WORKER"
 POLL_ENV = "IG_DASHBOARD_RAY_POLL_SECONDS"
+SHARD_SIZE_ENV = "IG_DASHBOARD_RAY_SHARD_SIZE"
 DEFAULT_MIN_CASES = 200
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _PROGRESS = re.compile(r"(\d+)/(\d+) cases(?:, ([\d.]+) cases/s, ETA (\S+) s)?")
@@ -46,6 +47,7 @@ class JobConfig:
     workers: int
     gpus_per_worker: float
     poll_seconds: float = 2.0
+    shard_size: int | None = None  # None: the command's default
 
     @staticmethod
     def from_environment(environ: Mapping[str, str] | None = None) -> JobConfig | None:
@@ -54,12 +56,15 @@ class JobConfig:
         address = env.get(ADDRESS_ENV, "").strip()
         if not address:
             return None
+        shard_size = env.get(SHARD_SIZE_ENV, "").strip()
         return JobConfig(
             address=address, min_cases=max(1, int(env.get(MIN_CASES_ENV, DEFAULT_MIN_CASES))),
-            folder=Path(env.get(JOB_DIR_ENV, ".attribution_cache/ray_jobs")),
+            # Absolute: the job runs in the cluster's working directory, not the dashboard's.
+            folder=Path(env.get(JOB_DIR_ENV, ".attribution_cache/ray_jobs")).resolve(),
             workers=max(1, int(env.get(WORKERS_ENV, "2"))),
             gpus_per_worker=float(env.get(GPUS_ENV, "0")),
-            poll_seconds=max(0.01, float(env.get(POLL_ENV, "2"))))
+            poll_seconds=max(0.01, float(env.get(POLL_ENV, "2"))),
+            shard_size=max(1, int(shard_size)) if shard_size else None)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ def job_command(model_name: str, job_input: JobInput, folder: Path, config: JobC
         command += ["--baseline", job_input.baseline]
     if config.gpus_per_worker:
         command += ["--gpus-per-worker", str(config.gpus_per_worker)]
+    if config.shard_size:
+        command += ["--shard-size", str(config.shard_size)]
     if resume:
         command.append("--resume")
     return tuple(command)

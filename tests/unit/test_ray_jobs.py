@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from attribution_core.evaluation import ray_jobs
 from attribution_core.evaluation.types import EvaluationSettings
 
@@ -21,6 +23,22 @@ def test_no_address_means_no_jobs_and_the_threshold_is_configurable(tmp_path: Pa
         "IG_DASHBOARD_RAY_JOB_DIR": str(tmp_path), "IG_DASHBOARD_RAY_GPUS_PER_WORKER": "0.5"})
     assert config is not None and config.min_cases == 1000 and config.gpus_per_worker == 0.5, \
         f"the environment configures the jobs: {config}"
+
+
+def test_the_job_folder_is_absolute_and_the_shard_size_travels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the dashboard's working directory, not the cluster's
+    config = ray_jobs.JobConfig.from_environment({
+        "RAY_ADDRESS": "http://head:8265", "IG_DASHBOARD_RAY_JOB_DIR": "jobs",
+        "IG_DASHBOARD_RAY_SHARD_SIZE": "4"})
+    assert config is not None and config.folder == tmp_path / "jobs", \
+        f"a relative job folder is made absolute: the job runs elsewhere: {config}"
+    handle = ray_jobs.submit(_Client(), config, "digits_cnn", EvaluationSettings(),
+                             ray_jobs.JobInput(n_cases=12, baseline=None))
+    words = handle.command
+    assert Path(words[words.index("--settings") + 1]).is_absolute() and \
+        Path(words[words.index("--out") + 1]).is_absolute(), f"absolute paths: {words}"
+    assert words[words.index("--shard-size") + 1] == "4", f"the shard size travels: {words}"
 
 
 class _Client:
