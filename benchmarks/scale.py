@@ -22,10 +22,11 @@ measured in this one run, on this machine; other load on it shifts them.
 
 Part ``memory`` (``driver_memory``): the command ``explain --engine ray`` (2 workers, shards of
 250) on 2,000 and 20,000 rows of a Parquet file (wine_mlp, the cheapest bundled model: its
-held-out rows with 1 % noise), IG only at 8 steps. Each command runs in its own process, which
-reports its own peak resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``: the driver alone;
-Ray's workers and daemons are other processes). ``ratio`` is the large run's peak over the
-small one's; the streamed report keeps it near 1 (the check asks for < 1.5).
+reference rows with 1 % noise), IG only at 8 steps. Each command runs in its own process, which
+reports its own peak resident memory (VmHWM: the driver alone; Ray's workers and daemons are
+other processes; see ``benchmarks.scale_memory``). ``ratio_peak_rss`` is the large run's peak
+over the small one's (the check asks for < 1.5), ``peak_rss_growth_mb_per_1000_cases`` the
+growth itself.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """The driver's peak memory of ``explain --engine ray`` as the cases grow (``benchmarks.scale``).
 
 Each run is a child process (``python -m benchmarks.scale_memory --child OUT -- ARGS``) that
-runs the command line in-process and writes its own ``getrusage(RUSAGE_SELF).ru_maxrss``: the
-driver's peak resident memory, without Ray's workers and daemons (other processes).
+runs the command line in-process and writes its own peak resident memory: ``VmHWM`` from
+``/proc/self/status``, the high-water mark of this process's address space, which starts anew
+at ``exec``. (``getrusage(RUSAGE_SELF).ru_maxrss`` would not do: Linux carries it over from
+the parent at fork and keeps it across ``exec``, so every child reported the benchmark's own
+836 MB.) Ray's workers and daemons are other processes and are not counted.
 """
 
 from __future__ import annotations
@@ -94,17 +97,31 @@ def driver_memory(sizes: Sequence[int] = MEMORY_SIZES) -> dict[str, Any]:
     return {"model": MEMORY_MODEL, "methods": ["IG"], "ig_steps": MEMORY_IG_STEPS,
             "workers": MEMORY_WORKERS, "shard_size": MEMORY_SHARD_SIZE, "input": "parquet",
             "runs": runs,
-            "ratio_peak_rss": round(large["driver_peak_rss_mb"] / small["driver_peak_rss_mb"], 3)}
+            "ratio_peak_rss": round(large["driver_peak_rss_mb"] / small["driver_peak_rss_mb"], 3),
+            # The ratio is of the whole process (Python, torch, Ray's client: ~0.7 GB before
+            # any case), so the growth per case says more about what the cases cost.
+            "peak_rss_growth_mb_per_1000_cases": round(
+                (large["driver_peak_rss_mb"] - small["driver_peak_rss_mb"])
+                / ((max(sizes) - min(sizes)) / 1000), 3)}
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak resident memory in KiB (VmHWM; see the module's doc)."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
 def _child(argv: list[str]) -> int:
     """``--child OUT -- ARGS``: run the command line, then write this process's peak RSS."""
     out, arguments = Path(argv[1]), argv[3:]
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from attribution_core.evaluation.cli import main
 
     status = main(arguments)
-    out.write_text(json.dumps({"status": status, "max_rss_kb": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss}), encoding="utf-8")
+    out.write_text(json.dumps({"status": status, "max_rss_kb": peak_rss_kb(),
+                               "ru_maxrss_at_start_kb": inherited}), encoding="utf-8")
     return status
 
 

@@ -7,9 +7,10 @@ bytes), so :class:`TensorFileWriter` takes every tensor's dtype and shape first 
 header), then the tensors' bytes in the same order. Files it writes load with
 ``safetensors.safe_open`` / ``load_file`` like any other (the tests check that).
 
-The header lists every tensor, so it grows with their number (about 150 bytes each with the
-report's index); the library refuses headers over 100 MB, which is why a run with more than
-``MAX_TENSORS`` maps keeps them in its per-shard files only.
+The header lists every tensor, so it grows with their number (117 bytes per map with the
+report's index, measured at 20,000 maps) and is held in memory until the file is opened; the
+library refuses headers over 100 MB. So a run with more than ``MAX_TENSORS`` maps keeps them
+in its per-shard files only.
 """
 
 from __future__ import annotations

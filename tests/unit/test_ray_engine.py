@@ -116,6 +116,15 @@ def test_ray_equals_local_and_resume_recomputes_only_missing_shards(
     _assert_equal(local_result, merged)
     assert (tmp_path / "evaluation_attributions.safetensors").is_file() and \
         (tmp_path / "evaluation.html").is_file(), "the same three report files as local"
+    from attribution_core.evaluation.case_table import read_column
+
+    table = Path(resumed["cases_table"])
+    assert table == tmp_path / "evaluation_cases.parquet" and \
+        read_column(table, "case_id").tolist() == [c.case_id for c in merged.cases], \
+        "the per-case table lists every case in order"
+    assert np.array_equal(read_column(table, "IG2.deletion_auc"),
+                          [c.outcome("IG2").deletion_auc for c in merged.cases]), \
+        "the table's metrics are the report's"
 
 
 def test_a_worker_that_dies_is_restarted_and_the_run_completes(
