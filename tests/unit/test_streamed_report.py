@@ -192,3 +192,19 @@ def test_tensor_file_is_read_by_safetensors_and_checks_its_plan(tmp_path: Path) 
     with pytest.raises(ValueError, match="were not written"), \
             writer.writing(tmp_path / "short.safetensors", {}) as write:
         write(arrays["b"])
+
+
+def test_a_run_stopped_before_any_shard_still_writes_a_readable_report(tmp_path: Path) -> None:
+    result = _result(("image", "image"))
+    store, header, _ = _shards(result, tmp_path / "run", 2)
+    report = streamed_report.write_streamed_report(store, [], header, tmp_path / "run",
+                                                   cancelled=True)
+    empty = read_report(report.files.json_path)
+    assert empty.cases == () and empty.cancelled and empty.n_requested == 4, \
+        f"an empty, cancelled report: {empty.n_requested} requested"
+    assert [s.method for s in report.summaries] == list(result.settings.methods), \
+        "with no case every chosen method is listed, as the in-memory report does"
+    page = report.files.html_path.read_text(encoding="utf-8")
+    assert "Cancelled: 0 of 4 cases done." in page and 'class="figure"' not in page, \
+        "the page says nothing was done and draws no figure"
+    assert case_table.read_column(report.table_path, "case_id").size == 0, "an empty table"
