@@ -7,6 +7,9 @@ own processes only.
 macOS and Windows), in which the node's address is 127.0.0.1 and so every Ray server,
 the job server included, listens on loopback only. Every port is a free one picked here, the
 object store is small, usage statistics are off, and the temporary folder is the test's.
+Token authentication is on, with a token of the cluster's own (``RAY_AUTH_TOKEN``): Ray 2.60
+turns it on anyway wherever ``~/.ray/auth_token`` exists (any local ``ray.init`` writes one),
+so a client must cope with it, and the test does not depend on what an earlier run left.
 
 ``ray stop`` ends every Ray process of the user on the machine, other tests' included, so
 :meth:`LocalCluster.stop` ends only this cluster's: the processes whose command line names
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -52,6 +56,7 @@ def free_ports(count: int) -> list[int]:
 class LocalCluster:
     temp_dir: Path
     dashboard_url: str
+    token: str = ""
 
     @staticmethod
     def start(temp_dir: Path, *, num_cpus: int = 2, object_store_bytes: int = 200 * 10**6,
@@ -62,20 +67,23 @@ class LocalCluster:
         temp_dir.mkdir(parents=True, exist_ok=True)
         ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
         python_bin = str(Path(sys.executable).parent)
+        token = secrets.token_hex(32)
         environment = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                       "RAY_USAGE_STATS_ENABLED": "0",
+                       "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                       "RAY_AUTH_TOKEN": token,
                        # The job's "python -m attribution_core" finds this checkout's Python.
                        "PATH": python_bin + os.pathsep + os.environ.get("PATH", ""),
                        "PYTHONPATH": os.pathsep.join(
                            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         environment.pop("RAY_ADDRESS", None)
+        environment.pop("RAY_AUTH_TOKEN_PATH", None)
         command = [str(Path(python_bin) / "ray"), "start", "--head",
                    "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                    "--include-dashboard=true", f"--num-cpus={num_cpus}", "--num-gpus=0",
                    f"--object-store-memory={object_store_bytes}", "--disable-usage-stats",
                    f"--temp-dir={temp_dir}",
                    *(f"{flag}={port}" for flag, port in ports.items())]
-        cluster = LocalCluster(temp_dir, f"http://127.0.0.1:{ports['--dashboard-port']}")
+        cluster = LocalCluster(temp_dir, f"http://127.0.0.1:{ports['--dashboard-port']}", token)
         started = subprocess.run(command, env=environment, cwd=temp_dir, capture_output=True,
                                  text=True, timeout=ready_seconds, check=False)
         if started.returncode != 0:
@@ -92,8 +100,10 @@ class LocalCluster:
         return cluster
 
     def _job_server_answers(self) -> bool:
+        request = urllib.request.Request(f"{self.dashboard_url}/api/version",
+                                         headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=5) as reply:
+            with urllib.request.urlopen(request, timeout=5) as reply:
                 return "ray_version" in json.loads(reply.read().decode())
         except (OSError, ValueError):
             return False

@@ -1,9 +1,9 @@
 """The Evaluate page's Ray job on a real local cluster (``ray start --head`` on loopback).
 
 What ``test_evaluate_ray_job.py`` does with a stand-in job client, here against Ray's own job
-server: the page submits the run through the Ray Jobs REST API, the job runs ``python -m
-attribution_core explain --engine ray --address auto`` on the cluster (its own actor, the
-shards, the streamed report), the page shows the job's state and progress while it runs, and
+server (with token authentication on): the page submits the run through the Ray Jobs REST
+API with the cluster's token, the job runs ``python -m attribution_core explain --engine ray
+--address auto`` on the cluster (its own actor, the shards, the streamed report), the page shows the job's state and progress while it runs, and
 reads the report back when it succeeds. Six digits cases, IG and Saliency at 8 steps, one
 1-CPU worker on a 2-CPU cluster: small enough for two shared cores, where Ray itself takes
 tens of seconds to start; every wait is for a state, with generous limits.
@@ -51,6 +51,8 @@ def _bars(at) -> list[str]:  # type: ignore[no-untyped-def]
 def test_the_page_runs_a_ray_job_on_a_real_cluster_and_shows_its_report(
         cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ray_jobs.ADDRESS_ENV, cluster.dashboard_url)
+    monkeypatch.delenv(ray_jobs.TOKEN_PATH_ENV, raising=False)
+    monkeypatch.setenv(ray_jobs.TOKEN_ENV, cluster.token)  # the cluster requires its token
     monkeypatch.setenv(ray_jobs.MIN_CASES_ENV, "5")
     monkeypatch.setenv(ray_jobs.JOB_DIR_ENV, str(tmp_path / "jobs"))
     monkeypatch.setenv(ray_jobs.WORKERS_ENV, "1")
@@ -63,7 +65,9 @@ def test_the_page_runs_a_ray_job_on_a_real_cluster_and_shows_its_report(
         f"submitting must work: {at.exception} {[e.value for e in at.error]}"
     jobs = list((tmp_path / "jobs").iterdir())
     assert len(jobs) == 1, f"one job folder: {jobs}"
-    client = ray_jobs.RestJobClient(cluster.dashboard_url)
+    client = ray_jobs.make_client(cluster.dashboard_url)
+    with pytest.raises(RuntimeError, match="401"):
+        ray_jobs.RestJobClient(cluster.dashboard_url).get_job_status(jobs[0].name)
     submission = jobs[0].name
     assert client.get_job_status(submission) in ("PENDING", "RUNNING", "SUCCEEDED"), \
         "the real job server knows the job the page submitted"
