@@ -3,10 +3,11 @@
 What ``test_evaluate_ray_job.py`` does with a stand-in job client, here against Ray's own job
 server (with token authentication on): the page submits the run through the Ray Jobs REST
 API with the cluster's token, the job runs ``python -m attribution_core explain --engine ray
---address auto`` on the cluster (its own actor, the shards, the streamed report), the page shows the job's state and progress while it runs, and
-reads the report back when it succeeds. Six digits cases, IG and Saliency at 8 steps, one
-1-CPU worker on a 2-CPU cluster: small enough for two shared cores, where Ray itself takes
-tens of seconds to start; every wait is for a state, with generous limits.
+--address auto`` on the cluster (its own actor, the shards, the streamed report), the page
+shows the job's state and progress while it runs, and reads the report back when it
+succeeds. Six digits cases, IG and Saliency at 8 steps, one 1-CPU worker on a 2-CPU cluster:
+small enough for two shared cores, where Ray itself takes tens of seconds to start; every
+wait is for a state, with generous limits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from attribution_core.evaluation import ray_jobs
 from attribution_core.evaluation.report import read_report
 from tests.app.ray_cluster import LocalCluster
 from tests.app.test_evaluate_page import open_page
+from tests.ray_sockets import not_loopback
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 N_CASES = 6
@@ -50,6 +52,8 @@ def _bars(at) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_the_page_runs_a_ray_job_on_a_real_cluster_and_shows_its_report(
         cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = not_loopback(cluster.processes())
+    assert not outside, f"the cluster must listen on loopback only: {outside}"
     monkeypatch.setenv(ray_jobs.ADDRESS_ENV, cluster.dashboard_url)
     monkeypatch.delenv(ray_jobs.TOKEN_PATH_ENV, raising=False)
     monkeypatch.setenv(ray_jobs.TOKEN_ENV, cluster.token)  # the cluster requires its token
