@@ -62,7 +62,12 @@ from attribution_core.evaluation.report_view import (
 )
 from attribution_core.evaluation.shards import SHARD_FOLDER, RunHeader, ShardStore
 from attribution_core.evaluation.tensor_file import MAX_TENSORS, TensorFileWriter
-from attribution_core.evaluation.types import CaseOutcome, CurveMean, EvaluationResult
+from attribution_core.evaluation.types import (
+    CaseOutcome,
+    CurveMean,
+    EvaluationResult,
+    MethodSummary,
+)
 
 # Notes (skipped rows, refused images) kept for the report; a huge input with many bad rows
 # would otherwise grow them without bound. The rest are counted.
@@ -78,7 +83,7 @@ class StreamedReport:
     attributions_written: bool
     n_done: int
     seconds: float
-    summaries: tuple[Any, ...]
+    summaries: tuple[MethodSummary, ...]
 
 
 class _FirstPass:
@@ -209,7 +214,7 @@ def _second_pass(store: ShardStore, order: list[int], files: ReportFiles,
 
 
 def _view(empty: EvaluationResult, first: _FirstPass, table: Path, methods: tuple[str, ...],
-          summaries: tuple[Any, ...], store: ShardStore) -> ReportView:
+          summaries: tuple[MethodSummary, ...], store: ShardStore) -> ReportView:
     n = first.n_done
     ids = read_column(table, "case_id") if n <= MAX_POINT_CASES else None
     ran = {m: read_column(table, column_name(m, "ran")) for m in methods}  # 1 byte per case
