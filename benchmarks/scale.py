@@ -1,8 +1,11 @@
-"""The batch evaluation on Ray vs locally: cases per second, Ray's overhead, resume cost.
+"""The batch evaluation on Ray vs locally: cases per second, Ray's overhead, resume cost, and
+the driver's peak memory as the cases grow.
 
-    PYTHONPATH=. python -m benchmarks.scale [--quick] [--n-cases 200] [--out FILE]
+    PYTHONPATH=. python -m benchmarks.scale [--quick] [--part all|throughput|memory]
+                                            [--n-cases 200] [--out FILE]
 
-Prints JSON. digits_cnn bundled cases with IG and IG2 (the runner's default 32 steps each):
+Prints JSON. Part ``throughput``: digits_cnn bundled cases with IG and IG2 (the runner's default
+32 steps each):
 
 - ``local``: one in-process ``evaluate`` over all cases (torch on every core), the batch
   command line's ``--engine local``; ``local_1_thread`` the same with one torch thread;
@@ -16,6 +19,14 @@ Prints JSON. digits_cnn bundled cases with IG and IG2 (the runner's default 32 s
 ``ray_overhead_seconds_per_case`` is (Ray 1 worker - in-process 1 thread) / cases: scheduling,
 transfer of the shard inputs and outputs, and the shard files. Ratios are of cases per second
 measured in this one run, on this machine; other load on it shifts them.
+
+Part ``memory`` (``driver_memory``): the command ``explain --engine ray`` (2 workers, shards of
+250) on 2,000 and 20,000 rows of a Parquet file (wine_mlp, the cheapest bundled model: its
+reference rows with 1 % noise), IG only at 8 steps. Each command runs in its own process, which
+reports its own peak resident memory (VmHWM: the driver alone; Ray's workers and daemons are
+other processes; see ``benchmarks.scale_memory``). ``ratio_peak_rss`` is the large run's peak
+over the small one's (the check asks for < 1.5), ``peak_rss_growth_mb_per_1000_cases`` the
+growth itself.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from attribution_core.evaluation.shards import RunHeader, ShardStore, merge
 from attribution_core.evaluation.types import EvaluationSettings
 from attribution_core.models import load_model
 from benchmarks.common import dump_report, environment
+from benchmarks.scale_memory import MEMORY_SIZES, driver_memory
 
 MODEL = "digits_cnn"
 SHARD_SIZE = 20
@@ -64,21 +76,33 @@ def _rate(n: int, seconds: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="60 cases: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 60 cases; driver memory at 200 and 2,000 cases")
+    parser.add_argument("--part", choices=("all", "throughput", "memory"), default="all")
     parser.add_argument("--n-cases", type=int, default=200)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: local on the GPU, Ray workers sharing it (1/workers each)")
     args = parser.parse_args(argv)
+    report: dict[str, Any] = {"benchmark": "scale", "cpu_count": os.cpu_count(),
+                              "environment": environment(torch.device(args.device))}
+    if args.part in ("all", "throughput"):
+        report.update(_throughput(args))
+    if args.part in ("all", "memory"):
+        sizes = (200, 2_000) if args.quick else MEMORY_SIZES
+        report["driver_memory"] = driver_memory(sizes)
+    print(dump_report(report, args.out))
+    return 0
+
+
+def _throughput(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     n_cases = 60 if args.quick else args.n_cases
     settings = EvaluationSettings(methods=("IG", "IG2"))
     options = CaseOptions(n_cases=n_cases)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    report: dict[str, Any] = {"benchmark": "scale", "model": MODEL, "n_cases": n_cases,
-                              "methods": list(settings.methods), "shard_size": SHARD_SIZE,
-                              "cpu_count": os.cpu_count(),
-                              "environment": environment(torch.device(device))}
+    report: dict[str, Any] = {"model": MODEL, "n_cases": n_cases,
+                              "methods": list(settings.methods), "shard_size": SHARD_SIZE}
 
     loaded = load_model(MODEL, device=device)
     cases = bundled_cases(loaded, n_cases).cases
@@ -167,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             per_worker / runs["ray_2_workers"]["seconds"], 3),
         "ray_overhead_seconds_per_case": round((per_worker - in_process_seconds) / n_cases, 4),
     })
-    print(dump_report(report, args.out))
-    return 0
+    return report
 
 
 if __name__ == "__main__":

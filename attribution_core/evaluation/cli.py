@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
-import math
 import signal
 import sys
 import threading
@@ -25,10 +22,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from attribution_core.evaluation.command_common import (
+    MAX_CSV_BYTES,
+    MAX_FOLDER_BYTES,
+    CommandError,
+    expected_by_name,
+    mask_files,
+    read_limited,
+    summary_line,
+    zip_folder,
+)
 from attribution_core.evaluation.types import (
     ALL_METHODS,
     EvaluationInputError,
-    EvaluationResult,
     EvaluationSettings,
     ImageItem,
     RowItem,
@@ -36,15 +42,8 @@ from attribution_core.evaluation.types import (
 )
 
 EXIT_OK, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 130
-# Same budgets as the page's zip upload: a folder is read into memory before it is decoded.
-MAX_FOLDER_BYTES = 200 * 2**20
-MAX_CSV_BYTES = 50 * 2**20
 _ALIASES = {"smoothgrad": "SmoothGrad (IG)", "gxi": "Gradient x Input",
             "gradxinput": "Gradient x Input", "shap": "GradientSHAP"}
-
-
-class CommandError(Exception):
-    """A problem with the command line or its files; the message is printed as is."""
 
 
 def _key(name: str) -> str:
@@ -120,41 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- inputs ------------------------------------------------------------------------------------
 
-def _read_limited(path: Path, limit: int) -> bytes:
-    size = path.stat().st_size
-    if size > limit:
-        raise CommandError(f"{path} is {size / 2**20:.0f} MB; the limit is {limit / 2**20:.0f} MB.")
-    return path.read_bytes()
-
-
-def zip_folder(folder: Path, limit: int = MAX_FOLDER_BYTES) -> bytes:
-    """A folder's files as an in-memory zip, so folders and zips share one validated reader."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    if not files:
-        raise CommandError(f"The folder {folder} holds no files.")
-    total = sum(p.stat().st_size for p in files)
-    if total > limit:
-        raise CommandError(f"The folder {folder} holds {total / 2**20:.0f} MB; the limit is "
-                           f"{limit / 2**20:.0f} MB. Evaluate fewer images at once.")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in files:
-            archive.writestr(path.relative_to(folder).as_posix(), path.read_bytes())
-    return buffer.getvalue()
-
-
-def _mask_files(folder: Path) -> dict[str, Path]:
-    from attribution_core.modalities.image import UPLOAD_EXTENSIONS
-
-    masks: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower().lstrip(".") in UPLOAD_EXTENSIONS:
-            stem = path.stem[:-len("_mask")] if path.stem.lower().endswith("_mask") else path.stem
-            masks[stem] = path
-    return masks
-
-
 def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
                  ) -> list[ImageItem]:
     """Masks from ``folder`` matched to images by file stem; greys above 127 are expected."""
@@ -164,7 +128,7 @@ def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
     if not folder.is_dir():
         raise CommandError(f"--expected {folder} must be a folder of mask images for an "
                            "image model.")
-    masks = _mask_files(folder)
+    masks = mask_files(folder)
     attached: list[ImageItem] = []
     for item in items:
         path = masks.get(Path(item.name).stem)
@@ -172,7 +136,7 @@ def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
             attached.append(item)
             continue
         try:
-            mask = decode_mask(_read_limited(path, 40 * 2**20), max_bytes=MAX_UPLOAD_BYTES)
+            mask = decode_mask(read_limited(path, 40 * 2**20), max_bytes=MAX_UPLOAD_BYTES)
         except ImageInputError as error:
             notes.append(f"{path.name}: {error} {item.name} is kept without a mask.")
             attached.append(item)
@@ -186,23 +150,11 @@ def attach_masks(items: Sequence[ImageItem], folder: Path, notes: list[str]
     return attached
 
 
-def _expected_by_name(path: Path) -> dict[str, str]:
-    text = _read_limited(path, MAX_CSV_BYTES).decode("utf-8-sig", errors="replace")
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {c.lower().strip(): c for c in reader.fieldnames or ()}
-    name_column = columns.get("name") or columns.get("id")
-    if name_column is None or "expected" not in columns:
-        raise CommandError(f"--expected {path} needs the columns name (or id) and expected; "
-                           f"found {', '.join(reader.fieldnames or ()) or 'no header'}.")
-    return {row[name_column]: row[columns["expected"]] or "" for row in reader
-            if row.get(name_column)}
-
-
 def _apply_expected(items: list[Any], path: Path, feature_names: Sequence[str] | None,
                     notes: list[str]) -> list[Any]:
     from attribution_core.evaluation.uploads import parse_expected_features, parse_expected_words
 
-    wanted = _expected_by_name(path)
+    wanted = expected_by_name(path)
     names = {item.name for item in items}
     unknown = sorted(set(wanted) - names)
     if unknown:
@@ -234,7 +186,7 @@ def load_items(loaded: Any, source: Path, expected: Path | None, notes: list[str
         if source.is_dir():
             upload = uploads.read_image_zip(zip_folder(source))
         elif suffix == ".zip":
-            upload = uploads.read_image_zip(_read_limited(source, MAX_FOLDER_BYTES))
+            upload = uploads.read_image_zip(read_limited(source, MAX_FOLDER_BYTES))
         else:
             raise CommandError(f"{loaded.spec.name} is an image model: --input must be a folder "
                                f"or a .zip of images, not {source.name}.")
@@ -245,7 +197,7 @@ def load_items(loaded: Any, source: Path, expected: Path | None, notes: list[str
         what = "texts (a 'text' column)" if modality == "text" else "rows in raw units"
         raise CommandError(f"{loaded.spec.name} is a {modality} model: --input must be a .csv "
                            f"of {what}, not {source.name}.")
-    data = _read_limited(source, MAX_CSV_BYTES)
+    data = read_limited(source, MAX_CSV_BYTES)
     names: tuple[str, ...] | None = None
     if modality == "text":
         text_upload = uploads.read_text_csv(data)
@@ -285,23 +237,6 @@ def build_cases(loaded: Any, args: argparse.Namespace, notes: list[str]) -> tupl
 
 
 # -- output ------------------------------------------------------------------------------------
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def summary_line(result: EvaluationResult, files: Any) -> dict[str, Any]:
-    return {
-        "json": str(files.json_path), "html": str(files.html_path),
-        "attributions": str(files.attributions_path), "model": result.model_name,
-        "n_cases": len(result.cases), "n_requested": result.n_requested,
-        "cancelled": result.cancelled, "seconds": round(result.seconds, 3),
-        "methods": {s.method: {"deletion_auc_mean": _finite_or_none(s.deletion_auc_mean),
-                               "insertion_auc_mean": _finite_or_none(s.insertion_auc_mean),
-                               "seconds": round(s.seconds_total, 3)}
-                    for s in result.summaries()},
-    }
-
 
 def _progress(done: int, total: int, message: str) -> None:
     print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
@@ -355,7 +290,7 @@ def run_explain(args: argparse.Namespace) -> int:
                                   ig2_steps=args.ig2_steps, seed=args.seed,
                                   removal=args.removal)
     if args.settings is not None:
-        settings = settings_from_file(args.settings, _read_limited(args.settings, 2**20))
+        settings = settings_from_file(args.settings, read_limited(args.settings, 2**20))
         args.seed, args.removal = settings.seed, settings.removal  # the cases use them too
     if args.engine == "ray":
         return _run_on_ray(args, settings)
@@ -375,7 +310,10 @@ def run_explain(args: argparse.Namespace) -> int:
     files = write_report(result, args.out, extra={
         "command": "explain", "source": "bundled" if args.bundled else str(args.input),
         "total_seconds": time.perf_counter() - started})
-    print(json.dumps(summary_line(result, files)), flush=True)
+    print(json.dumps(summary_line(
+        model_name=result.model_name, n_cases=len(result.cases), n_requested=result.n_requested,
+        cancelled=result.cancelled, seconds=result.seconds, summaries=result.summaries(),
+        files=files)), flush=True)
     return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
 
 
@@ -385,11 +323,11 @@ def _run_on_ray(args: argparse.Namespace, settings: EvaluationSettings) -> int:
     # Ray prints worker failures and restarts on stdout; stdout is kept for the summary line.
     with _StopOnInterrupt() as stop, contextlib.redirect_stdout(sys.stderr):
         try:
-            result, files, figures = run_explain_sharded(args, settings, lambda: stop.requested)
+            line = run_explain_sharded(args, settings, lambda: stop.requested)
         except Exception as error:
             raise worker_error(error) from error
-    print(json.dumps({**summary_line(result, files), **figures}), flush=True)
-    return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+    print(json.dumps(line), flush=True)
+    return EXIT_INTERRUPTED if line["cancelled"] else EXIT_OK
 
 
 def run_models() -> int:

@@ -1,8 +1,10 @@
 """``explain --engine ray``: the batch command line on Ray, sharded, streamed and resumable.
 
 The report it writes is the one ``--engine local`` writes (``evaluation.json``, ``.html``,
-``_attributions.safetensors``), merged from the shards under ``<out>/shards``; stdout gets the
-same one-line JSON summary with the engine's figures added, stderr gets progress per shard.
+``_attributions.safetensors``) plus the per-case table ``evaluation_cases.parquet``, streamed
+from the shards under ``<out>/shards`` one shard at a time (``streamed_report``), so the
+driver's memory does not grow with the number of cases; stdout gets the same one-line JSON
+summary with the engine's figures added, stderr gets progress per shard.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attribution_core.evaluation.command_common import CommandError, summary_line
 from attribution_core.evaluation.shard_inputs import CaseOptions, plan_shards
 from attribution_core.evaluation.sharded_run import CrashOnce, Executor, run_shards
-from attribution_core.evaluation.shards import RunHeader, ShardStore, fingerprint, merge
+from attribution_core.evaluation.shards import RunHeader, ShardStore, fingerprint
 from attribution_core.evaluation.types import EvaluationSettings
 
 DEFAULT_SHARD_SIZE = 20
@@ -66,8 +69,8 @@ def _source_stamp(path: Path | None) -> dict[str, Any]:
 
 
 def run_explain_sharded(args: argparse.Namespace, settings: EvaluationSettings,
-                        should_stop: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """Run the command on Ray; returns (result, report files, engine figures)."""
+                        should_stop: Any) -> dict[str, Any]:
+    """Run the command on Ray; returns the summary line (with the engine's figures)."""
     from attribution_core.evaluation.ray_engine import RayExecutor, RaySetup, start_ray
 
     setup = RaySetup(address=args.address, workers=args.workers or 2,
@@ -97,8 +100,8 @@ def run_explain_sharded(args: argparse.Namespace, settings: EvaluationSettings,
 
 def _run(args: argparse.Namespace, settings: EvaluationSettings, options: CaseOptions,
          executor: Executor, model: dict[str, Any], should_stop: Any, started: float,
-         engine: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    from attribution_core.evaluation.report import write_report
+         engine: dict[str, Any]) -> dict[str, Any]:
+    from attribution_core.evaluation.streamed_report import write_streamed_report
 
     source = None if args.bundled else Path(args.input)
     run = {"model": model["name"], "weights": model["weights_hash"],
@@ -117,21 +120,25 @@ def _run(args: argparse.Namespace, settings: EvaluationSettings, options: CaseOp
                          report=lambda line: print(line, file=sys.stderr, flush=True))
     header = RunHeader(model["name"], model["title"], model["modality"], model["weights_hash"],
                        tuple(model["class_names"]), settings, model["device"], total)
-    result = merge(store, outcome.indices_done, header, cancelled=outcome.stopped)
     figures = {**engine, "shards_total": -(-total // args.shard_size),
                "shards_computed": len(outcome.computed), "shards_reused": len(outcome.reused),
                "shards_folder": str(store.folder), "wall_seconds": round(outcome.seconds, 3)}
-    files = write_report(result, args.out, extra={
+    report = write_streamed_report(store, outcome.indices_done, header, args.out,
+                                   cancelled=outcome.stopped, extra={
         "command": "explain", "source": "bundled" if args.bundled else str(args.input),
         "total_seconds": time.perf_counter() - started, "engine": json.loads(
             json.dumps(figures))})
-    return result, files, figures
+    line = summary_line(model_name=header.model_name, n_cases=report.n_done,
+                        n_requested=total, cancelled=outcome.stopped, seconds=report.seconds,
+                        summaries=report.summaries, files=report.files)
+    if not report.attributions_written:
+        line["attributions"] = None  # too many maps for one file: they stay in the shards
+    return {**line, "cases_table": str(report.table_path), **figures}
 
 
 def settings_from_file(path: Path, data: bytes) -> EvaluationSettings:
     """Settings as recorded in a report (``data``: the file's bytes); unknown or missing keys
     are a one-line error."""
-    from attribution_core.evaluation.cli import CommandError
     from attribution_core.evaluation.record_encoding import ReportFormatError
     from attribution_core.evaluation.report import _settings_from
 
@@ -146,8 +153,6 @@ def settings_from_file(path: Path, data: bytes) -> EvaluationSettings:
 def worker_error(error: Exception) -> Exception:
     """A failure inside a Ray worker as one line: the original message, not the remote
     traceback Ray attaches (Ray's errors carry the original exception as ``cause``)."""
-    from attribution_core.evaluation.cli import CommandError
-
     cause = getattr(error, "cause", None)
     if not isinstance(cause, BaseException):
         if type(error).__module__.startswith("ray."):  # e.g. an actor out of restarts

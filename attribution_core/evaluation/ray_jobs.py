@@ -11,6 +11,10 @@ Progress comes from the job's log (the command's "N/M cases, r cases/s, ETA" lin
 the job server's stop, Continue resubmits with ``--resume`` (finished shards are kept). Nothing
 here imports Streamlit; :func:`make_client` speaks the Ray Jobs REST API to an ``http(s)``
 address and uses Ray's ``JobSubmissionClient`` otherwise (the page tests replace it).
+
+A cluster with Ray's token authentication (the default of a Ray 2.60 cluster started where a
+token exists) answers 401 without it: the REST client sends the token of Ray's own variables,
+``RAY_AUTH_TOKEN`` or the file named by ``RAY_AUTH_TOKEN_PATH``, as ``Authorization: Bearer``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ JOB_DIR_ENV = "IG_DASHBOARD_RAY_JOB_DIR"
 WORKERS_ENV = "IG_DASHBOARD_RAY_WORKERS"
 GPUS_ENV = "IG_DASHBOARD_RAY_GPUS_PER_WORKER"
 POLL_ENV = "IG_DASHBOARD_RAY_POLL_SECONDS"
+SHARD_SIZE_ENV = "IG_DASHBOARD_RAY_SHARD_SIZE"
+TOKEN_ENV = "RAY_AUTH_TOKEN"
+TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 DEFAULT_MIN_CASES = 200
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _PROGRESS = re.compile(r"(\d+)/(\d+) cases(?:, ([\d.]+) cases/s, ETA (\S+) s)?")
@@ -46,6 +53,7 @@ class JobConfig:
     workers: int
     gpus_per_worker: float
     poll_seconds: float = 2.0
+    shard_size: int | None = None  # None: the command's default
 
     @staticmethod
     def from_environment(environ: Mapping[str, str] | None = None) -> JobConfig | None:
@@ -54,12 +62,15 @@ class JobConfig:
         address = env.get(ADDRESS_ENV, "").strip()
         if not address:
             return None
+        shard_size = env.get(SHARD_SIZE_ENV, "").strip()
         return JobConfig(
             address=address, min_cases=max(1, int(env.get(MIN_CASES_ENV, DEFAULT_MIN_CASES))),
-            folder=Path(env.get(JOB_DIR_ENV, ".attribution_cache/ray_jobs")),
+            # Absolute: the job runs in the cluster's working directory, not the dashboard's.
+            folder=Path(env.get(JOB_DIR_ENV, ".attribution_cache/ray_jobs")).resolve(),
             workers=max(1, int(env.get(WORKERS_ENV, "2"))),
             gpus_per_worker=float(env.get(GPUS_ENV, "0")),
-            poll_seconds=max(0.01, float(env.get(POLL_ENV, "2"))))
+            poll_seconds=max(0.01, float(env.get(POLL_ENV, "2"))),
+            shard_size=max(1, int(shard_size)) if shard_size else None)
 
 
 @dataclass(frozen=True)
@@ -96,18 +107,32 @@ def make_client(address: str) -> Any:
     under the hood; the dashboard then needs no Ray at all); other addresses (``auto``,
     ``ray://...``) through Ray's ``JobSubmissionClient``, which needs ``ray[default]``."""
     if address.startswith(("http://", "https://")):
-        return RestJobClient(address)
+        return RestJobClient(address, token=auth_token())
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address)
 
 
+def auth_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The cluster's token from Ray's variables, or None (no token authentication)."""
+    env = os.environ if environ is None else environ
+    token = env.get(TOKEN_ENV, "").strip()
+    if not token and env.get(TOKEN_PATH_ENV, "").strip():
+        path = Path(env[TOKEN_PATH_ENV].strip()).expanduser()
+        with path.open("rb") as handle:
+            token = handle.read(4096).decode("utf-8", errors="replace").strip()
+    return token or None
+
+
 class RestJobClient:
     """The four calls of the Ray Jobs REST API the page uses (``/api/jobs/...``)."""
 
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
+    def __init__(self, address: str, timeout: float = 10.0, token: str | None = None) -> None:
         self.base = address.rstrip("/")
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None
               ) -> dict[str, Any]:
@@ -116,14 +141,16 @@ class RestJobClient:
 
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+                                         headers=self._headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode() or "{}")
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace").strip().splitlines()
+            hint = (f" (a cluster with token authentication: set {TOKEN_ENV} for the dashboard)"
+                    if error.code in (401, 403) else "")
             raise RuntimeError(f"the Ray job server answered {error.code} to {method} {path}"
-                               + (f": {detail[0][:200]}" if detail else "")) from error
+                               + (f": {detail[0][:200]}" if detail else "") + hint) from error
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             raise RuntimeError(f"the Ray job server at {self.base} cannot be reached "
                                f"({getattr(error, 'reason', error)})") from error
@@ -158,6 +185,8 @@ def job_command(model_name: str, job_input: JobInput, folder: Path, config: JobC
         command += ["--baseline", job_input.baseline]
     if config.gpus_per_worker:
         command += ["--gpus-per-worker", str(config.gpus_per_worker)]
+    if config.shard_size:
+        command += ["--shard-size", str(config.shard_size)]
     if resume:
         command.append("--resume")
     return tuple(command)

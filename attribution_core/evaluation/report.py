@@ -9,7 +9,7 @@ the strings ``"inf"``/``"-inf"``, arrays as nested lists tagged with dtype and s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from attribution_core.evaluation.types import (
     EvaluationResult,
     EvaluationSettings,
     MethodOutcome,
+    MethodSummary,
 )
 
 SCHEMA_NAME = "attribution_core.evaluation"
@@ -89,11 +90,16 @@ def _case_record(case: CaseOutcome) -> dict[str, Any]:
     }
 
 
+def summary_record(summaries: Sequence[MethodSummary]) -> list[dict[str, Any]]:
+    """The report's ``summary``: one JSON object per method."""
+    return [{k: (encode_float(v) if isinstance(v, float) else v)
+             for k, v in asdict(item).items()} for item in summaries]
+
+
 def to_record(result: EvaluationResult, *, extra: Mapping[str, Any] | None = None
               ) -> dict[str, Any]:
     """The whole result as JSON-able data (pass it to ``json.dumps``; no NaN is left in it)."""
-    summary = [{k: (encode_float(v) if isinstance(v, float) else v)
-                for k, v in asdict(item).items()} for item in result.summaries()]
+    summary = summary_record(result.summaries())
     settings = result.settings.record()
     settings["methods"] = list(settings["methods"])
     record: dict[str, Any] = {

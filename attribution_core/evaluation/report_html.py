@@ -26,19 +26,19 @@ from attribution_core.evaluation.figure_style import (
     method_colour,
 )
 from attribution_core.evaluation.record_encoding import image_data_url
-from attribution_core.evaluation.types import (
-    CaseOutcome,
-    EvaluationResult,
-    MethodSummary,
-    mean_curve,
+from attribution_core.evaluation.report_view import (
+    LOG_FLOOR,
+    MAX_CASE_SECTIONS,
+    RANDOM_LABEL,
+    ReportView,
+    Spread,
+    view_from_result,
 )
+from attribution_core.evaluation.types import CaseOutcome, EvaluationResult, MethodSummary
 
-MAX_CASE_SECTIONS = 10
 # Heat maps larger than this per side are block-averaged: a 224 x 224 map per method per case
 # would make the page tens of megabytes without showing more than a screen can.
 MAX_HEATMAP_SIDE = 64
-# The smallest value a log axis shows: an exact completeness error of 0 would otherwise vanish.
-_LOG_FLOOR = 1e-12
 _CONFIG = {"displaylogo": False, "responsive": True}
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
@@ -83,21 +83,14 @@ def _figure(fig: go.Figure, name: str, height: int) -> str:
 
 # -- summary figures ---------------------------------------------------------------------------
 
-def _grid(result: EvaluationResult) -> np.ndarray:
-    return np.linspace(0.0, 1.0, max(int(result.settings.curve_points), 2))
-
-
-def _curve_figure(result: EvaluationResult, kind: str) -> str:
-    grid = _grid(result)
+def _curve_figure(view: ReportView, kind: str) -> str:
+    grid = view.grid
     fig = go.Figure()
-    for method in result.methods:
-        ran = [c for c in result.cases if any(o.method == method for o in c.outcomes)]
-        mean = mean_curve(ran, lambda c, m=method: getattr(c.outcome(m), kind), grid)
-        fig.add_trace(go.Scatter(x=grid, y=mean, mode="lines", name=method,
-                                 line={"color": method_colour(method)}))
-    reference = mean_curve(result.cases, lambda c: getattr(c, f"random_{kind}"), grid)
-    fig.add_trace(go.Scatter(x=grid, y=reference, mode="lines", name="random order",
-                             line={"color": RANDOM_COLOUR, "dash": "dash"}))
+    for method in view.methods:
+        fig.add_trace(go.Scatter(x=grid, y=view.mean_curves[kind][method], mode="lines",
+                                 name=method, line={"color": method_colour(method)}))
+    fig.add_trace(go.Scatter(x=grid, y=view.mean_curves[kind][RANDOM_LABEL], mode="lines",
+                             name=RANDOM_LABEL, line={"color": RANDOM_COLOUR, "dash": "dash"}))
     better = "lower" if kind == "deletion" else "higher"
     fig.update_layout(title=f"Mean {kind} curve ({better} area is better)",
                       xaxis_title="fraction of units perturbed",
@@ -105,64 +98,58 @@ def _curve_figure(result: EvaluationResult, kind: str) -> str:
     return _figure(fig, f"mean-{kind}", 380)
 
 
-def _per_case(result: EvaluationResult, method: str, name: str
-              ) -> tuple[list[str], list[float]]:
-    ran = [c for c in result.cases if any(o.method == method for o in c.outcomes)]
-    return [c.case_id for c in ran], [float(getattr(c.outcome(method), name)) for c in ran]
+def _box_trace(spread: Spread, *, with_ids: bool, showlegend: bool | None = None) -> go.Box:
+    colour = RANDOM_COLOUR if spread.label == RANDOM_LABEL else method_colour(spread.label)
+    legend = {} if showlegend is None else {"showlegend": showlegend}
+    box = spread.box
+    if box is not None:
+        # Too many cases to draw one by one: the exact quartiles and whiskers, no points.
+        return go.Box(x=[spread.label], q1=[box.q1], median=[box.median], q3=[box.q3],
+                      lowerfence=[box.lower_fence], upperfence=[box.upper_fence],
+                      mean=[box.mean], name=spread.label, marker={"color": colour},
+                      hovertemplate=f"{box.n} cases<extra></extra>", **legend)
+    points: dict[str, Any] = {"y": list(spread.values), "name": spread.label,
+                              "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
+                              "marker": {"color": colour, "size": 4}, **legend}
+    if with_ids:
+        points.update(text=list(spread.ids), hovertemplate="%{text}: %{y:.4g}<extra></extra>")
+    return go.Box(**points)
 
 
-def _box_figure(values_of: dict[str, tuple[list[str], list[float]]], name: str,
-                title: str, y_title: str, log: bool = False) -> str:
+def _box_figure(spreads: Sequence[Spread], name: str, title: str, y_title: str,
+                log: bool = False) -> str:
     fig = go.Figure()
-    for label, (ids, values) in values_of.items():
-        colour = RANDOM_COLOUR if label == "random order" else method_colour(label)
-        fig.add_trace(go.Box(y=values, name=label, boxpoints="all", jitter=0.4, pointpos=0,
-                             marker={"color": colour, "size": 4}, text=ids,
-                             hovertemplate="%{text}: %{y:.4g}<extra></extra>"))
+    for spread in spreads:
+        fig.add_trace(_box_trace(spread, with_ids=True))
     fig.update_layout(title=title, yaxis_title=y_title, showlegend=False)
     if log:
         fig.update_yaxes(type="log")
     return _figure(fig, name, 380)
 
 
-def _auc_figure(result: EvaluationResult, kind: str) -> str:
-    values = {m: _per_case(result, m, f"{kind}_auc") for m in result.methods}
-    values["random order"] = ([c.case_id for c in result.cases],
-                              [float(getattr(c, f"random_{kind}_auc")) for c in result.cases])
+def _auc_figure(view: ReportView, kind: str) -> str:
     better = "lower" if kind == "deletion" else "higher"
-    return _box_figure(values, f"{kind}-auc", f"Per-case {kind} AUC ({better} is better)",
-                       f"{kind} AUC")
+    return _box_figure(view.spreads[f"{kind}_auc"], f"{kind}-auc",
+                       f"Per-case {kind} AUC ({better} is better)", f"{kind} AUC")
 
 
-def _completeness_figure(result: EvaluationResult) -> str | None:
-    values: dict[str, tuple[list[str], list[float]]] = {}
-    for method in result.methods:
-        ids, deltas = _per_case(result, method, "relative_delta")
-        kept = [(i, max(abs(v), _LOG_FLOOR)) for i, v in zip(ids, deltas, strict=True)
-                if math.isfinite(v)]
-        if kept:
-            values[method] = ([i for i, _ in kept], [v for _, v in kept])
-    if not values:
+def _completeness_figure(view: ReportView) -> str | None:
+    spreads = view.spreads["completeness"]
+    if not spreads:
         return None
-    return _box_figure(values, "completeness",
-                       f"Completeness error |relative delta| (log axis; 0 shown at {_LOG_FLOOR:g})",
+    return _box_figure(spreads, "completeness",
+                       f"Completeness error |relative delta| (log axis; 0 shown at {LOG_FLOOR:g})",
                        "|Σ attributions − (f(x) − f(x'))| / |f(x) − f(x')|", log=True)
 
 
-def _has_expectations(result: EvaluationResult) -> bool:
-    return any(c.expected is not None for c in result.cases)
-
-
-def _agreement_figure(result: EvaluationResult) -> str:
+def _agreement_figure(view: ReportView) -> str:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("rank correlation with the expected mask",
                                                          "share of |attribution| in the mask"))
-    for method in result.methods:
-        for column, name in ((1, "rank_correlation"), (2, "mask_share")):
-            values = [v for v in _per_case(result, method, name)[1] if math.isfinite(v)]
-            fig.add_trace(go.Box(y=values, name=method, boxpoints="all", jitter=0.4, pointpos=0,
-                                 marker={"color": method_colour(method), "size": 4},
-                                 showlegend=False), row=1, col=column)
-    share = result.expected_area_share
+    for column, name in ((1, "rank_correlation"), (2, "mask_share")):
+        for spread in view.spreads[name]:
+            fig.add_trace(_box_trace(spread, with_ids=False, showlegend=False), row=1,
+                          col=column)
+    share = view.expected_area_share
     if math.isfinite(share):
         # a map that ignores the mask puts about the mask's own area share inside it
         fig.add_hline(y=share, line_dash="dot", line_color=RANDOM_COLOUR, row=1, col=2,
@@ -296,11 +283,11 @@ def _input_html(case: CaseOutcome) -> str:
     return "".join(parts)
 
 
-def _case_section(result: EvaluationResult, case: CaseOutcome) -> str:
+def _case_section(class_names: Sequence[str], case: CaseOutcome) -> str:
     def class_name(index: int | None) -> str:
         if index is None:
             return "–"
-        names = result.class_names
+        names = class_names
         return f"{index} ({names[index]})" if 0 <= index < len(names) else str(index)
 
     random_aucs = f"{_number(case.random_deletion_auc)} / {_number(case.random_insertion_auc)}"
@@ -329,43 +316,49 @@ def _case_section(result: EvaluationResult, case: CaseOutcome) -> str:
 def report_html(result: EvaluationResult, *, created: str | None = None,
                 max_cases: int = MAX_CASE_SECTIONS) -> str:
     """The whole report as one HTML string that needs no network to open."""
+    return render_view(view_from_result(result, max_cases), created=created)
+
+
+def render_view(view: ReportView, *, created: str | None = None) -> str:
+    """The report of a :class:`ReportView` (a result in memory, or a sharded run streamed)."""
     created = created or datetime.now(UTC).isoformat(timespec="seconds")
-    status = (f"Cancelled: {len(result.cases)} of {result.n_requested} cases done."
-              if result.cancelled else f"Complete: {len(result.cases)} of {result.n_requested} "
-                                       "cases done.")
-    model_rows = [("model", f"{result.model_title} ({result.model_name})"),
-                  ("modality", result.modality), ("weights sha256", result.weights_hash),
-                  ("classes", ", ".join(result.class_names)), ("created (UTC)", created),
-                  ("device", result.device), ("status", status),
-                  ("wall time (s)", _number(result.seconds)),
-                  ("expected area share", _number(result.expected_area_share))]
+    status = (f"Cancelled: {view.n_done} of {view.n_requested} cases done."
+              if view.cancelled else f"Complete: {view.n_done} of {view.n_requested} "
+                                     "cases done.")
+    model_rows = [("model", f"{view.model_title} ({view.model_name})"),
+                  ("modality", view.modality), ("weights sha256", view.weights_hash),
+                  ("classes", ", ".join(view.class_names)), ("created (UTC)", created),
+                  ("device", view.device), ("status", status),
+                  ("wall time (s)", _number(view.seconds)),
+                  ("expected area share", _number(view.expected_area_share))]
     settings_rows = [(k, ", ".join(map(str, v)) if isinstance(v, tuple | list) else v)
-                     for k, v in result.settings.record().items()]
+                     for k, v in view.settings.record().items()]
     env_rows = [(k, "not installed" if v is None else v)
-                for k, v in environment(result.device).items()]
-    body = [f"<h1>Evaluation report: {_e(result.model_title)}</h1>"]
-    if result.cancelled:
+                for k, v in environment(view.device).items()]
+    body = [f"<h1>Evaluation report: {_e(view.model_title)}</h1>"]
+    if view.cancelled:
         body.append(f'<p class="warning">{_e(status)} Summaries cover the finished cases only.</p>')
     body += ["<h2>Model and run</h2>", _table(model_rows)]
-    if result.notes:
-        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in result.notes)
+    if view.notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in view.notes)
                     + "</ul>")
     body += ["<h2>Settings</h2>", _table(settings_rows), "<h2>Environment</h2>", _table(env_rows)]
-    with_agreement = _has_expectations(result)
-    body += ["<h2>Summary per method</h2>", _summary_table(result.summaries(), with_agreement)]
-    if result.cases:
-        body += ["<h2>Faithfulness</h2>", _curve_figure(result, "deletion"),
-                 _curve_figure(result, "insertion"), _auc_figure(result, "deletion"),
-                 _auc_figure(result, "insertion")]
-        completeness = _completeness_figure(result)
+    body += ["<h2>Summary per method</h2>", _summary_table(view.summaries, view.has_expectations)]
+    if view.n_done:
+        body.append("<h2>Faithfulness</h2>")
+        if not view.points_drawn:
+            body.append(f"<p>{view.n_done} cases: the box plots show exact quartiles and "
+                        "whiskers (1.5 interquartile ranges) without one point per case.</p>")
+        body += [_curve_figure(view, "deletion"), _curve_figure(view, "insertion"),
+                 _auc_figure(view, "deletion"), _auc_figure(view, "insertion")]
+        completeness = _completeness_figure(view)
         if completeness:
             body += ["<h2>Completeness</h2>", completeness]
-        if with_agreement:
-            body += ["<h2>Agreement with expectations</h2>", _agreement_figure(result)]
-        hardest = result.most_disagreeing(max_cases)
-        body.append(f"<h2>Cases where the methods disagree most ({len(hardest)})</h2>")
-        body += [_case_section(result, case) for case in hardest]
+        if view.has_expectations:
+            body += ["<h2>Agreement with expectations</h2>", _agreement_figure(view)]
+        body.append(f"<h2>Cases where the methods disagree most ({len(view.hardest)})</h2>")
+        body += [_case_section(view.class_names, case) for case in view.hardest]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>Evaluation report: {_e(result.model_title)}</title>"
+            f"<title>Evaluation report: {_e(view.model_title)}</title>"
             f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>"
             f"<body>{''.join(body)}</body></html>")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from attribution_core.evaluation.command_common import expected_by_name, mask_files
 from attribution_core.evaluation.types import EvalCase, EvaluationInputError
 
 ShardKind = Literal["bundled", "images", "texts", "rows"]
@@ -168,17 +169,13 @@ def _mask_folder(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvaluationInputError(f"--expected {folder} must be a folder of mask images for "
                                    "an image model.")
-    from attribution_core.evaluation.cli import _mask_files
-
-    return _mask_files(folder)
+    return mask_files(folder)
 
 
 # -- tables --------------------------------------------------------------------------------------
 
 def _expected_cells(path: Path) -> dict[str, str]:
-    from attribution_core.evaluation.cli import _expected_by_name
-
-    return _expected_by_name(path)
+    return expected_by_name(path)
 
 
 class _Names:

@@ -105,6 +105,10 @@ class ShardStore:
     def _path(self, index: int, suffix: str) -> Path:
         return self.folder / f"shard-{index:05d}{suffix}"
 
+    def maps_name(self, index: int) -> str:
+        """The file name of a shard's maps (inside :attr:`folder`)."""
+        return self._path(index, ".safetensors").name
+
     def prepare(self, run_fingerprint: str, description: Mapping[str, Any], resume: bool
                 ) -> set[int]:
         """Shards already done for this run (``resume``), else a clean folder; raises when

@@ -235,55 +235,93 @@ def _nan_stat(values: np.ndarray, how: str) -> float:
 def summarise_method(cases: Sequence[CaseOutcome], method: str) -> MethodSummary:
     """Summary statistics of ``method`` over the cases that ran it."""
     ran = [c for c in cases if _has(c, method)]
-    deletion = _values(ran, method, "deletion_auc")
-    insertion = _values(ran, method, "insertion_auc")
-    random_deletion = np.array([c.random_deletion_auc for c in ran], dtype=np.float64)
-    random_insertion = np.array([c.random_insertion_auc for c in ran], dtype=np.float64)
+
+    def column(name: str) -> np.ndarray:
+        if name.startswith("random_"):
+            return np.array([getattr(c, name) for c in ran], dtype=np.float64)
+        return _values(ran, method, name)
+
+    return summarise_columns(method, column)
+
+
+def summarise_columns(method: str, column: Callable[[str], np.ndarray]) -> MethodSummary:
+    """Summary statistics of ``method`` from its per-case columns.
+
+    ``column(name)`` gives one metric over the cases that ran the method, in case order: a
+    :class:`MethodOutcome` field, or the case's ``random_deletion_auc`` /
+    ``random_insertion_auc``. Each statistic asks for the one or two columns it needs, so a
+    caller that reads columns from disk (a sharded run's case table) holds no more than two
+    at a time; the statistics are exact either way.
+    """
+    deletion = column("deletion_auc")
     with np.errstate(invalid="ignore"):
+        random_deletion = column("random_deletion_auc")
         beats_deletion = _rate(deletion < random_deletion, deletion, random_deletion)
+    n_cases = deletion.size
+    deletion_mean, deletion_median = _nan_stat(deletion, "mean"), _nan_stat(deletion, "median")
+    del deletion, random_deletion
+    insertion = column("insertion_auc")
+    with np.errstate(invalid="ignore"):
+        random_insertion = column("random_insertion_auc")
         beats_insertion = _rate(insertion > random_insertion, insertion, random_insertion)
+    insertion_mean, insertion_median = _nan_stat(insertion, "mean"), _nan_stat(insertion, "median")
+    del insertion, random_insertion
+    relative = np.abs(column("relative_delta"))
+    relative_median, relative_max = _nan_stat(relative, "median"), _nan_stat(relative, "max")
+    del relative
+    convergence = column("convergence")
     return MethodSummary(
-        method=method, n_cases=len(ran),
-        deletion_auc_mean=_nan_stat(deletion, "mean"),
-        deletion_auc_median=_nan_stat(deletion, "median"),
-        insertion_auc_mean=_nan_stat(insertion, "mean"),
-        insertion_auc_median=_nan_stat(insertion, "median"),
-        abs_relative_delta_median=_nan_stat(np.abs(_values(ran, method, "relative_delta")),
-                                            "median"),
-        abs_relative_delta_max=_nan_stat(np.abs(_values(ran, method, "relative_delta")), "max"),
-        precision_at_k_mean=_nan_stat(_values(ran, method, "precision_at_k"), "mean"),
-        rank_correlation_mean=_nan_stat(_values(ran, method, "rank_correlation"), "mean"),
-        mask_share_mean=_nan_stat(_values(ran, method, "mask_share"), "mean"),
-        pointing_game_rate=_nan_stat(_values(ran, method, "pointing_game"), "mean"),
+        method=method, n_cases=n_cases,
+        deletion_auc_mean=deletion_mean, deletion_auc_median=deletion_median,
+        insertion_auc_mean=insertion_mean, insertion_auc_median=insertion_median,
+        abs_relative_delta_median=relative_median, abs_relative_delta_max=relative_max,
+        precision_at_k_mean=_nan_stat(column("precision_at_k"), "mean"),
+        rank_correlation_mean=_nan_stat(column("rank_correlation"), "mean"),
+        mask_share_mean=_nan_stat(column("mask_share"), "mean"),
+        pointing_game_rate=_nan_stat(column("pointing_game"), "mean"),
         beats_random_deletion_rate=beats_deletion,
         beats_random_insertion_rate=beats_insertion,
-        seconds_total=float(_values(ran, method, "seconds").sum()),
-        convergence_median=_nan_stat(_values(ran, method, "convergence"), "median"),
-        convergence_max=_nan_stat(_values(ran, method, "convergence"), "max"),
+        seconds_total=float(column("seconds").sum()),
+        convergence_median=_nan_stat(convergence, "median"),
+        convergence_max=_nan_stat(convergence, "max"),
     )
+
+
+class CurveMean:
+    """The running mean of curves on one fraction ``grid``, one curve at a time.
+
+    Cases may have different unit counts (sentences of different lengths), so each curve is
+    interpolated onto the grid first; NaN values are left out of the mean, and a grid point
+    with no finite value at all is NaN. Memory is two grid-sized arrays, however many curves.
+    """
+
+    def __init__(self, grid: np.ndarray) -> None:
+        self.grid = np.asarray(grid, dtype=np.float64)
+        self._totals = np.zeros(self.grid.shape)
+        self._counts = np.zeros(self.grid.shape, dtype=np.int64)
+
+    def add(self, curve: Any, fractions: Any) -> None:
+        values = np.asarray(curve, dtype=np.float64)
+        points = np.asarray(fractions, dtype=np.float64)
+        if not values.size or values.size != points.size:
+            return
+        row = np.interp(self.grid, points, values)
+        finite = np.isfinite(row)
+        self._totals += np.where(finite, row, 0.0)
+        self._counts += finite
+
+    def mean(self) -> np.ndarray:
+        return np.where(self._counts > 0, self._totals / np.maximum(self._counts, 1), np.nan)
 
 
 def mean_curve(cases: Sequence[CaseOutcome], curve_of: Callable[[CaseOutcome], Any],
                grid: np.ndarray) -> np.ndarray:
-    """The mean of ``curve_of(case)`` over the cases, on one fraction ``grid``.
-
-    Cases may have different unit counts (sentences of different lengths), so each curve is
-    interpolated onto the grid first; NaN values are left out of the mean, and a grid point
-    with no finite value at all is NaN.
-    """
-    rows = []
+    """The mean of ``curve_of(case)`` over the cases, on one fraction ``grid`` (see
+    :class:`CurveMean`)."""
+    accumulator = CurveMean(grid)
     for case in cases:
-        curve = np.asarray(curve_of(case), dtype=np.float64)
-        fractions = np.asarray(case.fractions, dtype=np.float64)
-        if curve.size and curve.size == fractions.size:
-            rows.append(np.interp(grid, fractions, curve))
-    if not rows:
-        return np.full(np.shape(grid), np.nan)
-    stacked = np.vstack(rows)
-    finite = np.isfinite(stacked)
-    counts = finite.sum(axis=0)
-    totals = np.where(finite, stacked, 0.0).sum(axis=0)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+        accumulator.add(curve_of(case), case.fractions)
+    return accumulator.mean()
 
 
 def _rate(hits: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

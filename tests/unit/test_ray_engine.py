@@ -1,5 +1,8 @@
 """``explain --engine ray`` on a local Ray of 2 CPUs (loopback, no dashboard, no usage stats).
 
+The Ray is the command's own (``start_ray``), and a test checks that its servers listen on
+loopback only.
+
 One Ray instance serves the module (starting one costs seconds). 200 digits cases with IG and
 IG2 (16 steps each, to keep the module near a minute) are compared with the local engine; a run
 stopped after three shards is resumed; a worker that dies on its first attempt at a shard is
@@ -18,6 +21,7 @@ import pytest
 import ray  # requirements-scale.txt, included by requirements-test.txt: a missing Ray fails
 
 from attribution_core.evaluation.cli import main
+from attribution_core.evaluation.ray_engine import RaySetup, start_ray
 from attribution_core.evaluation.report import read_report
 from attribution_core.evaluation.sharded_run import (
     CRASH_FLAG_ENV,
@@ -25,6 +29,7 @@ from attribution_core.evaluation.sharded_run import (
     STOP_AFTER_SHARDS_ENV,
 )
 from attribution_core.evaluation.types import EvaluationResult
+from tests.ray_sockets import descendants, listening_addresses, not_loopback
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,12 +40,19 @@ COMMON = ["--model", "digits_cnn", "--bundled", "--methods", "IG,IG2", "--ig-ste
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    # The command's own start: 2 CPUs, loopback only, no dashboard, no usage statistics.
+    assert start_ray(RaySetup(workers=2)), "this module starts its own Ray"
     yield
     ray.shutdown()
+
+
+def test_the_local_ray_listens_on_loopback_only(local_ray: None) -> None:
+    ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
+    processes = descendants(os.getpid())
+    listening = listening_addresses(processes)
+    assert len(listening) >= 4, f"Ray's servers must have been found: {listening}"
+    assert not not_loopback(processes), \
+        f"every Ray server must listen on loopback only: {not_loopback(processes)}"
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +128,15 @@ def test_ray_equals_local_and_resume_recomputes_only_missing_shards(
     _assert_equal(local_result, merged)
     assert (tmp_path / "evaluation_attributions.safetensors").is_file() and \
         (tmp_path / "evaluation.html").is_file(), "the same three report files as local"
+    from attribution_core.evaluation.case_table import read_column
+
+    table = Path(resumed["cases_table"])
+    assert table == tmp_path / "evaluation_cases.parquet" and \
+        read_column(table, "case_id").tolist() == [c.case_id for c in merged.cases], \
+        "the per-case table lists every case in order"
+    assert np.array_equal(read_column(table, "IG2.deletion_auc"),
+                          [c.outcome("IG2").deletion_auc for c in merged.cases]), \
+        "the table's metrics are the report's"
 
 
 def test_a_worker_that_dies_is_restarted_and_the_run_completes(

@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from attribution_core.evaluation import ray_jobs
 from attribution_core.evaluation.types import EvaluationSettings
 
@@ -21,6 +23,22 @@ def test_no_address_means_no_jobs_and_the_threshold_is_configurable(tmp_path: Pa
         "IG_DASHBOARD_RAY_JOB_DIR": str(tmp_path), "IG_DASHBOARD_RAY_GPUS_PER_WORKER": "0.5"})
     assert config is not None and config.min_cases == 1000 and config.gpus_per_worker == 0.5, \
         f"the environment configures the jobs: {config}"
+
+
+def test_the_job_folder_is_absolute_and_the_shard_size_travels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the dashboard's working directory, not the cluster's
+    config = ray_jobs.JobConfig.from_environment({
+        "RAY_ADDRESS": "http://head:8265", "IG_DASHBOARD_RAY_JOB_DIR": "jobs",
+        "IG_DASHBOARD_RAY_SHARD_SIZE": "4"})
+    assert config is not None and config.folder == tmp_path / "jobs", \
+        f"a relative job folder is made absolute: the job runs elsewhere: {config}"
+    handle = ray_jobs.submit(_Client(), config, "digits_cnn", EvaluationSettings(),
+                             ray_jobs.JobInput(n_cases=12, baseline=None))
+    words = handle.command
+    assert Path(words[words.index("--settings") + 1]).is_absolute() and \
+        Path(words[words.index("--out") + 1]).is_absolute(), f"absolute paths: {words}"
+    assert words[words.index("--shard-size") + 1] == "4", f"the shard size travels: {words}"
 
 
 class _Client:
@@ -68,6 +86,17 @@ class _JobServer(BaseHTTPRequestHandler):
     """A loopback stand-in for the Ray job server's REST endpoints (one job at a time)."""
 
     jobs: ClassVar[dict[str, dict[str, str]]] = {}
+    required_token: ClassVar[str | None] = None  # as a cluster with token authentication
+
+    def _authorised(self) -> bool:
+        if self.required_token is None or \
+                self.headers.get("Authorization") == f"Bearer {self.required_token}":
+            return True
+        self.send_response(401)
+        self.send_header("Content-Length", "43")
+        self.end_headers()
+        self.wfile.write(b"Unauthorized: Missing authentication token\n")
+        return False
 
     def _answer(self, code: int, body: dict) -> None:  # type: ignore[type-arg]
         data = json.dumps(body).encode()
@@ -78,6 +107,8 @@ class _JobServer(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self) -> None:
+        if not self._authorised():
+            return
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path == "/api/jobs/":
             self.jobs[body["submission_id"]] = {"status": "RUNNING",
@@ -90,6 +121,8 @@ class _JobServer(BaseHTTPRequestHandler):
             self._answer(404, {"error": "no such job"})
 
     def do_GET(self) -> None:
+        if not self._authorised():
+            return
         parts = self.path.split("/")
         job = self.jobs.get(parts[3]) if len(parts) > 3 else None
         if job is None:
@@ -129,6 +162,33 @@ def test_the_rest_client_submits_polls_and_stops_on_a_loopback_job_server(
             assert "404" in str(error) and "\n" not in str(error), f"one line: {error}"
         else:
             raise AssertionError("an unknown job must raise")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_rest_client_sends_rays_token_to_a_server_that_requires_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "auth_token"
+    token_file.write_text("f00d" * 16 + "\n", encoding="utf-8")
+    monkeypatch.setattr(_JobServer, "required_token", "f00d" * 16)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JobServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.delenv(ray_jobs.TOKEN_ENV, raising=False)
+        monkeypatch.delenv(ray_jobs.TOKEN_PATH_ENV, raising=False)
+        with pytest.raises(RuntimeError, match=r"401.*set RAY_AUTH_TOKEN"):
+            ray_jobs.make_client(address).submit_job(entrypoint="true", submission_id="a")
+        monkeypatch.setenv(ray_jobs.TOKEN_PATH_ENV, str(token_file))
+        assert ray_jobs.make_client(address).submit_job(entrypoint="true",
+                                                        submission_id="b") == "b", \
+            "the token from RAY_AUTH_TOKEN_PATH is sent"
+        monkeypatch.setenv(ray_jobs.TOKEN_ENV, "f00d" * 16)
+        monkeypatch.setenv(ray_jobs.TOKEN_PATH_ENV, str(tmp_path / "missing"))
+        assert ray_jobs.make_client(address).get_job_status("b") == "RUNNING", \
+            "RAY_AUTH_TOKEN comes first, as for Ray itself"
     finally:
         server.shutdown()
         server.server_close()
