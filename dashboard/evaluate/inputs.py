@@ -45,6 +45,7 @@ from attribution_core.models.spec import LoadedModel
 from dashboard.evaluate.state import cases_digest, result_key
 from dashboard.widgets import catalog, resources
 from dashboard.widgets.errors import unexpected_message
+from dashboard.widgets.upload_guard import upload_box
 
 MODALITIES = ("image", "text", "tabular")
 BUNDLED, UPLOAD = "Bundled cases", "Upload"
@@ -154,9 +155,9 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
             ) -> tuple[tuple[EvalCase, ...], str] | None:
     modality = model.spec.modality
     st.caption(UPLOAD_NOTES[modality])
-    upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
-                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
-                              max_upload_size=OTHER_UPLOADS_MB)
+    upload = upload_box("Cases file", type=UPLOAD_TYPES[modality],
+                        key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                        limit_mb=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None
