@@ -24,6 +24,7 @@ from attribution_core.evaluation.figure_style import (
     RANDOM_COLOUR,
     SIGNED_COLOURSCALE,
     method_colour,
+    plotly_text,
 )
 from attribution_core.evaluation.record_encoding import image_data_url
 from attribution_core.evaluation.types import (
@@ -117,7 +118,8 @@ def _box_figure(values_of: dict[str, tuple[list[str], list[float]]], name: str,
     for label, (ids, values) in values_of.items():
         colour = RANDOM_COLOUR if label == "random order" else method_colour(label)
         fig.add_trace(go.Box(y=values, name=label, boxpoints="all", jitter=0.4, pointpos=0,
-                             marker={"color": colour, "size": 4}, text=ids,
+                             marker={"color": colour, "size": 4},
+                             text=[plotly_text(i) for i in ids],
                              hovertemplate="%{text}: %{y:.4g}<extra></extra>"))
     fig.update_layout(title=title, yaxis_title=y_title, showlegend=False)
     if log:
@@ -242,7 +244,7 @@ def _labels(case: CaseOutcome, size: int) -> list[str]:
     names = list(case.unit_names)
     if len(names) == size:
         # repeated tokens would be merged on a categorical axis; their position keeps them apart
-        return [f"{i}:{n}" for i, n in enumerate(names)]
+        return [plotly_text(f"{i}:{n}") for i, n in enumerate(names)]
     return [str(i) for i in range(size)]
 
 
@@ -290,7 +292,8 @@ def _input_html(case: CaseOutcome) -> str:
         values = (np.asarray([display[k] for k in case.unit_names], dtype=np.float64)
                   if isinstance(display, dict) else np.asarray(display, dtype=np.float64).ravel())
         if values.size == len(case.unit_names):
-            fig = go.Figure(go.Bar(x=list(case.unit_names), y=values, marker_color="#555"))
+            fig = go.Figure(go.Bar(x=[plotly_text(n) for n in case.unit_names], y=values,
+                                   marker_color="#555"))
             fig.update_layout(title="Input values (raw units)")
             parts.append(_figure(fig, "case-input", 300))
     return "".join(parts)
