@@ -272,3 +272,21 @@ def test_markup_in_feature_names_is_shown_as_text_in_the_charts() -> None:
     assert escaped in labels, f"the waterfall shows the name as the text it is: {labels}"
     assert any(label.startswith(escaped + " = ") for label in labels), \
         f"and so do the ranked bars: {labels}"
+
+
+def test_an_uploaded_graph_is_priced_from_its_trial_not_timed_in_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from attribution_core import cost
+
+    def no_timing_here(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the uploaded model was timed in the dashboard's process")
+
+    monkeypatch.setattr(cost, "_measure", no_timing_here)
+    at = _own_tabular(_tabular_page(), "ONNX (.onnx)", "good.onnx",
+                      hostile_models.linear_classifier(3, 2),
+                      reference=b"x0,x1,x2,label\n1,2,3,0\n2,1,0,1\n0,0,1,0\n")
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    price = next((str(c.value) for c in at.caption if str(c.value).startswith("A click costs")),
+                 "")
+    assert "gradient evaluations" in price and ", about " in price, \
+        f"seconds from the trial's measured row cost, none timed here: {price!r}"
