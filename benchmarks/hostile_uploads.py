@@ -136,7 +136,8 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     external = {row["answer"] for row in model_rows if row["case"].startswith(models.EXTERNAL)}
     return {"summary": "model uploads (issue 24)",
             "handled": sum(bool(row.get("handled")) for row in model_rows),
-            "cases": len(model_rows), "external_answers_identical": len(external) == 1}
+            "cases": len(model_rows),
+            "external_answers_identical": len(external) == 1 if external else None}
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from attribution_core.models.onnx_trial import image_input, out_of_memory, outpu
 from attribution_core.models.plugin_specs import build_spec
 from attribution_core.models.spec import ModelLoadError, ModelSpec, OutputKind
 from attribution_core.models.upload_checks import (
+    check_class_count,
     check_class_names,
     check_feature_names,
     mlp_sizes,
@@ -96,10 +97,12 @@ def _class_labels(model: Any) -> tuple[str, ...] | None:
         for attribute in node.attribute:
             if attribute.name in ("classlabels_strings", "classlabels_int64s",
                                   "classlabels_ints"):
+                check_class_count(len(attribute.strings) + len(attribute.ints), source)
                 return check_class_names(helper.get_attribute_value(attribute), source)
     initializers = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:  # skl2onnx's MLP: classes[argmax] through this extractor
         if node.op_type == "ArrayFeatureExtractor" and node.input[0] in initializers:
+            check_class_count(int(np.prod(initializers[node.input[0]].dims)), source)
             values = numpy_helper.to_array(initializers[node.input[0]]).reshape(-1)
             return check_class_names(values.tolist(), source)
     return None
@@ -194,7 +197,10 @@ def parse_onnx(data: bytes, modality: str = "tabular") -> Any:
     check_declared_sizes(model)  # counts first: cheap, and they bound the walks that follow
     check_own_bytes(model)
     initializer_names = {t.name for t in model.graph.initializer}
-    check_inputs([v for v in model.graph.input if v.name not in initializer_names], modality)
+    inputs = [v for v in model.graph.input if v.name not in initializer_names]
+    check_inputs(inputs, modality)
+    _class_labels(model)  # names before any copy or conversion of a large graph
+    _model_feature_names(model, inputs)
     return model
 
 

@@ -182,13 +182,18 @@ def mlp_sizes(entries: Mapping[str, TensorEntry], what: str = "The safetensors f
     return sizes
 
 
+def check_class_count(count: int, source: str) -> None:
+    """Refuse more class names than the pages list (before any of them is decoded)."""
+    if count > limits.MAX_MODEL_CLASSES:
+        raise ModelLoadError(f"{source} holds {count:,} class names; at most "
+                             f"{limits.MAX_MODEL_CLASSES:,} are accepted.")
+
+
 def check_class_names(names: Sequence[object], source: str) -> tuple[str, ...]:
     """Class names from a model or a file, bounded like the page's own lists (count first,
     before anything is decoded). Repeats are kept: pages pick classes by index, and real lists
     repeat names (ImageNet-1k has two "crane"s)."""
-    if len(names) > limits.MAX_MODEL_CLASSES:
-        raise ModelLoadError(f"{source} holds {len(names):,} class names; at most "
-                             f"{limits.MAX_MODEL_CLASSES:,} are accepted.")
+    check_class_count(len(names), source)
     return _checked(names, source, "class name")
 
 
