@@ -9,7 +9,8 @@ the call (VmHWM after minus VmRSS before) and the bytes of decoded pixels the an
 
 Model uploads (issue 24, benchmarks/hostile_model_cases.py) run in a folder holding a secret,
 after what a running dashboard has done before an upload (imports, the graph checker started);
-their rows add the peak memory of the graph check's own process (``check_peak_mb``), whether
+their rows add the peak memory of the graph check's own process (``check_peak_mb``), the
+longest another session's thread waited for the interpreter meanwhile (``stall_ms``), whether
 anything of the server came back (``exposed``) and ``handled`` (a one-line refusal within 8 s
 and 500 MB, nothing exposed). The last line counts the handled model cases and says whether
 every external-data case got the same answer (no file-existence or size oracle).
@@ -22,6 +23,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +113,7 @@ def run_case(name: str, data_path: Path) -> dict[str, Any]:
         models.enter_server_folder()
         models.warm_up()
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
+    ticker = _Ticker() if model_case else None
     before_mb = _status_mb("VmRSS")
     start = time.perf_counter()
     answer: Any = None
@@ -122,13 +125,39 @@ def run_case(name: str, data_path: Path) -> dict[str, Any]:
         failure = error
         outcome, kept = f"{type(error).__name__}: {str(error)[:90]}", 0
     seconds = time.perf_counter() - start
+    stall_ms = ticker.stop() if ticker is not None else None
     row = {"case": name, "seconds": round(seconds, 3), "answer": outcome,
            "extra_peak_mb": round(_status_mb("VmHWM") - before_mb),
            "kept_mb": round(kept / 2**20, 1), "file_kb": round(len(data) / 1024)}
     if model_case:
+        row["stall_ms"] = stall_ms  # the longest another session's thread waited meanwhile
         row.update(models.outcome(kind, answer, failure))
         row["handled"] = models.handled(row)
     return row
+
+
+class _Ticker:
+    """A thread standing in for another session: it wakes every 5 ms and records the longest
+    gap between wake-ups, i.e. how long the case kept the interpreter from it."""
+
+    def __init__(self) -> None:
+        self._running = True
+        self._longest = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while self._running:
+            time.sleep(0.005)
+            now = time.perf_counter()
+            self._longest = max(self._longest, now - last)
+            last = now
+
+    def stop(self) -> int:
+        self._running = False
+        self._thread.join()
+        return round(1000 * self._longest)
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
