@@ -205,6 +205,45 @@ def expand_to_huge(side: int = 20_000) -> bytes:
                   [shape, _floats("one", np.ones(1))])
 
 
+def _scalar_out(nodes: list[Any], initializers: Sequence[Any]) -> bytes:
+    """y = x + sum(big): ``nodes`` compute "big" from ``initializers`` (and x's shape)."""
+    from onnx import helper
+
+    nodes = [*nodes, helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+             helper.make_node("Add", ["x", "total"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", FLOAT, [None, 2])],
+                  [helper.make_tensor_value_info("y", FLOAT, [None, 2])], initializers)
+
+
+def computed_huge(how: str, side: int = 20_000) -> bytes:
+    """A [side, side] tensor (or as many elements) from a few bytes of constants, through Tile,
+    Range, Resize, or a shape computed from x's own (Shape, Gather, Mul, Concat)."""
+    from onnx import helper
+
+    if how == "tile":
+        return _scalar_out([helper.make_node("Tile", ["one", "reps"], ["big"])],
+                           [_floats("one", np.ones((1, 1))),
+                            helper.make_tensor("reps", INT64, [2], [side, side])])
+    if how == "range":
+        return _scalar_out([helper.make_node("Range", ["start", "limit", "delta"], ["big"])],
+                           [_floats("start", np.zeros(())),
+                            _floats("limit", np.full((), float(side) ** 2)),
+                            _floats("delta", np.ones(()))])
+    if how == "resize":
+        return _scalar_out([helper.make_node("Resize", ["one", "", "scales"], ["big"])],
+                           [_floats("one", np.ones((1, 1, 2, 2))),
+                            _floats("scales", np.array([1.0, 1.0, side / 2, side / 2]))])
+    return _scalar_out(
+        [helper.make_node("Shape", ["x"], ["shape_x"]),
+         helper.make_node("Gather", ["shape_x", "index"], ["width"], axis=0),
+         helper.make_node("Mul", ["width", "factor"], ["n"]),
+         helper.make_node("Concat", ["n", "n"], ["shape"], axis=0),
+         helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                          value=helper.make_tensor("v", FLOAT, [1], [1.0]))],
+        [helper.make_tensor("index", INT64, [1], [1]),
+         helper.make_tensor("factor", INT64, [1], [side // 2])])
+
+
 def image_input(side: int = 12_000, channels: int = 3) -> bytes:
     """An image graph (global average, then one Linear) declaring a ``side`` x ``side`` input:
     its trial input alone is 1.7 GB."""

@@ -173,6 +173,16 @@ def test_onnx_sizes_are_checked_before_allocation(case: str) -> None:
     assert peak < MEMORY_LIMIT, f"{case}: {peak / 2**20:.0f} MB"
 
 
+@pytest.mark.parametrize("how", ["tile", "range", "resize", "shape of x"])
+def test_sizes_computed_from_constants_are_found_by_shape_inference(how: str) -> None:
+    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
+    from attribution_core.models.onnx_models import parse_onnx
+
+    model = parse_onnx(hostile.computed_huge(how))
+    with pytest.raises(ModelLoadError, match=r"400,000,000 elements\) for a single input"):
+        check_computed_sizes(model, static_shapes(model))
+
+
 def test_an_image_graph_declaring_a_huge_input_is_refused_from_the_declaration() -> None:
     message, peak = refused(lambda: onnx_image_spec(hostile.image_input(12_000), "big.onnx"))
     assert "3x12000x12000 images; at most 4 channels and 1,024 pixels" in message, message
