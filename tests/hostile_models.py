@@ -179,6 +179,25 @@ def external_weights(location: str = SECRET_PATH, where: str = "initializer") ->
     return _model(nodes, [x], [y], [flag])
 
 
+def external_in_function(location: str = SECRET_PATH) -> bytes:
+    """y = Scale(x), a model-local function whose Constant weights live in ``location``."""
+    from onnx import helper
+
+    tensor = _external(_floats("W", np.ones((2, 2))), location)
+    function = helper.make_function(
+        "local", "Scale", ["X"], ["Y"],
+        [helper.make_node("Constant", [], ["W"], value=tensor),
+         helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("Scale", ["x"], ["y"], domain="local")],
+                              "hostile", [helper.make_tensor_value_info("x", FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("y", FLOAT, [None, 2])])
+    model = helper.make_model(graph, functions=[function], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def constant_of_shape(side: int = 20_000) -> bytes:
     """y = x + sum(ones(side, side)): 1.6 GB computed from a 16-byte shape constant."""
     from onnx import helper

@@ -44,11 +44,19 @@ def _graphs(graph: Any, depth: int = 1) -> Iterator[tuple[Any, int]]:
                 yield from _graphs(sub, depth + 1)
 
 
+def _all_graphs(model: Any) -> Iterator[tuple[Any, int]]:
+    """The main graph, its subgraphs, and the model's local functions (a function is a list of
+    nodes, walked like a graph), with their nesting depth."""
+    yield from _graphs(model.graph)
+    for function in model.functions:
+        yield from _graphs(function, 2)
+
+
 def _tensors(graph: Any) -> Iterator[tuple[Any, str]]:
-    """Every tensor one graph carries (not its subgraphs'), with where it sits."""
-    for tensor in graph.initializer:
+    """Every tensor one graph (or function) carries, not its subgraphs', with where it sits."""
+    for tensor in getattr(graph, "initializer", ()):
         yield tensor, f"initializer {tensor.name!r}"
-    for sparse in graph.sparse_initializer:
+    for sparse in getattr(graph, "sparse_initializer", ()):
         yield sparse.values, f"sparse initializer {sparse.values.name!r}"
         yield sparse.indices, f"sparse initializer {sparse.values.name!r}"
     for node in graph.node:
@@ -69,7 +77,7 @@ def _tensors(graph: Any) -> Iterator[tuple[Any, str]]:
 def check_own_bytes(model: Any) -> None:
     """Refuse any tensor whose data would be read from another file (the message is the same
     whatever the path says, and nothing is looked up)."""
-    for graph, _ in _graphs(model.graph):
+    for graph, _ in _all_graphs(model):
         for tensor, _where in _tensors(graph):
             if tensor.data_location == EXTERNAL or len(tensor.external_data) > 0:
                 raise ModelLoadError(EXTERNAL_MESSAGE)
@@ -80,7 +88,7 @@ def check_declared_sizes(model: Any) -> None:
     from onnx import helper
 
     nodes = tensors = 0
-    for graph, depth in _graphs(model.graph):
+    for graph, depth in _all_graphs(model):
         if depth > limits.MAX_ONNX_GRAPH_DEPTH:
             raise ModelLoadError(f"The ONNX model nests subgraphs {depth} deep; at most "
                                  f"{limits.MAX_ONNX_GRAPH_DEPTH} levels are accepted.")

@@ -39,10 +39,6 @@ class TensorEntry:
     start: int
     end: int
 
-    @property
-    def elements(self) -> int:
-        return math.prod(self.shape)
-
 
 def safetensors_header(data: bytes, what: str = "The upload") -> dict[str, TensorEntry]:
     """The tensors ``data`` declares, each checked against the bytes present and the limits.

@@ -72,6 +72,7 @@ EXTERNAL_CASES = {
     "weights in a Constant node": lambda: hostile.external_weights(where="constant"),
     "weights in an If branch": lambda: hostile.external_weights(where="subgraph"),
     "an initializer": lambda: hostile.external_weights(where="initializer"),
+    "a model-local function": hostile.external_in_function,
 }
 
 
