@@ -205,7 +205,7 @@ def upload_box(label: str, *, key: str, limit_mb: int, type: Sequence[str] | Non
         ctx = get_script_run_ctx()
         if ctx is not None:  # the bytes leave the server's memory now, not with the session
             ctx.uploaded_file_mgr.remove_file(ctx.session_id, file.file_id)
-        st.error(f"{file.name} is {file.size / 2**20:.1f} MB; this box takes files up to "
+        st.error(f"{file.name} is {file.size / 2**20:.1f} MB; this box takes files of at most "
                  f"{limit_mb} MB.")
         return None
     return file

@@ -83,7 +83,7 @@ def test_upload_above_the_model_limit_is_refused_in_one_line(
     messages = [e.value for e in at.error]
     # The box itself refuses it (and drops the bytes from the server), before any Load.
     assert messages == [f"big.safetensors is {len(data) / 2**20:.1f} MB; this box takes "
-                        "files up to 1 MB."], messages
+                        "files of at most 1 MB."], messages
     assert at.button(key="img_own_load").disabled, "nothing to load"
 
 
