@@ -305,6 +305,15 @@ def row_cost(forward: Callable[..., Any], example: torch.Tensor, *,
     return measured
 
 
+def remember_row_cost(forward: Callable[..., Any], example: torch.Tensor, measured: RowCost, *,
+                      forward_kwargs: Mapping[str, Any] | None = None) -> None:
+    """Take a row cost measured elsewhere (an uploaded model's trial, in a child process with a
+    time budget) as this model's, so :func:`row_cost` answers without timing it here."""
+    key = _signature(example, dict(forward_kwargs or {}))
+    with _ROW_COSTS_GUARD:
+        _ROW_COSTS.setdefault(_owner(forward), {}).setdefault(key, measured)
+
+
 def _measure(forward: Callable[..., Any], row: torch.Tensor, kwargs: dict[str, Any],
              target: int | None, rows: int) -> RowCost:
     def batch_of(count: int) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -50,6 +50,39 @@ MAX_ZERO_SHOT_LABELS = 20
 MAX_LABEL_CHARS = 60
 MAX_LABEL_DESCRIPTION_CHARS = 300
 
+# -- models a user uploads ("Your model") ----------------------------------------------------
+# Everything a model file says about its own size is checked against these before anything is
+# allocated or run (attribution_core/models/upload_checks.py, onnx_checks.py), and the graph is
+# then converted and run once in a child process with a time and memory budget (sandbox.py).
+MAX_MODEL_FEATURES = MAX_CSV_COLUMNS  # a tabular model's inputs: its rows come from such CSVs
+MAX_MODEL_CLASSES = 22_000  # ImageNet-21k's 21,843 classes fit
+MAX_MODEL_NAME_CHARS = MAX_COLUMN_NAME_CHARS  # one class or feature name
+# All class names together: they travel to the browser with every "Class to explain" list.
+MAX_MODEL_NAMES_TOTAL_CHARS = 1_000_000
+MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20  # vit_b_16's header is 14 KB, densenet121's 100 KB
+MAX_SAFETENSORS_TENSORS = 10_000  # densenet121 has about 1,000 (batch norms included)
+MAX_TENSOR_RANK = 8
+MAX_ONNX_NODES = 20_000  # an exported vit_b_16 has about 1,500
+MAX_ONNX_TENSORS = 20_000  # initializers and constants, subgraphs included
+MAX_ONNX_GRAPH_DEPTH = 4  # If / Loop / Scan bodies inside bodies
+# A tensor the graph computes for one row (batch 1), when its shape is known statically: a
+# resnet50 at 224 px peaks at 0.8 M elements, a 1024 px input's first convolution at 17 M.
+MAX_COMPUTED_ELEMENTS = 32_000_000  # 128 MB in float32
+MAX_IMAGE_MODEL_SIDE = 1_024  # declared height / width of an image model's input
+MAX_IMAGE_MODEL_CHANNELS = 4
+MAX_MODEL_FORWARD_FLOPS = 100e9  # per row, from the graph's shapes (vit_b_16: 35 G)
+# The child process that converts and runs an uploaded graph once (seconds of wall-clock time,
+# and memory on top of what it starts with: a base plus a multiple of the upload's size, so a
+# 300 MB model can be converted while a 14 KB one cannot claim gigabytes).
+MODEL_CHECK_SECONDS = 6.0
+MODEL_CHECK_BASE_BYTES = 384 * 2**20
+MODEL_CHECK_BYTES_PER_UPLOAD_BYTE = 4
+MAX_UPLOAD_ROW_SECONDS = 1.0  # one row's forward + backward pass in that check
+
+# -- what one browser session may hold ----------------------------------------------------
+MAX_OWN_MODELS_PER_SESSION = 2  # models a user loaded (uploads, Hugging Face); oldest leave
+SMALL_UPLOADS_MB = 4  # class-name lists, JSON configs: far above any real one
+
 # The csv module's default field limit (131,072) turns a long header name into "field larger
 # than field limit". The limit is process-wide, so it is raised once, here, to a fixed value
 # no accepted file can exceed (never lowered, never toggled per call: other threads share it).

@@ -12,9 +12,11 @@ import streamlit as st  # noqa: E402
 from dashboard.widgets.access import require_login  # noqa: E402
 from dashboard.widgets.navigation import PAGES, existing_pages  # noqa: E402
 from dashboard.widgets.sidebar import render_sidebar  # noqa: E402
+from dashboard.widgets.upload_guard import begin_run  # noqa: E402
 
 st.set_page_config(page_title="IG / IG2 explanations", page_icon=":material/search:", layout="wide")
 require_login()  # only when the operator configured [auth] in secrets.toml
+begin_run()  # upload boxes drawn from here on set what the server accepts for this session
 pages = existing_pages()
 # The default page is served at "/" only (its own pathname never resolves), so Home is also
 # registered, hidden from the menu, under "/home" for links and bookmarks.

@@ -3,6 +3,7 @@ the same data with the same colour per method, the same reference colour and the
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from attribution_core.evaluation.types import ALL_METHODS
@@ -20,6 +21,15 @@ def method_colour(method: str) -> str:
     """The colour of ``method`` on every chart, page and report alike."""
     index = ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS)
     return PALETTE[index % len(PALETTE)]
+
+
+def plotly_text(value: object) -> str:
+    """``value`` as text Plotly shows literally. Plotly renders a subset of HTML in axis labels,
+    trace names, titles and hover text (``<a href>``, ``<b>``, ``<br>``, ``<span style>``), so a
+    feature, class, token or case name from an upload could draw a live link on the page and in
+    the HTML report; escaped, it is the text it was (Plotly turns the entities back into the
+    characters)."""
+    return html.escape(str(value), quote=False)
 
 
 def base_layout(**overrides: Any) -> dict[str, Any]:

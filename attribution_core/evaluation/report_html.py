@@ -24,6 +24,7 @@ from attribution_core.evaluation.figure_style import (
     RANDOM_COLOUR,
     SIGNED_COLOURSCALE,
     method_colour,
+    plotly_text,
 )
 from attribution_core.evaluation.record_encoding import image_data_url
 from attribution_core.evaluation.report_view import (
@@ -112,7 +113,8 @@ def _box_trace(spread: Spread, *, with_ids: bool, showlegend: bool | None = None
                               "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
                               "marker": {"color": colour, "size": 4}, **legend}
     if with_ids:
-        points.update(text=list(spread.ids), hovertemplate="%{text}: %{y:.4g}<extra></extra>")
+        points.update(text=[plotly_text(i) for i in spread.ids],
+                      hovertemplate="%{text}: %{y:.4g}<extra></extra>")
     return go.Box(**points)
 
 
@@ -229,7 +231,7 @@ def _labels(case: CaseOutcome, size: int) -> list[str]:
     names = list(case.unit_names)
     if len(names) == size:
         # repeated tokens would be merged on a categorical axis; their position keeps them apart
-        return [f"{i}:{n}" for i, n in enumerate(names)]
+        return [plotly_text(f"{i}:{n}") for i, n in enumerate(names)]
     return [str(i) for i in range(size)]
 
 
@@ -277,7 +279,8 @@ def _input_html(case: CaseOutcome) -> str:
         values = (np.asarray([display[k] for k in case.unit_names], dtype=np.float64)
                   if isinstance(display, dict) else np.asarray(display, dtype=np.float64).ravel())
         if values.size == len(case.unit_names):
-            fig = go.Figure(go.Bar(x=list(case.unit_names), y=values, marker_color="#555"))
+            fig = go.Figure(go.Bar(x=[plotly_text(n) for n in case.unit_names], y=values,
+                                   marker_color="#555"))
             fig.update_layout(title="Input values (raw units)")
             parts.append(_figure(fig, "case-input", 300))
     return "".join(parts)

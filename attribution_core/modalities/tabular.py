@@ -25,6 +25,7 @@ from attribution_core.limits import header_problem
 MAX_CSV_BYTES = 5 * 1024 * 1024
 MAX_CSV_ROWS = 2_000
 MAX_PROBLEMS_LISTED = 200
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # models compute in float32: beyond, it is inf
 BASELINE_KINDS = ("mean", "median", "zeros", "reference_row")
 BASELINE_LABELS = {
     "mean": "training means", "median": "training medians", "zeros": "zeros (raw units)",
@@ -172,6 +173,9 @@ def _parse_cell(cell: object) -> tuple[float, str | None]:
         return number, "NaN (a number is needed)"
     if math.isinf(number):
         return number, f"{text} is infinite"
+    if abs(number) > FLOAT32_MAX:  # finite here, infinite in the model's float32 rows
+        return math.nan, (f"{_short(text)} is beyond what the model's float32 input holds "
+                          f"(±{FLOAT32_MAX:.1e})")
     return number, None
 
 

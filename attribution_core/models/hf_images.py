@@ -14,6 +14,7 @@ from attribution_core.models.hf import load_hf_image_classifier
 from attribution_core.models.plugin_specs import build_spec
 from attribution_core.models.sources import resolve_model_source
 from attribution_core.models.spec import ModelSpec
+from attribution_core.models.upload_checks import check_class_names
 
 
 def hugging_face_image_spec(typed: str) -> ModelSpec:
@@ -26,7 +27,7 @@ def hugging_face_image_spec(typed: str) -> ModelSpec:
     height, width = (int(v) for v in probe.shape[-2:])
     return build_spec(
         f"hf-image:{loaded.weights_hash[:12]}", inner, "image",
-        class_names=loaded.spec.class_names,
+        class_names=check_class_names(loaded.spec.class_names, resolved.display_name),
         title=f"Hugging Face image classifier {resolved.display_name}",
         description=f"{type(inner.model).__name__} from {resolved.kind}; its image processor "
                     "resizes and crops, the normalisation is applied inside the model.",

@@ -11,9 +11,7 @@ otherwise a missing checkpoint is a :class:`ModelLoadError` naming the file and 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -27,12 +25,14 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 from torchvision.transforms import functional as tvf
 
+from attribution_core import limits
 from attribution_core.cache import fingerprint_state
 from attribution_core.models.assets import sha256_file
 from attribution_core.models.builtin_image import IMAGE_BASELINES
 from attribution_core.models.hf import load_hf_image_classifier, load_hf_text_classifier
 from attribution_core.models.imaging import unit_tensor_to_display
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec, ModelStatus
+from attribution_core.models.upload_checks import check_shapes, safetensors_header
 from attribution_core.models.wrappers import NormalisedImageClassifier, last_linear_name
 
 __all__ = [
@@ -61,9 +61,6 @@ TORCHVISION_HEADS = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PICKLE_MAGIC = b"\x80"  # protocol 2+ pickles start with PROTO
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive holding a pickle
-MAX_SAFETENSORS_HEADER = 100_000_000
 
 
 def downloads_allowed(allow_download: bool | None) -> bool:
@@ -176,30 +173,9 @@ def torchvision_specs() -> list[ModelSpec]:
 
 
 def check_safetensors_bytes(data: bytes) -> None:
-    """Refuse pickles and zip archives, and explain malformed safetensors before parsing."""
-    if data.startswith(ZIP_MAGIC) or data.startswith(PICKLE_MAGIC):
-        kind = "a zip archive (torch.save's format)" if data.startswith(ZIP_MAGIC) else "a pickle"
-        raise ModelLoadError(
-            f"The upload is {kind}. Pickled checkpoints can run code when loaded, so they are "
-            "refused; convert it with safetensors.torch.save_file(model.state_dict(), path).")
-    if len(data) < 8:
-        raise ModelLoadError(f"The upload is {len(data)} bytes: too short to be safetensors.")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > min(len(data) - 8, MAX_SAFETENSORS_HEADER):
-        raise ModelLoadError(f"Not a valid safetensors file: the header claims {header_len} "
-                             f"bytes but the file has {len(data) - 8} after the length field "
-                             "(truncated or not safetensors).")
-    try:
-        header = json.loads(data[8:8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"Not a valid safetensors file: its header is not JSON "
-                             f"({error}).") from error
-    ends = [entry["data_offsets"][1] for key, entry in header.items()
-            if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
-    available = len(data) - 8 - header_len
-    if ends and max(ends) > available:
-        raise ModelLoadError(f"The safetensors file is truncated: its tensors need {max(ends)} "
-                             f"bytes of data but only {available} are present.")
+    """Refuse pickles and zip archives, and explain malformed or oversized safetensors before
+    parsing (every size the header declares is bounded: :func:`.safetensors_header`)."""
+    safetensors_header(data)
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -244,12 +220,19 @@ def load_safetensors_upload(data: bytes, architecture: str, num_classes: int,
         raise ModelLoadError(f"num_classes must be at least 1, got {num_classes}.")
     if class_names is not None and len(class_names) != num_classes:
         raise ModelLoadError(f"{len(class_names)} class names given for {num_classes} classes.")
-    try:
-        network = torchvision.models.get_model(architecture, weights=None,
-                                               num_classes=num_classes)
+    if num_classes > limits.MAX_MODEL_CLASSES:
+        raise ModelLoadError(f"num_classes is {num_classes:,}; at most "
+                             f"{limits.MAX_MODEL_CLASSES:,} are accepted.")
+    try:  # laid out without memory, so the header can be compared before anything is built
+        with torch.device("meta"):
+            skeleton = torchvision.models.get_model(architecture, weights=None,
+                                                    num_classes=num_classes)
     except ValueError as error:
         raise ModelLoadError(f"Unknown torchvision architecture {architecture!r}.") from error
-    check_safetensors_bytes(bytes(data))
+    entries = safetensors_header(bytes(data))
+    check_shapes(entries, {key: tuple(value.shape) for key, value in
+                           skeleton.state_dict().items()}, type(skeleton).__name__, "the upload")
+    network = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
     try:
         state = load_safetensors_bytes(bytes(data))
     except (SafetensorError, ValueError) as error:

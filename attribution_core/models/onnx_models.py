@@ -15,7 +15,7 @@ The optional packages (``requirements-onnx.txt``) are imported only here and onl
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -25,11 +25,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
+from attribution_core import limits
 from attribution_core.models.encoded_tabular import representation_layer
-from attribution_core.models.loaders import check_safetensors_bytes, load_state
+from attribution_core.models.loaders import load_state
+from attribution_core.models.onnx_checks import check_declared_sizes, check_inputs, check_own_bytes
 from attribution_core.models.onnx_ml import ML_ALIAS, ML_DOMAIN, TREE_OPERATORS
+from attribution_core.models.onnx_trial import image_input, out_of_memory, output_width, tried
 from attribution_core.models.plugin_specs import build_spec
 from attribution_core.models.spec import ModelLoadError, ModelSpec, OutputKind
+from attribution_core.models.upload_checks import (
+    check_class_count,
+    check_class_names,
+    check_feature_names,
+    mlp_sizes,
+    safetensors_header,
+)
 from attribution_core.models.uploads import check_model_upload_size, content_hash
 
 TENSOR_FLOAT, TENSOR_DOUBLE = 1, 11  # onnx.TensorProto element types
@@ -79,32 +89,39 @@ def _explained_output(model: Any) -> tuple[str, bool]:
 
 
 def _class_labels(model: Any) -> tuple[str, ...] | None:
+    """The classes a classifier graph names (counted before they are decoded; the tensor
+    holding them is the upload's own: external data was refused by :func:`parse_onnx`)."""
     from onnx import helper, numpy_helper
 
+    source = "The ONNX model"
     for node in model.graph.node:
         for attribute in node.attribute:
             if attribute.name in ("classlabels_strings", "classlabels_int64s",
                                   "classlabels_ints"):
-                values = helper.get_attribute_value(attribute)
-                return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+                check_class_count(len(attribute.strings) + len(attribute.ints), source)
+                return check_class_names(helper.get_attribute_value(attribute), source)
     initializers = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:  # skl2onnx's MLP: classes[argmax] through this extractor
         if node.op_type == "ArrayFeatureExtractor" and node.input[0] in initializers:
+            check_class_count(int(np.prod(initializers[node.input[0]].dims)), source)
             values = numpy_helper.to_array(initializers[node.input[0]]).reshape(-1)
-            return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+            return check_class_names(values.tolist(), source)
     return None
 
 
 def _model_feature_names(model: Any, inputs: Sequence[Any]) -> tuple[str, ...] | None:
+    source = "The ONNX model"
     for prop in model.metadata_props:
         if prop.key == "feature_names":
             try:
                 names = json.loads(prop.value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 names = prop.value.split(",")
-            return tuple(str(n).strip() for n in names)
+            if not isinstance(names, list):
+                names = [names]
+            return check_feature_names(names, source)
     if len(inputs) > 1:
-        return tuple(value.name for value in inputs)
+        return check_feature_names([value.name for value in inputs], source)
     return None
 
 
@@ -164,23 +181,42 @@ class OnnxTabularModule(nn.Module):
         return out.unsqueeze(-1) if out.dim() == 1 else out.reshape(out.shape[0], -1)
 
 
-def convert_onnx(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
-    """The ONNX bytes as a differentiable module over ``[B, F]`` rows, and what the graph says
-    about itself (feature names, class labels, width, classifier or not)."""
+def parse_onnx(data: bytes, modality: str = "tabular") -> Any:
+    """The ONNX bytes parsed (no file is read but these bytes) and checked from what they
+    declare: own bytes only, counts, tensor sizes, the inputs of one row (:mod:`.onnx_checks`)."""
     problem = onnx_support_problem()
     if problem is not None:
         raise ModelLoadError(problem)
     import onnx
-    from onnx2torch import convert
-
-    from attribution_core.models.onnx_ml import register_ml_converters
 
     try:
-        model = onnx.load_model_from_string(data)
+        model = onnx.load_model_from_string(data)  # never loads external data
     except Exception as error:  # DecodeError and friends: not an ONNX file
         raise ModelLoadError(f"Not an ONNX model ({type(error).__name__}).") from error
     if not model.graph.node:
         raise ModelLoadError("The ONNX model has no graph (an empty or foreign file).")
+    check_declared_sizes(model)  # counts first: cheap, and they bound the walks that follow
+    check_own_bytes(model)
+    initializer_names = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializer_names]
+    check_inputs(inputs, modality)
+    _class_labels(model)  # names before any copy or conversion of a large graph
+    _model_feature_names(model, inputs)
+    return model
+
+
+def convert_onnx(data: bytes, modality: str = "tabular") -> tuple[nn.Module, dict[str, Any]]:
+    """The ONNX bytes as a differentiable module over ``[B, F]`` rows, and what the graph says
+    about itself (feature names, class labels, width, classifier or not)."""
+    return convert_parsed(parse_onnx(data, modality))
+
+
+def convert_parsed(model: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from :func:`parse_onnx`, converted (see :func:`convert_onnx`)."""
+    from onnx2torch import convert
+
+    from attribution_core.models.onnx_ml import register_ml_converters
+
     trees = sorted({node.op_type for node in model.graph.node if node.op_type in TREE_OPERATORS})
     if trees:
         raise ModelLoadError(
@@ -190,6 +226,8 @@ def convert_onnx(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
             "model (an MLP or a linear model).")
     initializer_names = {t.name for t in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializer_names]
+    if not inputs:
+        raise ModelLoadError("The ONNX model takes no input, so there is nothing to explain.")
     output, classifier = _explained_output(model)
     pruned = _pruned(model, output)
     register_ml_converters()
@@ -199,6 +237,8 @@ def convert_onnx(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelLoadError(f"The ONNX model uses an operator without a differentiable "
                              f"PyTorch converter: {error}.") from error
     except Exception as error:
+        if out_of_memory(error):
+            raise
         raise ModelLoadError(f"The ONNX model could not be converted to PyTorch "
                              f"({type(error).__name__}: {error}).") from error
     dtype = torch.float64 if _elem_type(inputs[0]) == TENSOR_DOUBLE else torch.float32
@@ -235,30 +275,43 @@ def parse_mlp_config(data: bytes) -> dict[str, Any]:
         config = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelLoadError(f"The config is not valid JSON ({error}).") from error
+    except RecursionError as error:
+        raise ModelLoadError("The config is nested far deeper than a config can be.") from error
     if not isinstance(config, dict):
         raise ModelLoadError("The config must be a JSON object.")
-    activation = str(config.get("activation", "relu")).lower()
+    activation = str(config.get("activation", "relu")).lower()[:40]
     if activation not in ACTIVATIONS:
         raise ModelLoadError(f"Unknown activation {activation!r}; choose from "
                              f"{', '.join(ACTIVATIONS)}.")
     config["activation"] = activation
+    for key, check in (("feature_names", check_feature_names),
+                       ("class_names", check_class_names)):
+        if config.get(key) is not None:
+            if not isinstance(config[key], list):
+                raise ModelLoadError(f"The config's {key} must be a JSON list of names.")
+            config[key] = list(check(config[key], f"The config's {key}"))
+    for key in ("mean", "std"):
+        values = config.get(key)
+        if values is not None and not (
+                isinstance(values, list) and len(values) <= limits.MAX_MODEL_FEATURES
+                and all(isinstance(v, int | float) and np.isfinite(v) for v in values)):
+            raise ModelLoadError(f"The config's {key} must be a list of finite numbers, one "
+                                 "per feature.")
+    if config.get("std") is not None and any(v <= 0 for v in config["std"]):
+        raise ModelLoadError("The config's std must be positive for every feature.")
     return config
 
 
 def mlp_from_safetensors(data: bytes, config: dict[str, Any]) -> nn.Module:
-    """A :class:`ConfigMLP` whose layer sizes are read from the ``layers.N.weight`` shapes."""
-    check_safetensors_bytes(data)
+    """A :class:`ConfigMLP` whose layer sizes are read from the ``layers.N.weight`` shapes.
+
+    Every size comes from the header and is cross-checked first (:func:`.mlp_sizes`), so the
+    network built holds exactly the parameters the file carries, nothing allocated beyond."""
+    sizes = mlp_sizes(safetensors_header(data, "The safetensors file"))
     try:
         state = load_safetensors_bytes(data)
     except (SafetensorError, ValueError) as error:
         raise ModelLoadError(f"Not a valid safetensors file: {error}") from error
-    weights = sorted((int(key.split(".")[1]), tensor) for key, tensor in state.items()
-                     if key.startswith("layers.") and key.endswith(".weight")
-                     and key.split(".")[1].isdigit() and tensor.dim() == 2)
-    if not weights:
-        raise ModelLoadError("The safetensors file has no layers.N.weight matrices: save an "
-                             "nn.Sequential stored as the attribute 'layers'.")
-    sizes = [int(weights[0][1].shape[1])] + [int(w.shape[0]) for _, w in weights]
     network = ConfigMLP(sizes, config["activation"])
     load_state(network, state, "the MLP weights")
     return network
@@ -273,10 +326,13 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
     """
     check_model_upload_size(len(data), file_name)
     config = dict(config or {})
+    trial: dict[str, Any] | None = None
     if file_name.lower().endswith(".onnx"):
+        # Converted and run once in a child with a time and memory budget first (onnx_trial).
+        trial = tried(data, "tabular", "The model", len(reference[0]) if reference else None)
         module, facts = convert_onnx(data)
         kind = "ONNX"
-    else:
+    else:  # sized from the header before anything is built: no trial run needed
         module = mlp_from_safetensors(data, config)
         first = next(m for m in module.modules() if isinstance(m, nn.Linear))
         facts = {"feature_names": config.get("feature_names"), "width": first.in_features,
@@ -288,7 +344,7 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
     if names is None:
         raise ModelLoadError("The model does not name its features and has no fixed width: "
                              "upload a reference CSV whose header names them.")
-    names = tuple(str(n) for n in names)
+    names = check_feature_names(list(names), "The model")
     if facts["width"] and len(names) != int(facts["width"]):
         raise ModelLoadError(f"The model takes {facts['width']} features but "
                              f"{len(names)} names were found ({', '.join(names[:5])}…).")
@@ -298,13 +354,7 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
         if tuple(header) != names:
             raise ModelLoadError("The reference CSV's feature columns do not match the "
                                  f"model's features ({', '.join(names[:5])}…).")
-    probe = torch.zeros(1, len(names))
-    with torch.no_grad():
-        try:
-            width_out = int(module(probe).shape[-1])
-        except Exception as error:
-            raise ModelLoadError(f"The model could not run on a row of {len(names)} features "
-                                 f"({type(error).__name__}: {error}).") from error
+    width_out = output_width(module, torch.zeros(1, len(names)), "The model")
     regression = not facts["classifier"] and width_out == 1
     output_kind: OutputKind = "regression" if regression else "classification"
     classes = class_names or config.get("class_names") or facts["class_labels"]
@@ -323,7 +373,8 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
         feature_names=names, reference_data=None if rows is None else (rows, labels),
         mean=config.get("mean"), std=config.get("std"), source="upload",
         weights_sha256=digest, representation_module=representation_layer(module),
-        metadata={"file": file_name, "format": kind, "outputs_probabilities": probabilities})
+        metadata={"file": file_name, "format": kind, "outputs_probabilities": probabilities,
+                  **_measured(trial)})
     return spec
 
 
@@ -336,19 +387,10 @@ def onnx_image_spec(data: bytes, file_name: str, class_names: Sequence[str] | No
     from attribution_core.models.loaders import IMAGENET_MEAN, IMAGENET_STD
 
     check_model_upload_size(len(data), file_name)
-    module, facts = convert_onnx(data)
-    shape = facts["input_shape"]
-    if len(shape) != 4:
-        raise ModelLoadError(f"{file_name} takes input of shape {shape or '?'}; an image "
-                             "classifier takes [batch, channels, height, width].")
-    channels = shape[1] or 3
-    size = (shape[2] or 224, shape[3] or 224)
-    with torch.no_grad():
-        try:
-            width_out = int(module(torch.zeros(1, channels, *size)).shape[-1])
-        except Exception as error:
-            raise ModelLoadError(f"{file_name} could not run on a {channels}x{size[0]}x"
-                                 f"{size[1]} image ({type(error).__name__}: {error}).") from error
+    trial = tried(data, "image", file_name)  # converted and run once in a bounded child first
+    module, facts = convert_onnx(data, "image")
+    channels, size = image_input(facts["input_shape"], file_name)
+    width_out = output_width(module, torch.zeros(1, channels, *size), file_name)
     names = class_names or facts["class_labels"] or [f"class {i}" for i in range(width_out)]
     if len(names) != width_out:
         raise ModelLoadError(f"{len(names)} class names for {width_out} outputs.")
@@ -362,4 +404,15 @@ def onnx_image_spec(data: bytes, file_name: str, class_names: Sequence[str] | No
         input_size=size, mean=IMAGENET_MEAN if imagenet else None,
         std=IMAGENET_STD if imagenet else None, source="upload", weights_sha256=digest,
         metadata={"file": file_name, "format": "ONNX",
-                  "outputs_probabilities": bool(facts["classifier"])})
+                  "outputs_probabilities": bool(facts["classifier"]), **_measured(trial)})
+
+
+def _measured(trial: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the trial measured, for the spec's metadata: the price of a row (seeded into
+    :mod:`attribution_core.cost` when the model loads, so it is not timed again under the
+    device lock) and the check's own time and memory."""
+    if not trial:
+        return {}
+    return {"row_cost": dict(trial["row_cost"]), "row_cost_input": list(trial["input"]),
+            "check_seconds": trial["check_seconds"],
+            "check_peak_bytes": trial["check_peak_bytes"]}

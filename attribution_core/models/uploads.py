@@ -2,7 +2,8 @@
 optional class-names file that goes with it.
 
 Nothing here unpickles: weights must be safetensors (pickles and torch.save zip archives are
-refused before any parsing, by :func:`loaders.check_safetensors_bytes`). The head size is read
+refused before any parsing, and every tensor the header declares is checked against the
+architecture before anything is allocated: :mod:`.upload_checks`). The head size is read
 from the state dict, so a 5-class fine-tuned ResNet loads without being told it has 5 classes.
 Every upload is content-hashed (sha256): that hash is the model's ``weights_sha256`` and so the
 result cache's key. The spec is built but never registered: the dashboard keeps it in the
@@ -14,28 +15,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
+import torch
 import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
+from torch import nn
 
+from attribution_core import limits
 from attribution_core.models.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    check_safetensors_bytes,
     image_preprocess,
-    load_state,
 )
 from attribution_core.models.plugin_specs import build_spec
 from attribution_core.models.spec import ModelLoadError, ModelSpec
+from attribution_core.models.upload_checks import (
+    TensorEntry,
+    check_class_names,
+    check_shapes,
+    safetensors_header,
+)
 
 MODEL_UPLOAD_VARIABLE = "IG_DASHBOARD_MAX_MODEL_UPLOAD_MB"
 DEFAULT_MODEL_UPLOAD_MB = 400  # resnet50 is ~100 MB, vit_b_16 ~330 MB in float32 (fp16: half)
-MAX_CLASS_NAMES = 100_000
-MAX_CLASS_NAME_CHARS = 200
-MAX_CLASS_FILE_BYTES = 4 * 2**20
+MAX_CLASS_NAMES = limits.MAX_MODEL_CLASSES
+MAX_CLASS_NAME_CHARS = limits.MAX_MODEL_NAME_CHARS
+MAX_CLASS_FILE_BYTES = limits.SMALL_UPLOADS_MB * 2**20
 # architecture -> the state-dict key of its classifier weight ([classes, features])
 UPLOAD_ARCHITECTURES = {
     "resnet18": "fc.weight", "resnet50": "fc.weight",
@@ -96,14 +104,7 @@ def parse_class_names(data: bytes, file_name: str) -> tuple[str, ...]:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ModelLoadError(f"{file_name} holds no class names.")
-    if len(names) > MAX_CLASS_NAMES:
-        raise ModelLoadError(f"{file_name} holds {len(names):,} names; at most "
-                             f"{MAX_CLASS_NAMES:,} are accepted.")
-    long = next((n for n in names if len(n) > MAX_CLASS_NAME_CHARS), None)
-    if long is not None:
-        raise ModelLoadError(f"{file_name}: the class name {long[:40]!r}… is longer than "
-                             f"{MAX_CLASS_NAME_CHARS} characters.")
-    return tuple(names)
+    return check_class_names(names, file_name)
 
 
 def torchvision_upload_spec(data: bytes, architecture: str,
@@ -114,22 +115,20 @@ def torchvision_upload_spec(data: bytes, architecture: str,
         raise ModelLoadError(f"Unknown architecture {architecture!r}; supported: "
                              f"{', '.join(UPLOAD_ARCHITECTURES)}.")
     check_model_upload_size(len(data), file_name)
-    check_safetensors_bytes(data)
-    try:
-        state = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError) as error:
-        raise ModelLoadError(f"{file_name} is not a valid safetensors file: {error}") from error
+    entries = safetensors_header(data, file_name)
     head_key = UPLOAD_ARCHITECTURES[architecture]
-    head = state.get(head_key)
-    if head is None or head.dim() != 2:
+    head = entries.get(head_key)
+    if head is None or len(head.shape) != 2:
         raise ModelLoadError(f"{file_name} has no {head_key!r} of shape [classes, features], "
                              f"so it is not a {architecture} state dict.")
     n_classes = int(head.shape[0])
+    if n_classes > limits.MAX_MODEL_CLASSES:
+        raise ModelLoadError(f"{file_name} has a head of {n_classes:,} classes; at most "
+                             f"{limits.MAX_MODEL_CLASSES:,} are accepted.")
     if class_names is not None and len(class_names) != n_classes:
         raise ModelLoadError(f"The class-names file lists {len(class_names)} names but the "
                              f"weights have {n_classes} classes.")
-    network = torchvision.models.get_model(architecture, weights=None, num_classes=n_classes)
-    load_state(network, state, file_name)
+    network = network_from_file(data, entries, architecture, n_classes, file_name)
     digest = content_hash(data)
     return build_spec(
         f"upload:{architecture}:{digest[:12]}", network, "image",
@@ -140,3 +139,25 @@ def torchvision_upload_spec(data: bytes, architecture: str,
         input_size=CROP, mean=IMAGENET_MEAN, std=IMAGENET_STD, source="upload",
         weights_sha256=digest, preprocess=partial(image_preprocess, resize=RESIZE, crop=CROP),
         metadata={"architecture": architecture, "file": file_name})
+
+
+def network_from_file(data: bytes, entries: Mapping[str, TensorEntry], architecture: str,
+                      n_classes: int, file_name: str) -> nn.Module:
+    """``architecture`` holding exactly the file's tensors. The network is laid out on the
+    meta device first (no memory, no random initialisation), its every parameter and buffer
+    compared with the header, and only then filled with the file's own tensors (``assign``):
+    what it holds is what the upload carries, converted to float32."""
+    with torch.device("meta"):
+        skeleton = torchvision.models.get_model(architecture, weights=None,
+                                                num_classes=n_classes)
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    check_shapes(entries, expected, type(skeleton).__name__, file_name)
+    try:
+        state = load_safetensors_bytes(data)
+    except (SafetensorError, ValueError) as error:
+        raise ModelLoadError(f"{file_name} is not a valid safetensors file: {error}") from error
+    floating = {key for key, value in skeleton.state_dict().items() if value.is_floating_point()}
+    state = {key: value.float() if key in floating and not value.is_floating_point() else value
+             for key, value in state.items()}
+    skeleton.load_state_dict(state, strict=True, assign=True)
+    return skeleton.float()

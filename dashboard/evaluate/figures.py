@@ -15,7 +15,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from attribution_core.evaluation import CaseOutcome, EvaluationResult
-from attribution_core.evaluation.figure_style import MARGIN, RANDOM_COLOUR, method_colour
+from attribution_core.evaluation.figure_style import (
+    MARGIN,
+    RANDOM_COLOUR,
+    method_colour,
+    plotly_text,
+)
 from attribution_core.evaluation.types import UNSIGNED_METHODS, mean_curve
 from dashboard.widgets import figures
 
@@ -93,8 +98,8 @@ def _box(values: np.ndarray, name: str, colour: str, legend: bool,
     return go.Box(y=values, name=name, boxpoints="all", jitter=0.4, pointpos=0,
                   marker={"color": colour, "size": 4, "opacity": 0.6},
                   line={"color": colour}, showlegend=legend, legendgroup=name,
-                  text=list(labels), hovertemplate="%{text}<br>%{y:.4g}<extra>"
-                  + html.escape(name) + "</extra>")
+                  text=[plotly_text(label) for label in labels],
+                  hovertemplate="%{text}<br>%{y:.4g}<extra>" + html.escape(name) + "</extra>")
 
 
 def completeness_figure(result: EvaluationResult) -> tuple[go.Figure | None, list[str]]:
@@ -219,7 +224,7 @@ def feature_bars_figure(case: CaseOutcome, method: str, limit: float, top: int =
     names = list(case.unit_names) or [f"feature {i}" for i in range(scores.size)]
     expected = case.expected if case.expected is not None else np.zeros(scores.size, bool)
     order = np.argsort(-np.abs(np.nan_to_num(scores)), kind="stable")[:top][::-1]
-    labels = [names[i] + (" ★" if bool(expected[i]) else "") for i in order]
+    labels = [plotly_text(names[i] + (" ★" if bool(expected[i]) else "")) for i in order]
     figure = go.Figure(go.Bar(
         x=scores[order], y=labels, orientation="h",
         marker={"color": [figures.colour_for(float(scores[i]), limit) for i in order],
@@ -253,6 +258,6 @@ def case_curves_figure(case: CaseOutcome, methods: Sequence[str]) -> go.Figure:
             name="random order", legendgroup="random", showlegend=column == 1,
             line={"color": RANDOM_COLOUR, "dash": "dash"}), row=1, col=column)
     figure.update_xaxes(title={"text": "share of units"}, tickformat=".0%")
-    figure.update_layout(title={"text": f"Curves of {case.case_id}"}, height=380,
+    figure.update_layout(title={"text": plotly_text(f"Curves of {case.case_id}")}, height=380,
                          margin=_MARGIN, legend={"orientation": "h", "y": -0.3})
     return figure

@@ -47,6 +47,7 @@ from attribution_core.models.spec import LoadedModel
 from dashboard.evaluate.state import cases_digest, result_key
 from dashboard.widgets import catalog, resources, session_models
 from dashboard.widgets.errors import unexpected_message
+from dashboard.widgets.upload_guard import upload_box
 
 MODALITIES = ("image", "text", "tabular")
 BUNDLED, UPLOAD = "Bundled cases", "Upload"
@@ -188,9 +189,9 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
         st.caption("Your model came without reference data: IG2 and GradientSHAP draw their "
                    "references from the other cases of this file, labelled by the model's "
                    "own predictions.")
-    upload = st.file_uploader("Cases file", type=UPLOAD_TYPES[modality],
-                              key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
-                              max_upload_size=OTHER_UPLOADS_MB)
+    upload = upload_box("Cases file", type=UPLOAD_TYPES[modality],
+                        key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                        limit_mb=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
         return None

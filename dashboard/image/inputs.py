@@ -32,6 +32,7 @@ from dashboard.widgets import own_models, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.memo import ByteBoundedMemo
 from dashboard.widgets.sidebar import selected_model_key
+from dashboard.widgets.upload_guard import upload_box
 
 SMALL_INPUT_VALUES = 4096
 
@@ -100,11 +101,11 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
         picked = (name, sample.value, ())
         _gallery(samples)
     else:
-        upload = st.file_uploader(
+        upload = upload_box(
             "Upload an image (PNG, JPEG, WebP, BMP, TIFF, GIF; up to "
             f"{image_io.MAX_PIXELS // 1_000_000} megapixels)",
             type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload",
-            max_upload_size=OTHER_UPLOADS_MB,
+            limit_mb=OTHER_UPLOADS_MB,
             help=f"Only the first of up to {MAX_FRAMES_COUNTED} frames or pages is read; "
                  f"pictures larger than {MAX_KEPT_SIDE} pixels a side are reduced on arrival "
                  "(the model sees far fewer).")
@@ -217,9 +218,8 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
                             key="img_baseline", format_func=_baseline_label)
     uploaded_baseline = None
     if baseline == "uploaded":
-        upload = st.file_uploader("Baseline image", type=list(image_io.UPLOAD_EXTENSIONS),
-                                  key="img_baseline_upload",
-                                  max_upload_size=OTHER_UPLOADS_MB)
+        upload = upload_box("Baseline image", type=list(image_io.UPLOAD_EXTENSIONS),
+                            key="img_baseline_upload", limit_mb=OTHER_UPLOADS_MB)
         if upload is not None:
             try:
                 uploaded_baseline = _decode_upload(upload.getvalue()).image

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS, OTHER_UPLOADS_MB
+from attribution_core.limits import MAX_COLUMN_NAME_CHARS, MAX_CSV_COLUMNS
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models import domain
@@ -25,6 +25,7 @@ from dashboard.tabular import logic, row_editor
 from dashboard.widgets import catalog, own_tabular, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.sidebar import selected_model_key
+from dashboard.widgets.upload_guard import upload_box
 
 DATA_SET, UPLOAD = "Data set row", "Upload CSV"
 MAX_PROBLEMS_SHOWN = 25
@@ -168,10 +169,10 @@ def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:
 def _csv_panel(model: LoadedModel) -> TabularInput | None:
     names = logic.feature_names(model)
     limit_mb = tab_io.MAX_CSV_BYTES / 1024**2
-    upload = st.file_uploader(
+    upload = upload_box(
         f"CSV of rows (header = feature names; at most {limit_mb:.0f} MB, "
         f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv",
-        max_upload_size=OTHER_UPLOADS_MB,
+        limit_mb=max(1, tab_io.MAX_CSV_BYTES // 2**20),
         help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
              "characters, each name once.")
     schema = logic.schema(model)

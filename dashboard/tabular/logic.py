@@ -141,9 +141,18 @@ def model_row(loaded: LoadedModel, raw: np.ndarray) -> torch.Tensor:
     return model_rows(loaded, raw).to(loaded.device)
 
 
-def outputs_of(loaded: LoadedModel, rows: torch.Tensor) -> torch.Tensor:
+def outputs_of(loaded: LoadedModel, rows: torch.Tensor, what: str = "this row") -> torch.Tensor:
+    """The model's outputs ``[R, C]``; a NaN or infinite output is refused here, in words,
+    rather than turning every attribution and chart after it into NaN."""
     with device_lock(loaded.device), torch.no_grad():
-        return loaded.forward(rows.to(loaded.device)).detach().double().cpu()
+        outputs = loaded.forward(rows.to(loaded.device)).detach().double().cpu()
+    bad = (~torch.isfinite(outputs)).any(dim=-1).nonzero().flatten().tolist()
+    if bad:
+        where = what if outputs.shape[0] == 1 else \
+            f"{what} {', '.join(str(i + 1) for i in bad[:5])}" + (" …" if len(bad) > 5 else "")
+        raise ValueError(f"The model's output at {where} is not a finite number (NaN or "
+                         "infinite): its values are out of the range the model can handle.")
+    return outputs
 
 
 def pool(loaded: LoadedModel) -> ReferencePool | None:
@@ -178,7 +187,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row)
     baseline = model_row(loaded, base_raw)
     outputs = outputs_of(loaded, inputs)[0]
-    base_outputs = outputs_of(loaded, baseline)[0]
+    base_outputs = outputs_of(loaded, baseline, "the baseline")[0]
     want_ig, want_ig2 = settings.method in ("IG", "both"), settings.method in ("IG2", "both")
     ig_result: Attribution | None = None
     preview: Preview | None = None
@@ -276,7 +285,7 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
     names = feature_names(loaded)
     inputs = model_row(loaded, raw_rows)
     baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row))
-    outputs = outputs_of(loaded, inputs)
+    outputs = outputs_of(loaded, inputs, "the valid CSV row")
     targets = [0] * len(inputs) if is_regression(loaded) else \
         outputs.argmax(dim=-1).tolist()
     result = integrated_gradients(

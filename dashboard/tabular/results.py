@@ -6,7 +6,6 @@ features) are not in the key, so they never recompute.
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from typing import Any
 
@@ -258,9 +257,7 @@ def _batch(batch: list[logic.BatchRow], run: logic.TabularRun) -> None:
     st.dataframe(table, hide_index=True, width="stretch", key="tab_batch_table")
     worst = max(row.relative_delta for row in batch)
     st.caption(f"Largest relative completeness error over the rows: {100 * worst:.3g} %.")
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False)
-    st.download_button("All rows' top features (CSV)", data=buffer.getvalue(),
+    st.download_button("All rows' top features (CSV)", data=exports.frame_csv(table),
                        file_name=f"{run.model_name}_rows_top_features.csv", mime="text/csv",
                        key="tab_dl_batch", on_click="ignore")
 
@@ -285,7 +282,7 @@ def _downloads(run: logic.TabularRun, names: tuple[str, ...],
         record["ig2"] = {"delta": float(run.ig2.result.delta[0]),
                          "reference_rows": list(run.ig2.reference_indices)}
     left, right = st.columns(2)
-    left.download_button("Attributions (CSV)", data=frame.to_csv(index=False), mime="text/csv",
+    left.download_button("Attributions (CSV)", data=exports.frame_csv(frame), mime="text/csv",
                          file_name=f"{run.model_name}_{run.row_digest[:8]}.csv",
                          key="tab_dl_csv", on_click="ignore")
     right.download_button("Run record (JSON)", data=exports.run_record(record),

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from attribution_core.evaluation.figure_style import plotly_text
 from attribution_core.modalities import tabular as tab_io
 
 POSITIVE, NEGATIVE, TOTAL = "#b2182b", "#2166ac", "#555555"
@@ -21,9 +22,10 @@ def ranked_bar_figure(features: Sequence[tab_io.FeatureAttribution], units: dict
     """Horizontal bars by |attribution| (largest on top); each label carries the row's value
     (``texts``: the values as written, e.g. a category's name, for categorical models)."""
     shown = list(features)[::-1]
-    labels = [f"{f.name} = " + (texts[f.name] if texts is not None else
-                                _value_text(f.value, units.get(f.name, ''))) for f in shown]
-    baselines = [baseline_texts[f.name] if baseline_texts is not None else
+    labels = [plotly_text(f"{f.name} = " + (texts[f.name] if texts is not None else
+                                            _value_text(f.value, units.get(f.name, ''))))
+              for f in shown]
+    baselines = [plotly_text(baseline_texts[f.name]) if baseline_texts is not None else
                  f"{f.baseline_value:.4g}" for f in shown]
     figure = go.Figure(go.Bar(
         x=[f.attribution for f in shown], y=labels, orientation="h",
@@ -45,7 +47,7 @@ def waterfall_figure(steps: Sequence[tab_io.WaterfallStep], title: str) -> go.Fi
     """f(start) -> one bar per feature -> the completeness residual -> f(x)."""
     measures = [s.measure for s in steps]
     figure = go.Figure(go.Waterfall(
-        orientation="v", measure=measures, x=[s.label for s in steps],
+        orientation="v", measure=measures, x=[plotly_text(s.label) for s in steps],
         y=[s.value if s.measure != "total" else 0.0 for s in steps],
         text=[f"{s.value:+.4g}" if s.measure == "relative" else f"{s.value:.4g}"
               for s in steps],

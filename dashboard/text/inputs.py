@@ -17,7 +17,6 @@ from attribution_core.limits import (
     MAX_LABEL_CHARS,
     MAX_LABEL_DESCRIPTION_CHARS,
     MAX_ZERO_SHOT_LABELS,
-    OTHER_UPLOADS_MB,
 )
 from attribution_core.modalities import text as text_io
 from attribution_core.models.domain_text import check_text
@@ -28,6 +27,7 @@ from dashboard.widgets import catalog, resources, session_models
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.own_text import text_model_panel
 from dashboard.widgets.sidebar import selected_model_key
+from dashboard.widgets.upload_guard import upload_box
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 DEFAULT_TEXT = "The food was wonderful and the staff were friendly."
@@ -255,9 +255,8 @@ def _domain_notice(model: LoadedModel, encoded: text_io.EncodedText) -> None:
 
 
 def _uploaded_text() -> tuple[str | None, str]:
-    upload = st.file_uploader("Upload a .txt file (UTF-8, up to 1 MB)", type=["txt"],
-                              key="txt_upload",
-                              max_upload_size=OTHER_UPLOADS_MB)
+    upload = upload_box("Upload a .txt file (UTF-8, up to 1 MB)", type=["txt"],
+                        key="txt_upload", limit_mb=max(1, MAX_UPLOAD_BYTES // 2**20))
     if upload is None:
         st.info("Upload a .txt file to explain.")
         return None, ""

@@ -223,7 +223,8 @@ def attributions_csv(views: list[logic.MethodView]) -> str:
     for view in views:
         for level, units in (("token", view.tokens), ("word", view.words)):
             for unit in units:
-                writer.writerow([view.name, level, unit.position, unit.text, unit.special,
+                writer.writerow([view.name, level, unit.position,
+                                 exports.spreadsheet_text(unit.text), unit.special,
                                  f"{unit.score:.12g}"])
     return buffer.getvalue()
 

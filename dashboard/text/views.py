@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import plotly.colors as plotly_colors
 import plotly.graph_objects as go
 
+from attribution_core.evaluation.figure_style import plotly_text
 from attribution_core.modalities import text as text_io
 from dashboard.widgets import figures
 
@@ -60,7 +61,8 @@ def ranked_bar_figure(ranked: Sequence[text_io.RankedUnit], title: str) -> go.Fi
     shown = list(ranked)[::-1]
     limit = max((abs(r.score) for r in shown), default=1.0) or 1.0
     figure = go.Figure(go.Bar(
-        x=[r.score for r in shown], y=[f"{r.rank}. {r.text}" for r in shown], orientation="h",
+        x=[r.score for r in shown], y=[plotly_text(f"{r.rank}. {r.text}") for r in shown],
+        orientation="h",
         marker={"color": [figures.colour_for(r.score, limit) for r in shown],
                 "line": {"color": "#555", "width": 0.5}},
         hovertemplate="%{y}<br>attribution %{x:.6g}<extra></extra>"))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.colors as plotly_colors
 import torch
 from PIL import Image
@@ -16,6 +17,7 @@ from attribution_core.modalities.image import View
 from dashboard.widgets.figures import colour_range, scale_for
 
 MIN_PNG_SIDE = 256
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _scale_anchors(scale_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +77,28 @@ def attributions_csv(attributions: torch.Tensor) -> str:
     lines.extend(f"{a},{b},{d},{v:.9g}" for (a, b, d), v in zip(table, values.ravel(),
                                                                strict=True))
     return "\n".join(lines) + "\n"
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (it starts with = + - @, a tab or a
+    carriage return: OWASP's list for CSV injection) gets a leading single quote, so it is shown
+    as the text it is. Numbers, and text that is a plain number ("-0.25"), are left alone."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def frame_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text with every text cell and column name made spreadsheet-safe."""
+    safe = frame.rename(columns=spreadsheet_text)
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(spreadsheet_text)
+    return safe.to_csv(index=False)
 
 
 def run_record(parameters: Mapping[str, Any]) -> str:

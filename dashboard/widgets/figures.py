@@ -14,6 +14,7 @@ import plotly.colors as plotly_colors
 import plotly.graph_objects as go
 import streamlit as st
 
+from attribution_core.evaluation.figure_style import plotly_text
 from attribution_core.modalities.image import View
 
 GREEN_BELOW = 0.01
@@ -153,7 +154,7 @@ def distance_trace_figure(trace: np.ndarray, labels: Sequence[str]) -> go.Figure
     """Representation distance to each reference along its gradient path."""
     figure = go.Figure()
     for row, label in zip(trace, labels, strict=False):
-        figure.add_trace(go.Scatter(y=row, mode="lines", name=label))
+        figure.add_trace(go.Scatter(y=row, mode="lines", name=plotly_text(label)))
     figure.update_xaxes(title={"text": "path step"})
     figure.update_yaxes(title={"text": "distance to reference"}, rangemode="tozero")
     figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=300)

@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from attribution_core.limits import (
+    MAX_IMAGE_MODEL_SIDE,
+    MAX_MODEL_CLASSES,
+    MAX_MODEL_NAME_CHARS,
+    MAX_OWN_MODELS_PER_SESSION,
+    MODEL_CHECK_SECONDS,
+    SMALL_UPLOADS_MB,
+)
+from attribution_core.models import sandbox
 from attribution_core.models.sources import ModelSourceRefused
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
 from attribution_core.models.uploads import (
@@ -25,6 +35,7 @@ from attribution_core.models.uploads import (
 )
 from dashboard.widgets import resources, session_models
 from dashboard.widgets.errors import show_unexpected
+from dashboard.widgets.upload_guard import upload_box
 
 SIDEBAR, YOURS = "Model from the sidebar", "Your model"
 TORCHVISION, HUGGING_FACE = "torchvision + .safetensors", "Hugging Face image classifier"
@@ -47,6 +58,7 @@ def image_source() -> str:
 def image_model_panel() -> LoadedModel | None:
     """Load the user's own image model (kept in this session) and return it, or None."""
     name = st.session_state.get(IMAGE_MODEL_KEY)
+    sandbox.warm_up()  # the converters' process starts now, not at the first upload
     with st.expander("Your model", expanded=name is None):
         kind = st.radio("Format", [TORCHVISION, HUGGING_FACE, ONNX], horizontal=True,
                         key="img_own_kind")
@@ -83,6 +95,21 @@ def _define(build: Callable[[], ModelSpec], what: str) -> None:
         return
     session_models.define(spec)
     st.session_state[IMAGE_MODEL_KEY] = spec.name
+    show_evicted()
+
+
+def show_evicted() -> None:
+    """Say which of this session's own models the last load let go, if any."""
+    gone = session_models.evicted()
+    if gone:
+        st.caption(f"Unloaded {', '.join(gone)}: a session keeps its "
+                   f"{MAX_OWN_MODELS_PER_SESSION} most recently used own models.")
+
+
+def _class_names_box(key: str) -> UploadedFile | None:
+    return upload_box(f"Class names (optional): a .json list, or a .txt with one name per line "
+                      f"(at most {MAX_MODEL_CLASSES:,} names of {MAX_MODEL_NAME_CHARS} "
+                      "characters)", type=["json", "txt"], key=key, limit_mb=SMALL_UPLOADS_MB)
 
 
 def _torchvision_form() -> None:
@@ -91,13 +118,12 @@ def _torchvision_form() -> None:
                                 key="img_own_architecture",
                                 help="The head size (number of classes) is read from the "
                                      "weights.")
-    weights = st.file_uploader(
+    weights = upload_box(
         f"Weights: a state dict saved with safetensors (up to {limit} MB)",
-        type=["safetensors"], key="img_own_weights", max_upload_size=limit,
+        type=["safetensors"], key="img_own_weights", limit_mb=limit,
         help="safetensors.torch.save_file(model.state_dict(), 'model.safetensors'). Pickled "
              "checkpoints (.pt, .pth) are refused: loading them can run code.")
-    classes = st.file_uploader("Class names (optional): a .json list, or a .txt with one name "
-                               "per line", type=["json", "txt"], key="img_own_classes")
+    classes = _class_names_box("img_own_classes")
     if st.button("Load this model", key="img_own_load", disabled=weights is None):
         assert weights is not None  # the button is disabled otherwise
 
@@ -129,14 +155,15 @@ def _onnx_form() -> None:
     if problem is not None:
         st.warning(problem)
     limit = upload_limit_mb()
-    model_file = st.file_uploader(f"ONNX image classifier (up to {limit} MB)", type=["onnx"],
-                                  key="img_own_onnx", max_upload_size=limit,
-                                  help="Input [batch, channels, height, width]; the graph is "
-                                       "converted to PyTorch with onnx2torch.")
+    model_file = upload_box(f"ONNX image classifier (up to {limit} MB)", type=["onnx"],
+                            key="img_own_onnx", limit_mb=limit,
+                            help="Input [batch, channels, height, width] (at most "
+                                 f"{MAX_IMAGE_MODEL_SIDE:,} pixels a side); the graph is "
+                                 "converted to PyTorch with onnx2torch after a trial run in a "
+                                 f"separate process (at most {MODEL_CHECK_SECONDS:g} s).")
     normalisation = st.radio("The model expects", list(NORMALISATIONS), horizontal=True,
                              key="img_own_onnx_norm", format_func=NORMALISATIONS.get)
-    classes = st.file_uploader("Class names (optional): a .json list, or a .txt with one name "
-                               "per line", type=["json", "txt"], key="img_own_onnx_classes")
+    classes = _class_names_box("img_own_onnx_classes")
     if st.button("Load this model", key="img_own_onnx_load",
                  disabled=model_file is None or problem is not None):
         assert model_file is not None  # the button is disabled otherwise

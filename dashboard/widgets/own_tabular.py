@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from attribution_core.limits import MAX_MODEL_CLASSES, MAX_MODEL_FEATURES, MODEL_CHECK_SECONDS
 from attribution_core.modalities import tabular as tab_io
+from attribution_core.models import sandbox
 from attribution_core.models.onnx_models import (
+    MAX_CONFIG_BYTES,
     onnx_support_problem,
     parse_mlp_config,
     tabular_upload_spec,
@@ -24,7 +27,8 @@ from attribution_core.models.tabular_uploads import encoded_upload_spec
 from attribution_core.models.uploads import check_model_upload_size
 from dashboard.widgets import resources, session_models
 from dashboard.widgets.errors import show_unexpected
-from dashboard.widgets.own_models import SIDEBAR, YOURS, upload_limit_mb
+from dashboard.widgets.own_models import SIDEBAR, YOURS, show_evicted, upload_limit_mb
+from dashboard.widgets.upload_guard import upload_box
 
 ONNX, MLP = "ONNX (.onnx)", "safetensors MLP + JSON config"
 TABULAR_MODEL_KEY = "tab_own_model_name"
@@ -42,26 +46,32 @@ def model_source() -> str:
 
 def model_panel() -> LoadedModel | None:
     name = st.session_state.get(TABULAR_MODEL_KEY)
+    sandbox.warm_up()  # the converters' process starts now, not at the first upload
     with st.expander("Your model", expanded=name is None):
         problem = onnx_support_problem()
         kind = st.radio("Format", [ONNX, MLP], horizontal=True, key="tab_own_kind")
         if kind == ONNX and problem is not None:
             st.warning(problem)
         limit = upload_limit_mb()
-        model_file = st.file_uploader(
+        model_file = upload_box(
             f"Model file (up to {limit} MB)", type=["onnx"] if kind == ONNX else
-            ["safetensors"], key=f"tab_own_file_{kind == ONNX}", max_upload_size=limit,
+            ["safetensors"], key=f"tab_own_file_{kind == ONNX}", limit_mb=limit,
             help="ONNX: the model's first floating-point output is explained (a classifier's "
-                 "probabilities). MLP: an nn.Sequential saved as the attribute 'layers'.")
+                 "probabilities); it is converted after a trial run in a separate process (at "
+                 f"most {MODEL_CHECK_SECONDS:g} s). MLP: an nn.Sequential saved as the "
+                 f"attribute 'layers'. At most {MAX_MODEL_FEATURES:,} features and "
+                 f"{MAX_MODEL_CLASSES:,} classes.")
         config = None
         if kind == MLP:
-            config = st.file_uploader(
+            config = upload_box(
                 "Config (.json): activation, and optionally feature_names, class_names, "
                 "output_kind, mean, std, categorical (column -> categories: an embedding "
-                "per categorical column)", type=["json"], key="tab_own_config")
-        reference = st.file_uploader(
+                "per categorical column)", type=["json"], key="tab_own_config",
+                limit_mb=max(1, MAX_CONFIG_BYTES // 2**20))
+        reference = upload_box(
             "Reference rows (.csv, recommended): the header names the features; an optional "
             f"{'/'.join(LABEL_COLUMNS)} column holds labels", type=["csv"], key="tab_own_csv",
+            limit_mb=max(1, tab_io.MAX_CSV_BYTES // 2**20),
             help="Baselines (mean, median, a reference row), IG2's references and the "
                  "out-of-domain notice come from these rows.")
         blocked = model_file is None or (kind == ONNX and problem is not None) or (
@@ -103,6 +113,7 @@ def _load(model_file: Any, config_file: Any, reference_file: Any) -> None:
         return
     session_models.define(spec)
     st.session_state[TABULAR_MODEL_KEY] = spec.name
+    show_evicted()
 
 
 def _reference_frame(upload: Any) -> tuple[pd.DataFrame, str | None]:

@@ -29,6 +29,7 @@ from attribution_core.models.uploads import check_model_upload_size
 from dashboard.widgets import resources, session_models
 from dashboard.widgets.errors import show_unexpected
 from dashboard.widgets.own_models import upload_limit_mb
+from dashboard.widgets.upload_guard import upload_box
 
 TEXT_MODEL_KEY = "txt_own_model_name"
 NOTES_KEY = "txt_own_notes"
@@ -39,9 +40,9 @@ def text_model_panel() -> LoadedModel | None:
     name = st.session_state.get(TEXT_MODEL_KEY)
     with st.expander("Your model", expanded=name is None):
         limit = upload_limit_mb()
-        archive = st.file_uploader(
+        archive = upload_box(
             f"Model folder as a .zip (up to {limit} MB)", type=["zip"], key="txt_own_zip",
-            max_upload_size=limit,
+            limit_mb=limit,
             help="Zip the folder that model.save_pretrained() and tokenizer.save_pretrained() "
                  "wrote: config.json, model.safetensors and the tokenizer files. Loaded with "
                  "trust_remote_code=False; pickles (.bin, .pt, .pkl) and custom code are "
@@ -51,10 +52,10 @@ def text_model_panel() -> LoadedModel | None:
                    f"whole folder up to {limit} MB unpacked, JSON files up to "
                    f"{MAX_MODEL_JSON_BYTES // 2**20} MB and tokenizer files up to "
                    f"{MAX_MODEL_TOKENIZER_BYTES // 2**20} MB each.")
-        references = st.file_uploader(
+        references = upload_box(
             f"Reference texts (optional .csv, up to {MAX_REFERENCE_TEXTS} rows): a text column, "
             "optionally a label column (class numbers)", type=["csv"], key="txt_own_refs",
-            max_upload_size=OTHER_UPLOADS_MB,
+            limit_mb=OTHER_UPLOADS_MB,
             help="IG2 walks towards reference texts of other classes; the Evaluate page can "
                  "audit the model on them, and the out-of-domain notice compares your text "
                  "with them. Without them IG2 draws from the bundled sentences.")

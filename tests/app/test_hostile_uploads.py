@@ -3,6 +3,7 @@ traceback, and what was on the page before stays (the generators are in tests/ho
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from attribution_core import limits
 from tests import hostile_files as hostile
+from tests import hostile_models
 from tests.app.conftest import DIGITS
 
 pytestmark = pytest.mark.app
@@ -151,3 +153,140 @@ def test_an_unexpected_failure_is_one_line_with_a_reference_and_is_not_remembere
 
 def _out_of_memory(data: bytes) -> object:
     raise MemoryError
+
+
+# -- model uploads (issue 24) -----------------------------------------------------------------
+
+
+def _own_tabular(at: AppTest, kind: str, name: str, data: bytes,
+                 config: bytes | None = None, reference: bytes | None = None) -> AppTest:
+    at.radio(key="tab_model_source").set_value("Your model").run()
+    at.radio(key="tab_own_kind").set_value(kind).run()
+    key = "tab_own_file_True" if kind == "ONNX (.onnx)" else "tab_own_file_False"
+    at.file_uploader(key=key).set_value((name, data, "application/octet-stream"))
+    if config is not None:
+        at.file_uploader(key="tab_own_config").set_value(("config.json", config,
+                                                          "application/json"))
+    if reference is not None:
+        at.file_uploader(key="tab_own_csv").set_value(("reference.csv", reference, "text/csv"))
+    at.run()
+    at.button(key="tab_own_load").click().run()
+    return at
+
+
+def _tabular_page() -> AppTest:
+    at = AppTest.from_file(str(PAGES / "tabular.py"), default_timeout=120)
+    at.session_state["selected_model_tabular"] = "wine_mlp"
+    at.run()
+    assert not at.exception, f"opening the tabular page raised: {at.exception}"
+    return at
+
+
+def _mlp(seed: int) -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    torch.manual_seed(seed)
+    holder = torch.nn.Module()
+    holder.layers = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),
+                                        torch.nn.Linear(4, 2))
+    return save(holder.state_dict())
+
+
+def test_a_session_keeps_two_uploaded_models_however_many_it_loads() -> None:
+    at = _tabular_page()
+    for seed in range(6):
+        _own_tabular(at, "safetensors MLP + JSON config", f"mlp{seed}.safetensors",
+                     _mlp(seed), config=b'{"activation": "relu"}')
+        assert not at.exception and not at.error, f"mlp{seed}: {[e.value for e in at.error]}"
+    own = at.session_state["session_model_specs"]
+    uploads = [spec for spec in own.values() if spec.source == "upload"]
+    assert len(uploads) == 2, f"the two most recent stay, not six: {[s.title for s in uploads]}"
+    assert [s.metadata["file"] for s in uploads] == ["mlp4.safetensors", "mlp5.safetensors"], \
+        "the least recently used left first"
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "Unloaded Your safetensors MLP model (mlp3.safetensors)" in captions, captions
+
+
+def test_tabular_page_refuses_an_onnx_that_reads_a_server_file(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    secret = b"password = 'hunter2-do-not-show'\n"
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_bytes(secret)
+    monkeypatch.chdir(tmp_path)
+    at = _own_tabular(_tabular_page(), "ONNX (.onnx)", "leak.onnx",
+                      hostile_models.external_classes(len(secret)),
+                      reference=b"a,b\n1,2\n3,4\n")
+    _one_line_error(at, "leak.onnx", "external files")
+    assert "session_model_specs" not in at.session_state or not at.session_state[
+        "session_model_specs"], "nothing was loaded"
+
+
+@pytest.mark.parametrize(("name", "build", "fragment"), [
+    ("sum.onnx", hostile_models.batch_sum, "mixes the rows of a batch"),
+    ("big.onnx", hostile_models.constant_of_shape, "[20000, 20000]"),
+    ("labels.onnx", lambda: hostile_models.long_class_labels(3, 300), "300 characters long"),
+])
+def test_tabular_page_refuses_hostile_graphs_in_one_line(name: str, build: object,
+                                                         fragment: str) -> None:
+    at = _own_tabular(_tabular_page(), "ONNX (.onnx)", name, build())  # type: ignore[operator]
+    _one_line_error(at, name, fragment)
+
+
+def test_a_1e308_cell_is_a_cell_problem_not_an_infinite_row() -> None:
+    at = _tabular_upload("huge.csv", hostile_models.huge_cell_csv(_wine_features()))
+    assert not at.exception, f"no traceback: {at.exception}"
+    shown = " ".join(str(e.value) for e in at.error) + " ".join(str(w.value) for w in at.warning)
+    assert "1e308 is beyond what the model's float32 input holds" in shown, shown
+    assert at.button(key="tab_explain").disabled, "nothing to explain: the only row is refused"
+
+
+def _wine_features() -> list[str]:
+    import torch
+
+    from attribution_core.models import load_model
+
+    return list(load_model("wine_mlp", torch.device("cpu")).extras["feature_names"])
+
+
+def test_markup_in_feature_names_is_shown_as_text_in_the_charts() -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([[*hostile_models.MARKUP_NAMES, "label"], [1, 2, 3, 0],
+                                  [2, 1, 0, 1], [0, 0, 1, 0]])
+    at = _own_tabular(_tabular_page(), "ONNX (.onnx)", "markup.onnx",
+                      hostile_models.markup_feature_names(),
+                      reference=buffer.getvalue().encode())
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    at.button(key="tab_explain").click().run()
+    assert not at.exception and not at.error, f"explained: {[e.value for e in at.error]}"
+    labels = [str(value) for chart in at.get("plotly_chart")
+              for trace in json.loads(chart.proto.spec)["data"]
+              for axis in ("x", "y") for value in trace.get(axis) or ()
+              if isinstance(value, str)]
+    assert not [label for label in labels if "<a" in label], f"no live link: {labels}"
+    escaped = '&lt;a href="https://example.com/x"&gt;click&lt;/a&gt;'
+    assert escaped in labels, f"the waterfall shows the name as the text it is: {labels}"
+    assert any(label.startswith(escaped + " = ") for label in labels), \
+        f"and so do the ranked bars: {labels}"
+
+
+def test_an_uploaded_graph_is_priced_from_its_trial_not_timed_in_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from attribution_core import cost
+
+    def no_timing_here(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the uploaded model was timed in the dashboard's process")
+
+    monkeypatch.setattr(cost, "_measure", no_timing_here)
+    at = _own_tabular(_tabular_page(), "ONNX (.onnx)", "good.onnx",
+                      hostile_models.linear_classifier(3, 2),
+                      reference=b"x0,x1,x2,label\n1,2,3,0\n2,1,0,1\n0,0,1,0\n")
+    assert not at.exception and not at.error, f"loads: {[e.value for e in at.error]}"
+    price = next((str(c.value) for c in at.caption if str(c.value).startswith("A click costs")),
+                 "")
+    assert "gradient evaluations" in price and ", about " in price, \
+        f"seconds from the trial's measured row cost, none timed here: {price!r}"

@@ -75,9 +75,16 @@ def test_uploaded_resnet18_is_explained_and_stays_in_its_session() -> None:
 def test_upload_above_the_model_limit_is_refused_in_one_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IG_DASHBOARD_MAX_MODEL_UPLOAD_MB", "1")
-    at = load_own_model(open_app("image"), ("big.safetensors", resnet18_safetensors()))
+    at = open_app("image")
+    at.radio(key="img_model_source").set_value("Your model").run()
+    data = resnet18_safetensors()
+    at.file_uploader(key="img_own_weights").set_value(
+        ("big.safetensors", data, "application/octet-stream")).run()
     messages = [e.value for e in at.error]
-    assert any("accepts model uploads up to 1 MB" in m for m in messages), messages
+    # The box itself refuses it (and drops the bytes from the server), before any Load.
+    assert messages == [f"big.safetensors is {len(data) / 2**20:.1f} MB; this box takes "
+                        "files of at most 1 MB."], messages
+    assert at.button(key="img_own_load").disabled, "nothing to load"
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), [

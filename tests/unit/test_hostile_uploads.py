@@ -8,12 +8,15 @@ Sizes are chosen so that the old quadratic code took seconds on them (see
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 import numpy as np
 import pytest
+from plotly.offline import get_plotlyjs
 
 from attribution_core import limits
+from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.types import EvaluationInputError
 from attribution_core.evaluation.uploads import read_image_zip, read_text_csv
 from attribution_core.evaluation.uploads_images import _unique_names
@@ -209,3 +212,71 @@ def test_model_tensors_are_float32_unless_asked() -> None:
     tensor = image.to_model_tensor(picture, prep)
     assert tensor.dtype.is_floating_point and tensor.element_size() == 4, f"{tensor.dtype}"
     assert abs(float(tensor[0, 0, 0, 0]) - 90 / 255) < 1e-6, "the grey level scaled to [0, 1]"
+
+
+# -- numbers, formulas and markup in what comes back (issue 24) ------------------------------
+
+
+def test_a_cell_beyond_float32_is_a_cell_problem() -> None:
+    data = b"a,b\n1e308,1\n-3.5e38,2\n3e38,3\n"
+    checked = tabular.read_csv_rows(data, ["a", "b"])
+    assert checked.row_numbers == (2,), f"only the last row fits float32: {checked.problems}"
+    described = [p.describe() for p in checked.problems]
+    assert described[0] == ("row 1, column 'a': 1e308 is beyond what the model's float32 "
+                            "input holds (±3.4e+38)"), described
+    _, problems = tabular.validate_edited_row(["1e39", "2"], ["a", "b"])
+    assert len(problems) == 1 and "beyond" in problems[0].problem, problems
+
+
+def test_a_model_output_that_is_not_finite_is_said_in_words() -> None:
+    import torch
+
+    from attribution_core.models.plugin_specs import build_spec
+    from dashboard.tabular import logic
+
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.constant_(layer.weight, 10.0)  # 3e38 x 10 overflows float32
+    spec = build_spec("overflowing", layer, "tabular", feature_names=["a", "b"],
+                      class_names=["no", "yes"])
+    loaded = spec.loader(torch.device("cpu"))
+    with pytest.raises(ValueError, match="output at this row is not a finite number"):
+        logic.outputs_of(loaded, torch.full((1, 2), 3e38))
+
+
+def test_formula_cells_are_quoted_in_csv_exports() -> None:
+    import pandas as pd
+
+    from dashboard.widgets.exports import frame_csv, spreadsheet_text
+
+    assert [spreadsheet_text(v) for v in ("=1+2", "+A1", "-A1", "@SUM(A1)", "\tx", "\rx")] \
+        == ["'=1+2", "'+A1", "'-A1", "'@SUM(A1)", "'\tx", "'\rx"], "OWASP's list, quoted"
+    assert [spreadsheet_text(v) for v in ("-0.25", "1e3", "name", 3.5, -2)] == \
+        ["-0.25", "1e3", "name", 3.5, -2], "numbers and plain text stay as they are"
+    frame = pd.DataFrame({"feature": ['=HYPERLINK("http://x")', "age"],
+                          "attribution": [-0.5, 0.25]})
+    text = frame_csv(frame)
+    assert text.splitlines()[1].startswith('"\'=HYPERLINK('), f"quoted formula: {text}"
+    assert ",-0.5" in text and ",0.25" in text, f"numbers untouched: {text}"
+
+
+def test_text_attributions_csv_quotes_formula_tokens() -> None:
+    from dashboard.text.logic import MethodView
+    from dashboard.text.results import attributions_csv
+
+    unit = text.ScoredUnit(position=0, text="=cmd|'/C calc'!A0", score=1.0, special=False)
+    view = MethodView(name="IG", tokens=(unit,), words=(unit,), f_input=1.0, f_reference=0.0,
+                      delta=0.0, relative_delta=0.0, n_evaluations=1, from_cache=False)
+    rows = attributions_csv([view]).splitlines()[1:]
+    assert rows and all("'=cmd" in row for row in rows), f"the token is quoted: {rows}"
+
+
+def test_the_html_report_draws_markup_in_names_as_text() -> None:
+    from tests.unit.test_evaluation_report import _result
+
+    result = _result(("tabular",))
+    case = replace(result.cases[0], unit_names=('<a href="https://example.com/x">click</a>',
+                                                "dose", "weight"))
+    page = report_html(replace(result, cases=(case,))).replace(get_plotlyjs(), "")
+    assert "\\u003ca href" not in page and "<a href" not in page, "no live link in a figure"
+    assert '&lt;a href=\\"https:\\u002f\\u002fexample.com\\u002fx\\"&gt;click' in page, \
+        "the name is drawn as the text it is"
