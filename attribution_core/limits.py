@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from types import MappingProxyType
 
 # -- uploads in general ----------------------------------------------------------------------
 # The server's maxUploadSize (.streamlit/config.toml) is raised for model uploads (their own,
@@ -75,9 +76,25 @@ MAX_MODEL_FORWARD_FLOPS = 100e9  # per row, from the graph's shapes (vit_b_16: 3
 # and memory on top of what it starts with: a base plus a multiple of the upload's size, so a
 # 300 MB model can be converted while a 14 KB one cannot claim gigabytes).
 MODEL_CHECK_SECONDS = 6.0
+MODEL_CHECK_SECONDS_PER_MB = 0.025  # and 1 s more per 40 MB uploaded: inflating, reading
 MODEL_CHECK_BASE_BYTES = 384 * 2**20
 MODEL_CHECK_BYTES_PER_UPLOAD_BYTE = 4
 MAX_UPLOAD_ROW_SECONDS = 1.0  # one row's forward + backward pass in that check
+
+# Tables whose columns are encoded before the model (ONNX pipelines, embedding MLPs).
+MAX_COLUMN_CATEGORIES = 1_000  # a pipeline column's categories (each one is probed)
+MAX_ENCODER_CATEGORIES = 2 * MAX_COLUMN_CATEGORIES  # one encoder's list in a graph
+MAX_EMBEDDING_CATEGORIES = 100_000  # an embedding table's rows (one lookup each, no probe)
+MAX_ENCODED_WIDTH = 20_000  # slots of an encoded row (one-hot slots, embeddings)
+# A Hugging Face text classifier's config.json, read before transformers builds anything;
+# the largest public classifiers fit (xlm-roberta: 250,002 words; deberta-v2-xxlarge: 48
+# layers, 1,536 wide, 6,144 intermediate). The weights must then hold what the config asks
+# for (checked in the sandbox on the model built on PyTorch's meta device, no memory).
+TEXT_CONFIG_LIMITS = MappingProxyType({
+    "vocab_size": 1_000_000, "hidden_size": 16_384, "num_hidden_layers": 128,
+    "intermediate_size": 65_536, "max_position_embeddings": 1_048_576,
+    "num_attention_heads": 1_024, "embedding_size": 16_384, "type_vocab_size": 1_024,
+    "num_labels": MAX_MODEL_CLASSES})
 
 # -- what one browser session may hold ----------------------------------------------------
 MAX_OWN_MODELS_PER_SESSION = 2  # models a user loaded (uploads, Hugging Face); oldest leave

@@ -7,13 +7,13 @@ it would stall every other session, and no thread can be stopped from outside. A
 given a memory limit and be killed at its deadline; the dashboard also watches its resident
 memory, and reads back one JSON object.
 
-Children come from a fork server (:mod:`.sandbox_server`, started once per dashboard process,
-in an empty private folder) that imported torch, onnx and onnx2torch once, so a check starts in
-tens of milliseconds; :func:`warm_up` starts it before the first upload. (``multiprocessing``'s
-own forkserver would re-run the main module in each child, and under Streamlit ``__main__`` is
-the page script.) Only jobs named in ``sandbox_server.JOBS`` run, each ``job(data, options) ->
-dict`` of plain JSON values; a :class:`ModelLoadError` raised by the job comes back as that one
-line.
+Children come from a fork server (:mod:`.sandbox_server`, started once per dashboard process, in
+an empty private folder) that imported torch, onnx, onnx2torch and transformers once, so a check
+starts in tens of milliseconds; :func:`warm_up` starts it before the first upload.
+(``multiprocessing``'s own forkserver would re-run the main module in each child, and under
+Streamlit ``__main__`` is the page script.) Only jobs named in ``sandbox_server.JOBS`` run, each
+``job(data, options) -> dict`` of plain JSON values; a :class:`ModelLoadError` raised by the job
+comes back as that one line.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class SandboxReport:
 
 def budget_for(upload_bytes: int) -> SandboxBudget:
     """The check's budget for an upload of ``upload_bytes``: seconds from
-    ``IG_DASHBOARD_MODEL_CHECK_SECONDS`` (default :data:`~limits.MODEL_CHECK_SECONDS`), memory
-    a base plus a multiple of the upload (a converted graph holds its weights about twice)."""
+    ``IG_DASHBOARD_MODEL_CHECK_SECONDS`` (default :data:`~limits.MODEL_CHECK_SECONDS`) plus
+    :data:`~limits.MODEL_CHECK_SECONDS_PER_MB` per MB, memory a base plus a multiple of the
+    upload (a converted graph holds its weights about twice)."""
     text = os.environ.get(SECONDS_VARIABLE, "").strip()
     try:
         seconds = float(text) if text else limits.MODEL_CHECK_SECONDS
@@ -72,7 +73,9 @@ def budget_for(upload_bytes: int) -> SandboxBudget:
         seconds = limits.MODEL_CHECK_SECONDS
     memory = limits.MODEL_CHECK_BASE_BYTES + limits.MODEL_CHECK_BYTES_PER_UPLOAD_BYTE * \
         int(upload_bytes)
-    return SandboxBudget(max(0.5, seconds), memory)
+    # A large upload takes longer to inflate and read, whatever it holds.
+    seconds = max(0.5, seconds) + limits.MODEL_CHECK_SECONDS_PER_MB * upload_bytes / 2**20
+    return SandboxBudget(seconds, memory)
 
 
 class _ForkServer:
@@ -144,18 +147,27 @@ def warm_up() -> None:
 
 
 def run_sandboxed(job: str, data: bytes, options: Mapping[str, Any] | None = None,
-                  budget: SandboxBudget | None = None, what: str = "The model") -> SandboxReport:
-    """``job(data, options)`` in a child within ``budget`` (default :func:`budget_for`).
+                  budget: SandboxBudget | None = None, what: str = "The model",
+                  attachments: Mapping[str, bytes] | None = None) -> SandboxReport:
+    """``job(data, options)`` in a child within ``budget`` (default :func:`budget_for` of the
+    upload and its ``attachments``: other files of the same upload, such as a reference CSV,
+    which the job finds as bytes in ``options["attachments"]``).
     Raises :class:`ModelLoadError` with one line when the job refuses the upload, runs out of
     time or memory, or the child dies; the error carries ``sandbox_report`` (what it cost)."""
     if job not in JOBS:
         raise ValueError(f"Unknown sandbox job {job!r}.")
-    budget = budget or budget_for(len(data))
+    extra = dict(attachments or {})
+    budget = budget or budget_for(len(data) + sum(len(blob) for blob in extra.values()))
     with tempfile.TemporaryDirectory(prefix="ig-upload-") as folder:
         path = Path(folder) / "upload.bin"  # a private folder (0700): the child reads it back
         path.write_bytes(data)
+        attached = {}
+        for index, (name, blob) in enumerate(extra.items()):
+            attached[str(name)] = str(Path(folder) / f"attachment-{index}.bin")
+            Path(attached[str(name)]).write_bytes(blob)
         request = {"job": job, "path": str(path), "options": dict(options or {}),
-                   "memory_bytes": budget.memory_bytes, "seconds": budget.seconds}
+                   "attachments": attached, "memory_bytes": budget.memory_bytes,
+                   "seconds": budget.seconds}
         reader, writer = os.pipe()
         try:
             pid = _SERVER.launch(request, writer)
@@ -237,8 +249,8 @@ def _answer(payload: dict[str, Any] | None, budget: SandboxBudget, what: str
         result = payload.get("result")
         return result if isinstance(result, dict) else {}
     if payload.get("timeout"):
-        raise ModelLoadError(f"{what} took longer than {budget.seconds:g} s to convert and run "
-                             f"once; this server allows {budget.seconds:g} s "
+        raise ModelLoadError(f"{what} took longer than {budget.seconds:.3g} s to convert and run "
+                             f"once; this server allows {budget.seconds:.3g} s "
                              f"({SECONDS_VARIABLE}).")
     if payload.get("memory"):
         raise ModelLoadError(f"{what} needed more than {budget.memory_bytes / 2**20:,.0f} MB of "

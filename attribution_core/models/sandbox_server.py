@@ -1,13 +1,14 @@
 """The process that runs upload checks for :mod:`.sandbox`: a fork server.
 
-``python -m attribution_core.models.sandbox_server FD`` imports torch, onnx and the converters
-once (seconds), then waits on the socket ``FD`` (a ``SOCK_SEQPACKET`` pair end) for requests,
-one JSON object each with a pipe's write end attached. For each it forks a child (tens of
-milliseconds, the imports shared), replies ``{"pid": N}`` and reaps children as they end. The
+``python -m attribution_core.models.sandbox_server FD`` imports torch, onnx, the converters and
+transformers once (seconds), then waits on the socket ``FD`` (a ``SOCK_SEQPACKET`` pair end) for
+requests, one JSON object each with a pipe's write end attached. For each it forks a child (tens
+of milliseconds, the imports shared), replies ``{"pid": N}`` and reaps children as they end. The
 child limits its own memory (``RLIMIT_DATA``: heap and private mappings, so an allocation above
-the budget fails inside it) and CPU time, runs the named job on the upload's bytes and writes
-one JSON object into the pipe. Nothing is pickled either way: the child has handled hostile
-bytes, so the server only ever reads back plain JSON.
+the budget fails inside it) and CPU time, runs the named job on the upload's bytes (and the
+files attached to it: a reference CSV's cells) and writes one JSON object into the pipe. Nothing
+is pickled either way: the child has handled hostile bytes, so the server only ever reads back
+plain JSON.
 
 The server runs in an empty private folder (its working directory), so a path in a crafted file
 that slipped past every check would find nothing there. It exits when the dashboard closes its
@@ -30,9 +31,14 @@ from typing import Any
 
 from attribution_core.models.spec import ModelLoadError
 
-JOBS = {"onnx": "attribution_core.models.onnx_trial:trial"}
-PRELOAD = ("torch", "onnx", "onnx.shape_inference", "onnx2torch", "attribution_core.cost",
-           "attribution_core.models.onnx_models", "attribution_core.models.onnx_checks")
+JOBS = {"onnx": "attribution_core.models.onnx_trial:trial",
+        "onnx_categorical": "attribution_core.models.categorical_trial:trial",
+        "hf_text": "attribution_core.models.hf_upload:trial"}
+PRELOAD = ("torch", "onnx", "onnx.shape_inference", "onnx.reference", "onnx2torch",
+           "attribution_core.cost", "attribution_core.models.onnx_models",
+           "attribution_core.models.onnx_checks", "attribution_core.models.onnx_categorical",
+           "transformers", "transformers.models.auto.modeling_auto",
+           "transformers.models.auto.tokenization_auto", "attribution_core.models.hf_upload")
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -118,6 +124,8 @@ def _child(request: dict[str, Any], fd: int) -> None:
         torch.set_num_threads(threads)
         module_name, function_name = JOBS[str(request["job"])].split(":")
         function = getattr(importlib.import_module(module_name), function_name)
+        options["attachments"] = {str(name): Path(str(path)).read_bytes() for name, path in
+                                  dict(request.get("attachments") or {}).items()}
         result = function(Path(str(request["path"])).read_bytes(), options)
         payload = {"ok": True, "result": result}
     except ModelLoadError as error:
