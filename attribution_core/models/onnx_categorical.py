@@ -15,11 +15,13 @@ front valid values and give the baselines (the most frequent category).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
@@ -39,6 +41,7 @@ from attribution_core.models.onnx_split import (
     rest_model,
     split_graph,
 )
+from attribution_core.models.onnx_trial import out_of_memory, output_width
 from attribution_core.models.spec import ModelLoadError, ModelSpec, OutputKind
 
 MAX_BASE_ROWS = 3
@@ -143,56 +146,85 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
                           class_names: Sequence[str] | None = None) -> ModelSpec | None:
     """The spec of an ONNX pipeline that encodes its columns, or None when the graph takes
     plain numbers only (the caller then converts it whole). ``reference``: the reference CSV
-    as text cells (``label_column`` holds labels)."""
-    import onnx
+    as text cells (``label_column`` holds labels).
+
+    The graph is checked from what it declares first (:func:`.onnx_models.parse_onnx`: its own
+    bytes only, counts, sizes, names, the encoders' categories); it is then split, probed,
+    converted and run once in the sandbox (:mod:`.categorical_trial`, a child with a time and
+    memory budget), and this process builds the spec from the cut and the columns the check
+    measured: it never probes the front itself, and runs it on at most
+    :data:`~.onnx_probe.PROBE_CHUNK` rows at a time, as the check did."""
+    from attribution_core.models import onnx_models as plain
+    from attribution_core.models.categorical_trial import tried
+    from attribution_core.models.uploads import check_model_upload_size
+
+    check_model_upload_size(len(data), file_name)
+    model = plain.parse_onnx(data)
+    if not encodes(model):
+        return None
+    measured = tried(data, reference, label_column)
+    return build_categorical(model, data, file_name, reference=reference,
+                             label_column=label_column, class_names=class_names,
+                             measured=measured).spec
+
+
+def encodes(model: Any) -> bool:
+    """Whether a parsed graph is explained after its encoding: it encodes its columns and is
+    no tree ensemble (the whole-graph path refuses those with the reason)."""
+    from attribution_core.models.onnx_models import TREE_OPERATORS
+
+    return needs_front(model) and not any(n.op_type in TREE_OPERATORS
+                                          for n in model.graph.node)
+
+
+@dataclass(frozen=True)
+class CategoricalBuild:
+    """A built pipeline: its spec, and what the check reports back (the cut, its type, the
+    measured columns) or runs (the rest, the front, the reference rows)."""
+
+    spec: ModelSpec
+    rest: nn.Module
+    encoder: OnnxRowEncoder
+    cut: str
+    cut_double: bool
+    rows: np.ndarray | None
+
+
+def build_categorical(model: Any, data: bytes, file_name: str, *,
+                      reference: pd.DataFrame | None, label_column: str | None = None,
+                      class_names: Sequence[str] | None = None,
+                      measured: Mapping[str, Any] | None) -> CategoricalBuild:
+    """Split, (probe,) convert and build a parsed pipeline. ``measured``: what the check found
+    (the cut, ``cut_double``, the schema, its trial's price); None only in the check itself,
+    which then finds the cut, probes the front and sizes the rest before converting it."""
+    import torch
     from onnx2torch import convert
 
     from attribution_core.models import onnx_models as plain
+    from attribution_core.models.categorical_trial import schema_from_json
+    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
     from attribution_core.models.onnx_ml import register_ml_converters
-    from attribution_core.models.uploads import check_model_upload_size, content_hash
+    from attribution_core.models.uploads import content_hash
 
-    check_model_upload_size(len(data), file_name)
-    problem = plain.onnx_support_problem()
-    if problem is not None:
-        raise ModelLoadError(problem)
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as error:
-        raise ModelLoadError(f"Not an ONNX model ({type(error).__name__}).") from error
-    if not model.graph.node or not needs_front(model):
-        return None
-    trees = sorted({n.op_type for n in model.graph.node if n.op_type in plain.TREE_OPERATORS})
-    if trees:
-        return None  # the plain path refuses trees with the reason
     output, classifier = plain._explained_output(model)
-    split = split_graph(model, output)
+    split = split_graph(model, output, None if measured is None else str(measured["cut"]))
     header = None if reference is None else [str(c).strip() for c in reference.columns
                                              if str(c).strip() != label_column]
     names = _column_names(model, split.inputs, header)
     feeds = column_feeds(split.inputs, names)
     encoder = OnnxRowEncoder(FrontEvaluator(split.front, split.inputs), feeds)
-    observed: list[list[object]] = [[] for _ in feeds]
-    usable: list[list[object]] = []
+    frame = None
     if reference is not None:
         frame = reference.set_axis([str(c).strip() for c in reference.columns], axis=1)
         lacking = [n for n in names if n not in frame.columns]
         if lacking:
             raise ModelLoadError(f"The reference CSV lacks the model's column(s) "
                                  f"{', '.join(map(repr, lacking[:10]))}.")
-        values = [[_lenient(f, c) for c in frame[f.name].tolist()] for f in feeds]
-        observed = values
-        usable = [list(row) for row in zip(*values, strict=True) if None not in row]
-    has_categories = any(f.kind != "float" for f in feeds)
-    if not usable and not has_categories:
-        usable = [[0.0] * len(feeds)]
-    if not usable:
-        raise ModelLoadError("A pipeline with categorical columns needs the reference CSV "
-                             "(rows with every column filled in): its rows show valid values "
-                             "and give the baselines, such as the most frequent category.")
-    base = _base_rows(encoder, usable)
-    if not base:
-        raise ModelLoadError("The pipeline refused every complete row of the reference CSV.")
-    schema = measure_schema(encoder, _encoder_lists(model, feeds), observed, base)
+    if measured is None:
+        schema, cut_double = _measured_schema(model, encoder, feeds, frame)
+    else:
+        schema, cut_double = schema_from_json(measured["schema"], names), \
+            bool(measured["cut_double"])
     encoder.schema = schema
     rows = labels = None
     if reference is not None:
@@ -208,21 +240,22 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
         rows = checked.values
         if label_column:
             labels = parse_labels(reference[label_column].iloc[list(checked.row_numbers)],
-                             plain._class_labels(model) if classifier else None)
-    cut_dtype = encoder.cut_dtype([np.array([v], dtype=object) for v in base[0]])
-    cut_type = TENSOR_DOUBLE if cut_dtype == np.float64 else TENSOR_FLOAT
+                                  plain._class_labels(model) if classifier else None)
+    cut_type = TENSOR_DOUBLE if cut_double else TENSOR_FLOAT
+    rest_onnx = rest_model(split, model, output, cut_type, schema.width)
+    if measured is None:  # the check: the rest's sizes for one row, before it is converted
+        check_computed_sizes(rest_onnx, static_shapes(rest_onnx))
     register_ml_converters()
     try:
-        graph = convert(rest_model(split, model, output, cut_type, schema.width))
+        graph = convert(rest_onnx)
     except Exception as error:
+        if out_of_memory(error):
+            raise
         raise ModelLoadError(f"The model after the encoding could not be converted to "
                              f"PyTorch ({type(error).__name__}: {error}).") from error
-    import torch
-
-    rest = plain.OnnxTabularModule(graph.eval(), torch.float64 if cut_type == TENSOR_DOUBLE
+    rest = plain.OnnxTabularModule(graph.eval(), torch.float64 if cut_double
                                    else torch.float32, per_column=False)
-    with torch.no_grad():
-        width_out = int(rest(torch.zeros(1, schema.width)).shape[-1])
+    width_out = output_width(rest, torch.zeros(1, schema.width), "The model after the encoding")
     regression = not classifier and width_out == 1
     kind: OutputKind = "regression" if regression else "classification"
     classes = class_names or (plain._class_labels(model) if classifier else None)
@@ -230,7 +263,7 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
         classes = [f"class {i}" for i in range(width_out)]
     digest = content_hash(data)
     n_categorical = len(schema.categorical)
-    return encoded_tabular_spec(
+    spec = encoded_tabular_spec(
         f"upload:onnx:{digest[:12]}", rest, encoder,
         class_names=None if regression else classes, output_kind=kind,
         title=f"Your ONNX pipeline ({file_name})",
@@ -240,6 +273,30 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
                     + ("; it outputs probabilities." if classifier else "."),
         reference=rows, labels=labels, weights_sha256=digest,
         metadata={"file": file_name, "format": "ONNX pipeline",
-                  "outputs_probabilities": bool(classifier), "encoded_width": schema.width})
+                  "outputs_probabilities": bool(classifier), "encoded_width": schema.width,
+                  **plain._measured(measured)})
+    return CategoricalBuild(spec, rest, encoder, split.cut, cut_double, rows)
 
 
+def _measured_schema(model: Any, encoder: OnnxRowEncoder, feeds: Sequence[ColumnFeed],
+                     frame: pd.DataFrame | None) -> tuple[cat_io.TabularSchema, bool]:
+    """The columns, measured on the front from the reference rows, and whether the cut is
+    float64 (the check's own work: it runs the front many times)."""
+    observed: list[list[object]] = [[] for _ in feeds]
+    usable: list[list[object]] = []
+    if frame is not None:
+        observed = [[_lenient(f, c) for c in frame[f.name].tolist()] for f in feeds]
+        usable = [list(row) for row in zip(*observed, strict=True) if None not in row]
+    has_categories = any(f.kind != "float" for f in feeds)
+    if not usable and not has_categories:
+        usable = [[0.0] * len(feeds)]
+    if not usable:
+        raise ModelLoadError("A pipeline with categorical columns needs the reference CSV "
+                             "(rows with every column filled in): its rows show valid values "
+                             "and give the baselines, such as the most frequent category.")
+    base = _base_rows(encoder, usable)
+    if not base:
+        raise ModelLoadError("The pipeline refused every complete row of the reference CSV.")
+    schema = measure_schema(encoder, _encoder_lists(model, feeds), observed, base)
+    cut_dtype = encoder.cut_dtype([np.array([v], dtype=object) for v in base[0]])
+    return schema, cut_dtype == np.float64

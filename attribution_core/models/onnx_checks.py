@@ -27,6 +27,7 @@ from attribution_core.models.spec import ModelLoadError
 
 EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
 SUB_BYTE_TYPES = {21, 22, 23, 25, 26}  # 4- and 2-bit types: packed, checked by count only
+ENCODER_LISTS = ("cats_strings", "keys_strings", "cats_int64s", "keys_int64s")
 EXTERNAL_MESSAGE = (
     "The ONNX model keeps tensor data in external files; this server reads nothing but the "
     "uploaded file. Save it with the weights inside: onnx.save_model(model, path, "
@@ -105,6 +106,29 @@ def check_declared_sizes(model: Any) -> None:
             if tensor.data_location == EXTERNAL or len(tensor.external_data) > 0:
                 raise ModelLoadError(EXTERNAL_MESSAGE)
             _check_payload(tensor, where, helper)
+    check_encoder_lists(model)
+
+
+def check_encoder_lists(model: Any) -> None:
+    """The categories an encoding operator lists (``OneHotEncoder``, ``LabelEncoder``,
+    ``CategoryMapper``): counted before any is decoded, and bounded like class names (they
+    become a column's choices and its slots' names)."""
+    from attribution_core.models.upload_checks import check_category_names
+
+    strings: list[bytes] = []
+    for graph, _ in _all_graphs(model):
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.name not in ENCODER_LISTS:
+                    continue
+                count = len(attribute.strings) + len(attribute.ints)
+                if count > limits.MAX_ENCODER_CATEGORIES:
+                    raise ModelLoadError(
+                        f"The ONNX model's {node.op_type} lists {count:,} categories; at most "
+                        f"{limits.MAX_ENCODER_CATEGORIES:,} per encoder are accepted (and "
+                        f"{limits.MAX_COLUMN_CATEGORIES:,} per column).")
+                strings.extend(attribute.strings)
+    check_category_names(strings, "The ONNX model's encoders", len(strings))
 
 
 def _check_payload(tensor: Any, where: str, helper: Any) -> None:

@@ -11,16 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from attribution_core import limits
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.onnx_split import FrontEvaluator
 from attribution_core.models.spec import ModelLoadError
 
 UNKNOWN_TEXT = "\u2063a category no encoder knows\u2063"
 UNKNOWN_INT = -2_000_000_007
-MAX_CATEGORIES = 1_000
-MAX_CANDIDATES = 2 * MAX_CATEGORIES  # strings probed per column (encoder lists + reference)
-MAX_ENCODED_WIDTH = 20_000  # slots of the encoded row
-PROBE_CHUNK = 256  # rows per run of the front while probing
+MAX_CATEGORIES = limits.MAX_COLUMN_CATEGORIES
+MAX_CANDIDATES = limits.MAX_ENCODER_CATEGORIES  # probed per column (encoder lists + reference)
+MAX_ENCODED_WIDTH = limits.MAX_ENCODED_WIDTH  # slots of the encoded row
+# Rows per run of the front, while probing and always after: the check's child ran runs this
+# large within its memory budget, so the shared process never runs a larger one.
+PROBE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,11 @@ class OnnxRowEncoder:
                 cells[-1] = np.array([int(c) if c != "" else UNKNOWN_INT for c in cells[-1]],
                                      dtype=feed.dtype)
         try:
-            return self.encode_cells(cells)
+            if len(raw) <= PROBE_CHUNK:
+                return self.encode_cells(cells)
+            return np.concatenate([self.encode_cells([c[start:start + PROBE_CHUNK]
+                                                      for c in cells])
+                                   for start in range(0, len(raw), PROBE_CHUNK)])
         except ValueError as error:
             raise ModelLoadError(f"The pipeline refused a row: {error}") from error
 

@@ -148,11 +148,16 @@ def find_cut(model: Any, output: str) -> str:
                          "no single tensor joins the encoded columns before the model.")
 
 
-def split_graph(model: Any, output: str) -> GraphSplit:
-    """Cut ``model`` (with ``output`` the explained tensor) into front and rest."""
+def split_graph(model: Any, output: str, cut: str | None = None) -> GraphSplit:
+    """Cut ``model`` (with ``output`` the explained tensor) into front and rest, at ``cut``
+    when the graph's check (in the sandbox) found it already, else where :func:`find_cut`
+    finds it."""
     from onnx import helper
 
-    cut = find_cut(model, output)
+    if cut is None:
+        cut = find_cut(model, output)
+    elif cut not in {name for node in model.graph.node for name in node.output}:
+        raise ModelLoadError("The pipeline's check named a cut the graph does not compute.")
     front_nodes, _ = ancestors(model, cut)
     foreign = sorted({n.op_type for n in front_nodes if n.op_type not in FRONT_OPERATORS})
     if foreign:

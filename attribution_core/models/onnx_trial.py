@@ -121,7 +121,6 @@ def _gradient_seconds(module: nn.Module, example: torch.Tensor) -> float:
 def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
     """The sandbox job: ``options`` has ``modality`` ("tabular" or "image") and, for a table,
     ``named`` (how many features a reference CSV names). Returns JSON-able facts."""
-    from attribution_core.cost import row_cost
     from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
     from attribution_core.models.onnx_models import convert_parsed, parse_onnx
 
@@ -135,6 +134,14 @@ def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
         example = torch.zeros(1, channels, height, width)
     else:
         example = torch.zeros(1, tabular_width(facts, options.get("named")))
+    return {**module_trial(module, example, what), "flops": flops}
+
+
+def module_trial(module: nn.Module, example: torch.Tensor, what: str) -> dict[str, Any]:
+    """Run a converted model as the explanations will (one row, a batch, one row's forward
+    and backward pass) and price it; JSON-able facts (also the categorical pipelines' rest)."""
+    from attribution_core.cost import row_cost
+
     outputs = output_width(module, example, what)
     if outputs > limits.MAX_MODEL_CLASSES:
         raise ModelLoadError(f"{what} has {outputs:,} outputs; at most "
@@ -148,7 +155,7 @@ def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
                              "are accepted (an explanation needs hundreds of them).")
     rows = 16 if seconds < 0.005 else 4  # the price's timing stays within the budget
     measured = row_cost(module, example, rows=rows)
-    return {"outputs": outputs, "flops": flops, "input": list(example.shape[1:]),
+    return {"outputs": outputs, "input": list(example.shape[1:]),
             "row_cost": dataclasses.asdict(measured), "row_seconds": seconds}
 
 

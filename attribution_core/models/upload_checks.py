@@ -142,11 +142,12 @@ def check_shapes(entries: Mapping[str, TensorEntry], expected: Mapping[str, tupl
                              + "; ".join(problems) + ".")
 
 
-def mlp_sizes(entries: Mapping[str, TensorEntry], what: str = "The safetensors file"
-              ) -> list[int]:
+def mlp_sizes(entries: Mapping[str, TensorEntry], what: str = "The safetensors file", *,
+              max_inputs: int = limits.MAX_MODEL_FEATURES) -> list[int]:
     """The widths of an ``nn.Sequential`` MLP saved as ``layers`` (Linear, activation, Linear,
     ...), read and cross-checked from the header: each layer takes what the one before gives,
-    and every weight and bias is present, so the network built is the one the bytes fill."""
+    and every weight and bias is present, so the network built is the one the bytes fill.
+    ``max_inputs``: the first layer's widest input (features, or an encoded row's slots)."""
     weights = {int(key.split(".")[1]): entry for key, entry in entries.items()
                if key.startswith("layers.") and key.endswith(".weight")
                and key.split(".")[1].isdigit() and len(entry.shape) == 2}
@@ -169,9 +170,9 @@ def mlp_sizes(entries: Mapping[str, TensorEntry], what: str = "The safetensors f
             raise ModelLoadError(f"{what}: layers.{index}.bias is missing or not of shape "
                                  f"[{width_out}].")
         sizes.append(width_out)
-    if sizes[0] > limits.MAX_MODEL_FEATURES:
+    if sizes[0] > max_inputs:
         raise ModelLoadError(f"{what}: the MLP takes {sizes[0]:,} features; at most "
-                             f"{limits.MAX_MODEL_FEATURES:,} are accepted.")
+                             f"{max_inputs:,} are accepted.")
     if sizes[-1] > limits.MAX_MODEL_CLASSES:
         raise ModelLoadError(f"{what}: the MLP has {sizes[-1]:,} outputs; at most "
                              f"{limits.MAX_MODEL_CLASSES:,} are accepted.")
@@ -191,6 +192,15 @@ def check_class_names(names: Sequence[object], source: str) -> tuple[str, ...]:
     repeat names (ImageNet-1k has two "crane"s)."""
     check_class_count(len(names), source)
     return _checked(names, source, "class name")
+
+
+def check_category_names(names: Sequence[object], source: str, limit: int) -> tuple[str, ...]:
+    """Category names from a model or its config (select-box options, slot names): at most
+    ``limit``, each bounded and printable like a class name (count first)."""
+    if len(names) > limit:
+        raise ModelLoadError(f"{source} lists {len(names):,} categories; at most {limit:,} "
+                             "are accepted.")
+    return _checked(names, source, "category")
 
 
 def check_feature_names(names: Sequence[object], source: str) -> tuple[str, ...]:
