@@ -29,15 +29,24 @@ import pandas as pd
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
+from attribution_core import limits
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
-from attribution_core.models.loaders import check_safetensors_bytes, load_state
-from attribution_core.models.onnx_models import ConfigMLP
+from attribution_core.models.loaders import load_state
+from attribution_core.models.onnx_models import ACTIVATIONS, ConfigMLP
 from attribution_core.models.spec import ModelLoadError, ModelSpec, OutputKind
+from attribution_core.models.upload_checks import (
+    TensorEntry,
+    check_category_names,
+    check_class_names,
+    check_feature_names,
+    mlp_sizes,
+    safetensors_header,
+)
 from attribution_core.models.uploads import check_model_upload_size, content_hash
 
-MAX_CATEGORIES = 100_000
+MAX_CATEGORIES = limits.MAX_EMBEDDING_CATEGORIES
 
 
 class EmbeddingFront:
@@ -58,6 +67,8 @@ class EmbeddingFront:
 
 
 def _config_columns(config: Mapping[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+    """The columns and categories the config declares, each list counted before its names are
+    read and bounded like class names (they become select-box options and slot names)."""
     names = config.get("feature_names")
     categorical = config.get("categorical")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -65,6 +76,7 @@ def _config_columns(config: Mapping[str, Any]) -> tuple[list[str], dict[str, lis
                              "in order, as a list of strings.")
     if len(set(names)) != len(names):
         raise ModelLoadError("'feature_names' repeats a name.")
+    names = list(check_feature_names(names, "The config's feature_names"))
     if not isinstance(categorical, dict) or not categorical:
         raise ModelLoadError("'categorical' must map column names to lists of categories.")
     unknown = [c for c in categorical if c not in names]
@@ -79,7 +91,42 @@ def _config_columns(config: Mapping[str, Any]) -> tuple[list[str], dict[str, lis
         if len(set(texts)) != len(texts):
             raise ModelLoadError(f"Column {column!r} repeats a category.")
         lists[column] = texts
+    every = [text for texts in lists.values() for text in texts]  # one bound for them all
+    check_category_names(every, "The config's categories", len(every))
     return names, lists
+
+
+def _declared_sizes(entries: Mapping[str, TensorEntry], names: Sequence[str],
+                    lists: Mapping[str, list[str]]) -> tuple[list[int], list[int]]:
+    """Each embedding's width and the MLP's layer widths, read and cross-checked from the
+    safetensors header before anything is allocated: a table per categorical column with one
+    row per category, no other tensor, and layers that chain from the encoded row's width."""
+    order = [n for n in names if n in lists]
+    dims = []
+    for i, column in enumerate(order):
+        table = entries.get(f"embeddings.{i}.weight")
+        if table is None or len(table.shape) != 2:
+            raise ModelLoadError(f"The weights lack embeddings.{i}.weight [categories, dim] "
+                                 f"for column {column!r}.")
+        if table.shape[0] != len(lists[column]):
+            raise ModelLoadError(f"embeddings.{i}.weight has {table.shape[0]:,} rows for the "
+                                 f"{len(lists[column])} categories of {column!r}.")
+        dims.append(table.shape[1])
+    tables = {f"embeddings.{i}.weight" for i in range(len(order))}
+    extra = sorted(k for k in entries if not k.startswith("layers.") and k not in tables)
+    if extra:
+        raise ModelLoadError(f"Unexpected weights: {', '.join(k[:60] for k in extra[:5])}.")
+    width = len(names) - len(order) + sum(dims)
+    if width > limits.MAX_ENCODED_WIDTH:
+        raise ModelLoadError(f"The embeddings and numeric columns make rows of {width:,} "
+                             f"values; at most {limits.MAX_ENCODED_WIDTH:,} are supported.")
+    layers = {k: v for k, v in entries.items() if k.startswith("layers.")}
+    sizes = mlp_sizes(layers, "The weights", max_inputs=limits.MAX_ENCODED_WIDTH)
+    if sizes[0] != width:
+        raise ModelLoadError(f"The first layer takes {sizes[0]} inputs; "
+                             f"{len(names) - len(order)} numeric columns and the embeddings "
+                             f"give {width}.")
+    return dims, sizes
 
 
 def _vector(config: Mapping[str, Any], key: str, width: int, default: float) -> np.ndarray:
@@ -103,42 +150,26 @@ def embedding_mlp_spec(data: bytes, file_name: str, config: Mapping[str, Any], *
     """The spec of an uploaded embedding MLP (see the module docstring)."""
     check_model_upload_size(len(data), file_name)
     names, lists = _config_columns(config)
-    check_safetensors_bytes(data)
-    try:
+    activation = str(config.get("activation", "relu")).lower()[:40]
+    if activation not in ACTIVATIONS:
+        raise ModelLoadError(f"Unknown activation {activation!r}; choose from "
+                             f"{', '.join(ACTIVATIONS)}.")
+    numeric = [n for n in names if n not in lists]
+    _, sizes = _declared_sizes(safetensors_header(data, "The safetensors file"), names, lists)
+    mean = _vector(config, "mean", len(numeric), 0.0)
+    std = _vector(config, "std", len(numeric), 1.0)
+    try:  # every size was checked from the header above: this reads what the file holds
         state = load_safetensors_bytes(data)
     except (SafetensorError, ValueError) as error:
         raise ModelLoadError(f"Not a valid safetensors file: {error}") from error
     order = [n for n in names if n in lists]
-    tables = []
-    for i, column in enumerate(order):
-        table = state.get(f"embeddings.{i}.weight")
-        if table is None or table.dim() != 2:
-            raise ModelLoadError(f"The weights lack embeddings.{i}.weight [categories, dim] "
-                                 f"for column {column!r}.")
-        if table.shape[0] != len(lists[column]):
-            raise ModelLoadError(f"embeddings.{i}.weight has {table.shape[0]} rows for the "
-                                 f"{len(lists[column])} categories of {column!r}.")
-        tables.append(table.detach().double().numpy())
+    tables = [state[f"embeddings.{i}.weight"].detach().double().numpy()
+              for i in range(len(order))]
     layers = {k: v for k, v in state.items() if k.startswith("layers.")}
-    extra = sorted(k for k in state if not k.startswith(("layers.", "embeddings.")))
-    if extra:
-        raise ModelLoadError(f"Unexpected weights: {', '.join(extra[:5])}.")
-    weights = sorted((int(k.split(".")[1]), t) for k, t in layers.items()
-                     if k.endswith(".weight") and k.split(".")[1].isdigit() and t.dim() == 2)
-    if not weights:
-        raise ModelLoadError("The weights have no layers.N.weight matrices.")
-    numeric = [n for n in names if n not in lists]
-    width = len(numeric) + sum(int(t.shape[1]) for t in tables)
-    if int(weights[0][1].shape[1]) != width:
-        raise ModelLoadError(f"The first layer takes {int(weights[0][1].shape[1])} inputs; "
-                             f"{len(numeric)} numeric columns and the embeddings give {width}.")
-    activation = str(config.get("activation", "relu")).lower()
-    sizes = [width] + [int(w.shape[0]) for _, w in weights]
     rest = ConfigMLP(sizes, activation)
     load_state(rest, layers, "the MLP weights")
     schema = _schema(names, lists, numeric, tables)
-    front = EmbeddingFront(schema, tables, _vector(config, "mean", len(numeric), 0.0),
-                           _vector(config, "std", len(numeric), 1.0))
+    front = EmbeddingFront(schema, tables, mean, std)
     rows = labels = None
     if reference is not None:
         try:
@@ -157,7 +188,9 @@ def embedding_mlp_spec(data: bytes, file_name: str, config: Mapping[str, Any], *
     kind: OutputKind = "regression" if config.get("output_kind") == "regression" else \
         "classification"
     outputs = sizes[-1]
-    classes = config.get("class_names") or [f"class {i}" for i in range(outputs)]
+    named = config.get("class_names")
+    classes = list(check_class_names(named, "The config's class_names")) if \
+        isinstance(named, list) and named else [f"class {i}" for i in range(outputs)]
     if kind == "classification" and len(classes) != outputs:
         raise ModelLoadError(f"{len(classes)} class names for {outputs} outputs.")
     digest = content_hash(data + json.dumps(config, sort_keys=True).encode())
@@ -170,7 +203,7 @@ def embedding_mlp_spec(data: bytes, file_name: str, config: Mapping[str, Any], *
                     "are computed in the embedding space and summed per column.",
         reference=rows, labels=labels, weights_sha256=digest,
         metadata={"file": file_name, "format": "safetensors embedding MLP",
-                  "outputs_probabilities": False, "encoded_width": width})
+                  "outputs_probabilities": False, "encoded_width": sizes[0]})
 
 
 def _schema(names: Sequence[str], lists: Mapping[str, list[str]], numeric: Sequence[str],
