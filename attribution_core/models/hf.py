@@ -19,6 +19,7 @@ from PIL import Image
 from attribution_core.cache import fingerprint_state
 from attribution_core.models.imaging import unit_tensor_to_display
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
+from attribution_core.models.upload_checks import check_class_count, check_class_names
 from attribution_core.models.wrappers import (
     HFImageClassifier,
     HFTextClassifier,
@@ -53,8 +54,12 @@ def _from_pretrained(loader: Callable[..., Any], source: str, what: str, local_o
 
 
 def _class_names(config: Any, n_classes: int) -> tuple[str, ...]:
+    """The classes a config's id2label names, bounded like every class list the pages show
+    (the count before any name is read)."""
+    check_class_count(n_classes, "The model's id2label")
     labels = getattr(config, "id2label", None) or {}
-    return tuple(str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(n_classes))
+    return check_class_names([labels.get(i, labels.get(str(i), f"class {i}"))
+                              for i in range(n_classes)], "The model's id2label")
 
 
 def _tokenize(tokenizer: Any, text: str, max_length: int) -> dict[str, torch.Tensor]:

@@ -5,8 +5,15 @@ folder (mode 0700, one per upload), loaded from there with ``from_pretrained(loc
 True, trust_remote_code=False, use_safetensors=True)``, and the folder is deleted as soon as
 the model and tokenizer are in memory: nothing of a user's upload stays on the server's disk.
 Configs that ask for custom code (``auto_map``) or a quantisation backend are refused before
-``transformers`` reads them, and a checkpoint whose classifier head is missing (a bare encoder
-would get a random head) is refused after.
+``transformers`` reads them, and so are configs whose declared sizes exceed the limits or the
+weights' headers (:mod:`.hf_checks`); a checkpoint whose classifier head is missing (a bare
+encoder would get a random head) is refused after.
+
+Before this process loads anything, the same extraction and load, plus a count of the
+parameters the config describes (built on the meta device) against the weights, run once in
+the sandbox (:func:`trial`, a child with a time and memory budget, :mod:`.sandbox`): what
+``from_pretrained`` costs is bounded there first, and only a folder that loaded within the
+budget is loaded here.
 
 The spec is built but never registered: the dashboard keeps it in the uploading session only
 (dashboard/widgets/session_models.py). Its ``weights_sha256`` (the result cache's key) covers
@@ -16,13 +23,14 @@ every file of the zip.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attribution_core.models.hf import _class_names
+from attribution_core.models.hf_checks import check_declared_config, check_parameters
 from attribution_core.models.model_zip import ExtractedFolder, extract_model_zip
 from attribution_core.models.plugin_specs import MAX_LENGTH, build_spec
 from attribution_core.models.spec import ModelLoadError, ModelSpec
@@ -52,8 +60,10 @@ def _check_configs(extracted: ExtractedFolder, file_name: str) -> str:
     from transformers import CONFIG_MAPPING
 
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise ModelLoadError(f"{file_name}: config.json names the model type {model_type!r}, "
+        shown = model_type[:60] if isinstance(model_type, str) else model_type
+        raise ModelLoadError(f"{file_name}: config.json names the model type {shown!r}, "
                              "which this server's transformers does not define.")
+    check_declared_config(extracted.config, model_type, extracted.weights, file_name)
     return model_type
 
 
@@ -120,6 +130,34 @@ def _probe(model: Any, tokenizer: Any, n_classes: int, file_name: str) -> None:
                              f"{tuple(logits.shape)} for one sentence, not [1, {n_classes}].")
 
 
+def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The sandbox job (:mod:`.sandbox`): everything :func:`text_upload_spec` does with the
+    upload before it keeps the model (extract, check the configs, count the parameters the
+    config describes on the meta device against the weights, load the tokenizer and the model,
+    classify the probe sentence), in a child with a time and memory budget. JSON facts back."""
+    file_name = str(options.get("what", "the zip"))
+    with tempfile.TemporaryDirectory(prefix="ig-dashboard-model-") as name:
+        folder = Path(name)
+        extracted = extract_model_zip(data, folder, file_name)
+        model_type = _check_configs(extracted, file_name)
+        parameters = check_parameters(folder, extracted.weights, file_name)
+        tokenizer, model = _load(folder, file_name)
+    n_classes = int(model.config.num_labels)
+    _class_names(model.config, n_classes)
+    _probe(model, tokenizer, n_classes, file_name)
+    return {"model_type": model_type, "classes": n_classes, "parameters": parameters}
+
+
+def tried(data: bytes, file_name: str) -> dict[str, Any]:
+    """The server's side of :func:`trial`: a refusal is a one-line ModelLoadError."""
+    from attribution_core.models.sandbox import run_sandboxed
+
+    options = {"what": file_name, "threads": torch.get_num_threads()}
+    report = run_sandboxed("hf_text", data, options, what=file_name)
+    return {**report.result, "check_seconds": report.seconds,
+            "check_peak_bytes": report.peak_extra_bytes}
+
+
 def text_upload_spec(data: bytes, file_name: str = "the zip", *,
                      reference_texts: Sequence[str] | None = None,
                      reference_labels: Sequence[int] | None = None) -> ModelSpec:
@@ -132,7 +170,8 @@ def text_upload_spec(data: bytes, file_name: str = "the zip", *,
         folder = Path(name)
         folder.chmod(0o700)  # mkdtemp's default; said here because it matters
         extracted = extract_model_zip(data, folder, file_name)
-        model_type = _check_configs(extracted, file_name)
+        model_type = _check_configs(extracted, file_name)  # declared sizes: cheap refusals
+        checked = tried(data, file_name)  # the same load, bounded, in the sandbox first
         tokenizer, model = _load(folder, file_name)
     n_classes = int(model.config.num_labels)
     classes = _class_names(model.config, n_classes)
@@ -165,4 +204,6 @@ def text_upload_spec(data: bytes, file_name: str = "the zip", *,
         weights_sha256=digest, max_length=length,
         metadata={"file": file_name, "format": "Hugging Face folder (zip)",
                   "model_type": model_type, "files": list(extracted.files),
-                  "ignored": list(extracted.ignored)})
+                  "ignored": list(extracted.ignored),
+                  "check_seconds": checked["check_seconds"],
+                  "check_peak_bytes": checked["check_peak_bytes"]})

@@ -39,8 +39,8 @@ from attribution_core.limits import (
     MAX_ZIP_DIRECTORY_BYTES,
     MAX_ZIP_NAME_CHARS,
 )
-from attribution_core.models.loaders import check_safetensors_bytes
 from attribution_core.models.spec import ModelLoadError
+from attribution_core.models.upload_checks import TensorEntry, safetensors_header
 from attribution_core.models.uploads import model_upload_limit_bytes
 
 WEIGHTS = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
@@ -70,6 +70,7 @@ class ExtractedFolder:
     sha256: str
     config: dict[str, Any]
     tokenizer_config: dict[str, Any] | None
+    weights: dict[str, TensorEntry]  # every tensor the safetensors headers declare
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def extract_model_zip(data: bytes, destination: Path, file_name: str = "the zip"
         raise
     return ExtractedFolder(tuple(written), tuple(m.name for m in members if not m.keep),
                            hasher.hexdigest(), parsed["config.json"],
-                           parsed.get("tokenizer_config.json"))
+                           parsed.get("tokenizer_config.json"), parsed.get("weights", {}))
 
 
 def _open(data: bytes, file_name: str) -> zipfile.ZipFile:
@@ -249,7 +250,7 @@ def _check_content(name: str, content: bytes, parsed: dict[str, Any]) -> None:
     """Weights are safetensors (no pickle), JSON files are JSON objects."""
     if WEIGHTS.match(name):
         try:
-            check_safetensors_bytes(content)
+            parsed.setdefault("weights", {}).update(safetensors_header(content))
         except ModelLoadError as error:
             raise ModelLoadError(f"{name}: {error}") from error
         return
