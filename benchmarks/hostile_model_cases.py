@@ -1,6 +1,8 @@
 """The model-upload rows of ``benchmarks/hostile_uploads.py`` (issue 24): crafted ONNX and
-safetensors files (tests/hostile_models.py), the CSV cell beyond float32, and PUTs against the
-server's upload manager. Each reader is what the dashboard calls for that upload.
+safetensors files (tests/hostile_models.py), categorical ONNX pipelines, embedding MLPs and
+zipped text classifiers (tests/hostile_encoded.py, read with the reference CSV or config the
+page would pass), the CSV cell beyond float32, and PUTs against the server's upload manager.
+Each reader is what the dashboard calls for that upload.
 
 A case is *handled* when it ends in a one-line refusal of the expected kind (or, for the CSV,
 a listed cell problem), within 8 s and 500 MB in this process and in the check's child, and
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests import hostile_encoded as encoded
 from tests import hostile_models as hostile
 
 SECRET = b"password = 'hunter2-do-not-show'\n"
@@ -38,15 +41,33 @@ def enter_server_folder() -> None:
 
 def readers() -> dict[str, Reader]:
     from attribution_core.modalities import tabular
+    from attribution_core.models.hf_upload import text_upload_spec
     from attribution_core.models.onnx_models import (
         onnx_image_spec,
         parse_mlp_config,
         tabular_upload_spec,
     )
+    from attribution_core.models.tabular_uploads import encoded_upload_spec
     from attribution_core.models.uploads import parse_class_names, torchvision_upload_spec
 
     def mlp(data: bytes) -> Any:
         return tabular_upload_spec(data, "upload.safetensors", config=parse_mlp_config(MLP_CONFIG))
+
+    def pipeline(data: bytes) -> Any:
+        """What the tabular page does with an ONNX file and its reference CSV."""
+        reference = tabular.parse_csv(encoded.pipeline_reference_csv())
+        return encoded_upload_spec(data, "upload.onnx", reference=reference) or \
+            tabular_upload_spec(data, "upload.onnx")
+
+    def embedding(data: bytes) -> Any:
+        """An embedding MLP's weights (the first byte 1: the config with long category names
+        instead), with the config and reference CSV the page would read."""
+        config = encoded.embedding_config(categorical={"city": ["Lyon", "Nice", "y" * 300]}) \
+            if data[:1] == b"\1" else encoded.embedding_config()
+        weights = encoded.embedding_mlp() if data[:1] == b"\1" else data
+        reference = tabular.parse_csv(encoded.pipeline_reference_csv())
+        return encoded_upload_spec(weights, "upload.safetensors",
+                                   config=parse_mlp_config(config), reference=reference)
 
     return {
         "onnx_tabular": lambda data: tabular_upload_spec(data, "upload.onnx"),
@@ -57,6 +78,9 @@ def readers() -> dict[str, Reader]:
         "class_names": lambda data: parse_class_names(data, "classes.txt"),
         "tabular_rows": lambda data: tabular.read_csv_rows(data, ["a", "b", "c"]),
         "puts": _puts,
+        "onnx_pipeline": pipeline,
+        "embedding_mlp": embedding,
+        "text_zip": lambda data: text_upload_spec(data, "upload.zip"),
     }
 
 
@@ -157,6 +181,32 @@ CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
         ("tabular_rows", lambda: hostile.huge_cell_csv(["a", "b", "c"])),
     "server: six 40 MB PUTs next to a 1 MB box": ("puts", lambda: _put_data(False)),
     "server: six 40 MB PUTs to made-up file ids": ("puts", lambda: _put_data(True)),
+    f"{EXTERNAL}, categorical pipeline, encoding part":
+        ("onnx_pipeline", lambda: encoded.categorical_pipeline(front="external")),
+    f"{EXTERNAL}, categorical pipeline, model part":
+        ("onnx_pipeline", lambda: encoded.categorical_pipeline(rest="external")),
+    "onnx pipeline: encoding part broadcasts two 20,000-value constants (1.6 GB)":
+        ("onnx_pipeline", lambda: encoded.categorical_pipeline(front="broadcast")),
+    "onnx pipeline: ConstantOfShape 20000x20000 after the encoding":
+        ("onnx_pipeline", lambda: encoded.categorical_pipeline(rest="constant_of_shape")),
+    "onnx pipeline: Tile to 20000x20000 after the encoding":
+        ("onnx_pipeline", lambda: encoded.categorical_pipeline(rest="tile")),
+    "onnx pipeline: a OneHotEncoder of 200,000 categories": ("onnx_pipeline",
+                                                             encoded.many_categories),
+    "embedding MLP: a 10^9-row table declared in a 200-byte file":
+        ("embedding_mlp", encoded.embedding_table_declared),
+    "embedding MLP: layers that do not chain (234 KB)":
+        ("embedding_mlp", lambda: encoded.embedding_mlp(hidden=20_000, chained=False)),
+    "embedding MLP: a category name of 300 characters": ("embedding_mlp", lambda: b"\1"),
+    "text zip: vocab_size 10^9, word embeddings not in the weights":
+        ("text_zip", encoded.text_vocab),
+    "text zip: vocab_size 10^9": ("text_zip", lambda: encoded.text_vocab(keep_embeddings=True)),
+    "text zip: 10,000 layers": ("text_zip", encoded.text_layers),
+    "text zip: 128 layers of 65,536 (each within its limit, 1 GB not in the weights)":
+        ("text_zip", lambda: encoded.text_zip({"num_hidden_layers": 128,
+                                               "intermediate_size": 65_536})),
+    "text zip: 200,000 id2label entries": ("text_zip", encoded.text_labels),
+    "text zip: num_labels 10^9": ("text_zip", encoded.text_num_labels),
 }
 
 

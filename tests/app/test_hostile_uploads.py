@@ -10,8 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from attribution_core import limits
+from tests import hostile_encoded, hostile_models
 from tests import hostile_files as hostile
-from tests import hostile_models
 from tests.app.conftest import DIGITS
 
 pytestmark = pytest.mark.app
@@ -290,3 +290,45 @@ def test_an_uploaded_graph_is_priced_from_its_trial_not_timed_in_the_page(
                  "")
     assert "gradient evaluations" in price and ", about " in price, \
         f"seconds from the trial's measured row cost, none timed here: {price!r}"
+
+
+# -- uploads explained after an encoding: pipelines, embeddings, text zips ----------------------
+
+
+@pytest.mark.parametrize(("name", "kind", "build", "config", "fragment"), [
+    ("leak.onnx", "ONNX (.onnx)", lambda: hostile_encoded.categorical_pipeline(rest="external"),
+     None, "external files"),
+    ("front.onnx", "ONNX (.onnx)",
+     lambda: hostile_encoded.categorical_pipeline(front="broadcast"), None,
+     "computes a tensor of shape [20000, 20000]"),
+    ("chain.safetensors", "safetensors MLP + JSON config",
+     lambda: hostile_encoded.embedding_mlp(hidden=20_000, chained=False),
+     hostile_encoded.embedding_config(), "takes 1 inputs but the layer before gives 20,000"),
+])
+def test_tabular_page_refuses_hostile_encoded_models_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kind: str, build: object,
+        config: bytes | None, fragment: str) -> None:
+    secret = b"password = 'hunter2-do-not-show'\n"
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_bytes(secret)
+    monkeypatch.chdir(tmp_path)
+    at = _own_tabular(_tabular_page(), kind, name, build(), config=config,  # type: ignore
+                      reference=hostile_encoded.pipeline_reference_csv())
+    message = _one_line_error(at, name, fragment)
+    assert "hunter2" not in message, message
+    assert "session_model_specs" not in at.session_state or not at.session_state[
+        "session_model_specs"], "nothing was loaded"
+
+
+def test_text_page_refuses_a_zip_whose_config_declares_10000_layers() -> None:
+    at = AppTest.from_file(str(PAGES / "text.py"), default_timeout=120)
+    at.session_state["selected_model_text"] = "cue_transformer"
+    at.run()
+    at.radio(key="txt_model_source").set_value("Your model").run()
+    at.file_uploader(key="txt_own_zip").set_value(("deep.zip", hostile_encoded.text_layers(),
+                                                   "application/zip"))
+    at.run()
+    at.button(key="txt_own_load").click().run()
+    _one_line_error(at, "deep.zip", "num_hidden_layers is 10,000; at most 128")
+    assert "txt_own_model_name" not in at.session_state or at.session_state[
+        "txt_own_model_name"] is None, "no model was loaded"

@@ -1,7 +1,8 @@
 """Hostile model uploads on a real server, in Chromium (issue 24): an ONNX whose class names
 "live" in a file of the server's working directory is refused in one line and nothing of that
 file reaches the page; PUTs to the upload endpoint with a made-up or an already used file id
-are refused by the server itself.
+are refused by the server itself; a text zip whose config.json declares a billion words is
+refused in one line before transformers builds anything.
 
 Uses the server and browser fixtures of tests/e2e/conftest.py (the server runs in the
 repository root, where .streamlit/config.toml is the file the crafted model points at).
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import hostile_encoded as encoded
 from tests import hostile_models as hostile
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +104,28 @@ def test_the_server_refuses_puts_to_file_ids_it_did_not_issue(
     assert first in (200, 204), f"an issued id with a small file is accepted: {first}"
     assert made_up == 403, f"a made-up id is refused: {made_up}"
     assert again == 403, f"an id is used once: {again}"
+
+
+def test_a_text_zip_declaring_a_billion_words_is_refused_before_anything_is_built(
+        dashboard_url: str, page: object, artifacts: Path, tmp_path: Path) -> None:
+    from tests.e2e.test_own_models_e2e import _upload
+    from tests.e2e.test_text_tabular_e2e import _choose
+
+    archive = tmp_path / "words.zip"
+    archive.write_bytes(encoded.text_vocab())  # and the weights lack the word embeddings
+    page.goto(f"{dashboard_url}/text")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Explain").wait_for(timeout=60_000)  # type: ignore
+    _wait_idle(page)
+    _choose(page, "Model source", "Your model")
+    _upload(page, "Model folder as a .zip", archive)
+    page.get_by_role("button", name="Load this model").click()  # type: ignore[attr-defined]
+    _wait_idle(page)
+    alert = page.get_by_test_id("stAlertContentError").filter(  # type: ignore[attr-defined]
+        has_text="vocab_size")
+    alert.first.wait_for(timeout=TIMEOUT_MS)
+    message = alert.first.inner_text()
+    assert message == ("words.zip: config.json's vocab_size is 1,000,000,000; at most "
+                       "1,000,000 are accepted."), message
+    assert page.locator(".stException").count() == 0, "no traceback"  # type: ignore
+    page.screenshot(path=str(artifacts / "hostile_text_vocab.png"),  # type: ignore
+                    full_page=True)
