@@ -21,6 +21,7 @@ import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
+from attribution_core.identity import upload_digest
 from attribution_core.models.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -130,12 +131,12 @@ def torchvision_upload_spec(data: bytes, architecture: str,
                              f"weights have {n_classes} classes.")
     network = torchvision.models.get_model(architecture, weights=None, num_classes=n_classes)
     load_state(network, state, file_name)
-    digest = content_hash(data)
+    digest = upload_digest(data, architecture=architecture, class_names=class_names)
     return build_spec(
         f"upload:{architecture}:{digest[:12]}", network, "image",
         class_names=class_names or tuple(f"class {i}" for i in range(n_classes)),
         title=f"Your {architecture} ({file_name}, {n_classes} classes)",
-        description=f"Uploaded safetensors weights (sha256 {digest[:12]}…) on torchvision's "
+        description=f"Uploaded safetensors weights (upload sha256 {digest[:12]}…) on torchvision's "
                     f"{architecture}; ImageNet normalisation, {CROP}x{CROP} centre crop.",
         input_size=CROP, mean=IMAGENET_MEAN, std=IMAGENET_STD, source="upload",
         weights_sha256=digest, preprocess=partial(image_preprocess, resize=RESIZE, crop=CROP),
