@@ -25,6 +25,7 @@ from attribution_core.modalities import tabular as tab_io
 from attribution_core.models.inputs import (
     feature_names,
     model_rows,
+    output_probabilities,
     tabular_baseline_raw,
 )
 from attribution_core.models.spec import LoadedModel, ReferencePool
@@ -104,9 +105,7 @@ def units(loaded: LoadedModel) -> tuple[str, ...]:
 def probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
     """Class probabilities from the model's outputs: softmax of logits, or the outputs as they
     are when the model already gives probabilities (a scikit-learn classifier from ONNX)."""
-    if loaded.spec.metadata.get("outputs_probabilities"):
-        return outputs.clamp(0.0, 1.0)
-    return torch.softmax(outputs, dim=-1)
+    return output_probabilities(loaded, outputs)
 
 
 def is_regression(loaded: LoadedModel) -> bool:
