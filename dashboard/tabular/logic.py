@@ -36,6 +36,8 @@ from dashboard.widgets.figures import CurvePoint
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]
 CURVE_DIVISORS = (8, 4, 2)
+TYPED = "typed"  # a baseline row the user types (raw units), offered for every model
+BASELINE_LABELS = {**tab_io.BASELINE_LABELS, TYPED: "a row you type (raw units)"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TabularSettings:
     target: int = 0
     baseline: str = "mean"
     reference_row: int = 0
+    baseline_values: tuple[float, ...] | None = None  # raw units, for the typed baseline
     n_steps: int | Literal["auto"] = 64
     tolerance: float = 0.01
     convergence_curve: bool = True
@@ -126,8 +129,22 @@ def pool(loaded: LoadedModel) -> ReferencePool | None:
     return loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
 
 
-def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
+def available_baselines(loaded: LoadedModel) -> tuple[str, ...]:
+    """The baselines this model can give: data-set ones only with a data set (or its recorded
+    means / medians), zeros and a typed row always."""
+    has_pool = loaded.spec.reference_pool is not None
+    kinds = [kind for kind in tab_io.BASELINE_KINDS if kind == "zeros" or has_pool
+             or f"train_{kind}_raw" in loaded.extras]
+    return (*kinds, TYPED)
+
+
+def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0,
+                 typed: Sequence[float] | None = None) -> np.ndarray:
     """The baseline in raw units ``[F]`` (the page shows it beside the row's values)."""
+    if kind == TYPED:
+        if typed is None or len(typed) != len(feature_names(loaded)):
+            raise ValueError("Type one baseline value per feature.")
+        return np.asarray(typed, dtype=np.float64)
     return tabular_baseline_raw(loaded, kind, reference_row)
 
 
@@ -151,7 +168,8 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     report = progress or (lambda _t, _f: None)
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     inputs = model_row(loaded, raw)
-    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row)
+    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row,
+                            settings.baseline_values)
     baseline = model_row(loaded, base_raw)
     outputs = outputs_of(loaded, inputs)[0]
     base_outputs = outputs_of(loaded, baseline)[0]
@@ -248,7 +266,8 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
         return []
     names = feature_names(loaded)
     inputs = model_row(loaded, raw_rows)
-    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row))
+    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row,
+                                              settings.baseline_values))
     outputs = outputs_of(loaded, inputs)
     targets = [0] * len(inputs) if is_regression(loaded) else \
         outputs.argmax(dim=-1).tolist()
