@@ -266,11 +266,12 @@ def _copy64(model: nn.Module) -> nn.Module:
 
 
 def run_oracle(tolerances: tuple[float, ...], n_models: int, n_inputs: int,
-               nets: tuple[NetKind, ...] = NETS) -> dict[str, Any]:
+               nets: tuple[NetKind, ...] = NETS, seeds: tuple[int, ...] = (0,)
+               ) -> dict[str, Any]:
     """Per tolerance: runs, under-reports (true error > reported convergence), runs above the
     tolerance, the largest true / reported ratio and the evaluations auto spent."""
     started = time.perf_counter()
-    found = problems(n_models, n_inputs, nets)
+    found = [problem for seed in seeds for problem in problems(n_models, n_inputs, nets, seed)]
     reference_seconds = time.perf_counter() - started
     rows = []
     for tolerance in tolerances:
@@ -292,7 +293,7 @@ def run_oracle(tolerances: tuple[float, ...], n_models: int, n_inputs: int,
         "smooth": f"composite Gauss-Legendre, {SMOOTH_PANELS} x {SMOOTH_NODES} nodes, float64",
         "piecewise_linear": f"kinks located on a {PL_GRID}-cell grid, exact between, float64",
         "seconds": round(reference_seconds, 2)},
-        "runs_per_net_and_tolerance": n_models * n_inputs}
+        "runs_per_net_and_tolerance": n_models * n_inputs * len(seeds), "seeds": list(seeds)}
 
 
 def _summarise(tolerance: float, per_net: dict[str, dict[str, Any]]) -> dict[str, Any]:
