@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,8 +110,11 @@ def upload_digest(data: bytes, **parts: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and tensors: by content
-        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):  # by dtype, shape and bytes (a reference CSV's rows)
+        data = np.ascontiguousarray(value)
+        return f"{data.dtype.str}{data.shape}:{hashlib.sha256(data.tobytes()).hexdigest()}"
     if isinstance(value, bytes):
         return hashlib.sha256(value).hexdigest()
-    return repr(value)
+    return _masked(repr(value))

@@ -37,8 +37,8 @@ from attribution_core.results import Attribution, completeness
 AUTO_INITIAL_INTERVALS = 4
 AUTO_MARKING_FRACTION = 0.5
 # No stop with fewer nodes: on ReLU nets with kinks crowded near the baseline, grids of 6 to 10
-# nodes looked converged while off by up to twice the estimate (oracle, docs/AUTO_IG.md); with
-# at least 17 nodes none did.
+# nodes looked converged while off by more than the estimate, whatever the safety factor
+# (oracle, docs/AUTO_IG.md); with at least 17 nodes none was.
 AUTO_MIN_NODES = 17
 COMPLETENESS_FLOOR = 1e-3
 RESOLUTION_FACTOR = 64  # rounding of a float sum of many terms, with room for the model's own

@@ -74,3 +74,16 @@ def test_every_part_of_an_image_upload_is_in_its_key() -> None:
     named = torchvision_upload_spec(state, "resnet18", class_names=("cat", "dog"))
     unnamed = torchvision_upload_spec(state, "resnet18")
     assert named.weights_sha256 != unnamed.weights_sha256, "class names are part of it"
+
+
+def test_the_reference_rows_are_part_of_a_tabular_upload() -> None:
+    import numpy as np
+
+    data = _mlp_bytes()
+    header = ("a", "b", "c", "d")
+    rows = np.arange(12, dtype=float).reshape(3, 4)
+    first = tabular_upload_spec(data, "mlp.safetensors", config=_config("relu"),
+                                reference=(header, rows, None))
+    other = tabular_upload_spec(data, "mlp.safetensors", config=_config("relu"),
+                                reference=(header, rows + 1, None))
+    assert first.weights_sha256 != other.weights_sha256, "other reference rows, other upload"
