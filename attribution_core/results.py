@@ -92,6 +92,24 @@ def to_device(result: ResultT, device: torch.device | str) -> ResultT:
     return dataclasses.replace(result, **moved) if moved else result  # type: ignore[type-var]
 
 
+def clone_result(result: ResultT) -> ResultT:
+    """The same result with every tensor field (and tuple of tensors) copied: a cached entry
+    handed out is never the stored one, so editing it in place cannot rewrite the cache."""
+    if not dataclasses.is_dataclass(result):
+        return result
+    copied: dict[str, Any] = {}
+    for item in dataclasses.fields(result):
+        value = getattr(result, item.name)
+        if isinstance(value, torch.Tensor):
+            copied[item.name] = value.detach().clone()
+        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor)
+                                                        for v in value):
+            copied[item.name] = tuple(v.detach().clone() for v in value)
+        elif isinstance(value, dict):
+            copied[item.name] = dict(value)
+    return dataclasses.replace(result, **copied) if copied else result  # type: ignore[type-var]
+
+
 # -- serialisation -----------------------------------------------------------------------------
 
 def result_to_storage(result: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -30,6 +30,7 @@ from attribution_core.evaluation.types import (
     METHOD_IG2,
     METHOD_SALIENCY,
     METHOD_SMOOTHGRAD,
+    REFERENCE_METHODS,
     UNSIGNED_METHODS,
     CaseOutcome,
     EvalCase,
@@ -126,6 +127,15 @@ def _validate(settings: EvaluationSettings, cases: Sequence[EvalCase]) -> None:
         raise EvaluationInputError(
             "settings.removal must name the removal baseline the cases were built with "
             "(cases.*(removal=...)), and be None when they were built without one.")
+    needing = [m for m in settings.methods if m in REFERENCE_METHODS]
+    without = sum(1 for c in cases if c.references.shape[0] == 0)
+    if needing and without:
+        raise EvaluationInputError(
+            f"{' and '.join(needing)} need{'s' if len(needing) == 1 else ''} reference samples "
+            "of another class, and "
+            f"{without} of {len(cases)} cases have none (the model has no reference pool, or "
+            "it holds no sample of another class): choose other methods, or give the model "
+            "reference data.")
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         raise EvaluationInputError("Case names must be unique; rename the duplicates.")

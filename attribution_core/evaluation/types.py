@@ -27,6 +27,8 @@ METHOD_SMOOTHGRAD = "SmoothGrad (IG)"
 METHOD_GRADIENT_SHAP = "GradientSHAP"
 ALL_METHODS: tuple[str, ...] = (METHOD_IG, METHOD_IG2, METHOD_SALIENCY, METHOD_GRAD_X_INPUT,
                                 METHOD_SMOOTHGRAD, METHOD_GRADIENT_SHAP)
+# Methods that need reference samples of other classes (a case may have none).
+REFERENCE_METHODS: tuple[str, ...] = (METHOD_IG2, METHOD_GRADIENT_SHAP)
 # Methods whose sign is not evidence for or against the target: ranked by magnitude.
 UNSIGNED_METHODS: frozenset[str] = frozenset({METHOD_SALIENCY})
 
@@ -45,7 +47,8 @@ class EvalCase:
     the map people read (image [H, W], text [L], tabular [F]); ``expected`` is a bool mask of
     that shape (the mask image, the expected words' tokens, the expected features) or None.
     ``references`` [R, ...] are IG2's references (other classes) and GradientSHAP's
-    distribution, ``reference_kwargs`` their forward kwargs (e.g. attention masks).
+    distribution (R = 0 when the model has none: those two methods refuse such cases),
+    ``reference_kwargs`` their forward kwargs (e.g. attention masks).
     ``removal`` is what the deletion / insertion curves put in place of removed units (None:
     the baseline). ``unit_names`` label the reading map's entries (tokens, feature names;
     empty for images).

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from attribution_core.identity import upload_digest
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
@@ -149,7 +150,7 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
 
     from attribution_core.models import onnx_models as plain
     from attribution_core.models.onnx_ml import register_ml_converters
-    from attribution_core.models.uploads import check_model_upload_size, content_hash
+    from attribution_core.models.uploads import check_model_upload_size
 
     check_model_upload_size(len(data), file_name)
     problem = plain.onnx_support_problem()
@@ -228,13 +229,13 @@ def categorical_onnx_spec(data: bytes, file_name: str, *, reference: pd.DataFram
     classes = class_names or (plain._class_labels(model) if classifier else None)
     if not regression and (classes is None or len(classes) != width_out):
         classes = [f"class {i}" for i in range(width_out)]
-    digest = content_hash(data)
+    digest = upload_digest(data, class_names=class_names, reference=rows, labels=labels)
     n_categorical = len(schema.categorical)
     return encoded_tabular_spec(
         f"upload:onnx:{digest[:12]}", rest, encoder,
         class_names=None if regression else classes, output_kind=kind,
         title=f"Your ONNX pipeline ({file_name})",
-        description=f"Uploaded ONNX pipeline (sha256 {digest[:12]}…): {len(schema.columns)} "
+        description=f"Uploaded ONNX pipeline (upload sha256 {digest[:12]}…): {len(schema.columns)} "
                     f"columns ({n_categorical} categorical) encoded into {schema.width} "
                     "slots before the model; attributions are summed per column"
                     + ("; it outputs probabilities." if classifier else "."),

@@ -17,6 +17,7 @@ import torch
 
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.models.inputs import output_probabilities
 from attribution_core.models.spec import LoadedModel
 
 RELEVANT_RANKS = (1, 2, 3)  # the 2nd to 4th most likely classes (IG2.md)
@@ -111,7 +112,7 @@ def run_ig2(loaded: LoadedModel, inputs: torch.Tensor, target: int, *, n_referen
     summary = summarise(result, indices, pool.labels)
     with device_lock(loaded.device), torch.no_grad():
         logits = loaded.forward(summary.counterfactuals.to(loaded.device, inputs.dtype))
-    confidence = torch.softmax(logits.detach().double().cpu(), dim=-1).max(dim=-1).values
+    confidence = output_probabilities(loaded, logits.detach().double().cpu()).max(dim=-1).values
     return dataclasses.replace(summary, counterfactual_probabilities=tuple(confidence.tolist()))
 
 

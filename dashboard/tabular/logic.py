@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import (
     feature_names,
     model_rows,
+    output_probabilities,
     tabular_baseline_raw,
 )
 from attribution_core.models.spec import LoadedModel, ReferencePool
@@ -40,6 +41,8 @@ from dashboard.widgets.figures import CurvePoint
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]
 CURVE_DIVISORS = (8, 4, 2)
+TYPED = "typed"  # a baseline row the user types (raw units), offered for every model
+BASELINE_LABELS = {**tab_io.BASELINE_LABELS, TYPED: "a row you type (raw units)"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class TabularSettings:
     target: int = 0
     baseline: str = "mean"
     reference_row: int = 0
+    baseline_values: tuple[float, ...] | None = None  # raw units, for the typed baseline
     n_steps: int | Literal["auto"] = 64
     tolerance: float = 0.01
     convergence_curve: bool = True
@@ -127,9 +131,7 @@ def value_texts(loaded: LoadedModel, raw: np.ndarray) -> list[str] | None:
 def probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
     """Class probabilities from the model's outputs: softmax of logits, or the outputs as they
     are when the model already gives probabilities (a scikit-learn classifier from ONNX)."""
-    if loaded.spec.metadata.get("outputs_probabilities"):
-        return outputs.clamp(0.0, 1.0)
-    return torch.softmax(outputs, dim=-1)
+    return output_probabilities(loaded, outputs)
 
 
 def is_regression(loaded: LoadedModel) -> bool:
@@ -159,8 +161,30 @@ def pool(loaded: LoadedModel) -> ReferencePool | None:
     return loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
 
 
-def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
+def available_baselines(loaded: LoadedModel) -> tuple[str, ...]:
+    """The baselines this model can give: data-set ones only with a data set (or its recorded
+    means / medians), zeros and a typed row always; a model with categorical columns offers its
+    schema's own (a category is not typed as a number)."""
+    if schema(loaded) is not None:
+        return tuple(loaded.spec.baselines)
+    has_pool = loaded.spec.reference_pool is not None
+    kinds = [kind for kind in tab_io.BASELINE_KINDS if kind == "zeros" or has_pool
+             or f"train_{kind}_raw" in loaded.extras]
+    return (*kinds, TYPED)
+
+
+def baseline_labels(loaded: LoadedModel) -> Mapping[str, str]:
+    """How each of :func:`available_baselines` is named on the page."""
+    return BASELINE_LABELS if schema(loaded) is None else cat_io.BASELINE_LABELS
+
+
+def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0,
+                 typed: Sequence[float] | None = None) -> np.ndarray:
     """The baseline in raw units ``[F]`` (the page shows it beside the row's values)."""
+    if kind == TYPED:
+        if typed is None or len(typed) != len(feature_names(loaded)):
+            raise ValueError("Type one baseline value per feature.")
+        return np.asarray(typed, dtype=np.float64)
     return tabular_baseline_raw(loaded, kind, reference_row)
 
 
@@ -184,7 +208,8 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     report = progress or (lambda _t, _f: None)
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     inputs = model_row(loaded, raw)
-    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row)
+    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row,
+                            settings.baseline_values)
     baseline = model_row(loaded, base_raw)
     outputs = outputs_of(loaded, inputs)[0]
     base_outputs = outputs_of(loaded, baseline, "the baseline")[0]
@@ -284,7 +309,8 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
         return []
     names = feature_names(loaded)
     inputs = model_row(loaded, raw_rows)
-    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row))
+    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row,
+                                              settings.baseline_values))
     outputs = outputs_of(loaded, inputs, "the valid CSV row")
     targets = [0] * len(inputs) if is_regression(loaded) else \
         outputs.argmax(dim=-1).tolist()

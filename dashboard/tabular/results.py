@@ -156,13 +156,11 @@ def _method_results(run: logic.TabularRun) -> list[tuple[str, np.ndarray, float,
 
 
 def _baseline_note(model: LoadedModel, run: logic.TabularRun) -> None:
-    labels = tab_io.BASELINE_LABELS if logic.schema(model) is None else cat_io.BASELINE_LABELS
-    label = labels.get(run.settings.baseline, run.settings.baseline)
+    label = logic.baseline_labels(model).get(run.settings.baseline, run.settings.baseline)
     if logic.is_regression(model):
         st.caption(f"Baseline ({label}): f(baseline) = {run.f_baseline:.4g}.")
         return
-    probs = np.exp(run.baseline_outputs.numpy() - run.baseline_outputs.numpy().max())
-    probs /= probs.sum()
+    probs = logic.probabilities(model, run.baseline_outputs).numpy()
     predicted = int(probs.argmax())
     text = (f"Baseline ({label}): f(baseline) = {run.f_baseline:.4g}; the model reads it as "
             f"{logic.class_name(model, predicted)} (p = {probs[predicted]:.2f}).")
