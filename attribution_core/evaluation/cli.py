@@ -27,10 +27,13 @@ from typing import Any
 
 from attribution_core.evaluation.types import (
     ALL_METHODS,
+    KNOWN_METHODS,
+    OPTIONAL_METHODS,
     EvaluationInputError,
     EvaluationResult,
     EvaluationSettings,
     ImageItem,
+    MethodSummary,
     RowItem,
     TextItem,
 )
@@ -53,7 +56,7 @@ def _key(name: str) -> str:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``IG,IG2,Saliency`` -> canonical names; spelling and spaces do not matter."""
-    by_key = {_key(m): m for m in ALL_METHODS} | _ALIASES
+    by_key = {_key(m): m for m in KNOWN_METHODS} | _ALIASES
     chosen: list[str] = []
     for part in text.split(","):
         if not part.strip():
@@ -61,11 +64,11 @@ def parse_methods(text: str) -> tuple[str, ...]:
         method = by_key.get(_key(part))
         if method is None:
             raise CommandError(f"Unknown method {part.strip()!r}; choose from "
-                               f"{', '.join(ALL_METHODS)} (comma-separated).")
+                               f"{', '.join(KNOWN_METHODS)} (comma-separated).")
         if method not in chosen:
             chosen.append(method)
     if not chosen:
-        raise CommandError("--methods names no method; choose from " + ", ".join(ALL_METHODS))
+        raise CommandError("--methods names no method; choose from " + ", ".join(KNOWN_METHODS))
     return tuple(chosen)
 
 
@@ -90,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "<stem>_mask.png; text/tabular models: a CSV with columns "
                               "name,expected (words or features separated by ';')")
     explain.add_argument("--methods", default=",".join(ALL_METHODS),
-                         help=f"comma-separated, from: {', '.join(ALL_METHODS)} (default: all)")
+                         help=f"comma-separated, from: {', '.join(KNOWN_METHODS)} (default: "
+                              f"all but {', '.join(OPTIONAL_METHODS)})")
     explain.add_argument("--n-cases", type=int, default=50,
                          help="how many cases to evaluate (default 50; the first N of --input)")
     defaults = EvaluationSettings()
@@ -290,6 +294,15 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _trust_figures(summary: MethodSummary) -> dict[str, float | None]:
+    """The map convergence (IG, IG2) and IG2's path diagnostic, where the method has them."""
+    figures = {"convergence_median": summary.convergence_median,
+               "convergence_max": summary.convergence_max,
+               "path_reach_median": summary.path_reach_median,
+               "short_path_share": summary.short_path_share}
+    return {k: _finite_or_none(v) for k, v in figures.items() if math.isfinite(v)}
+
+
 def summary_line(result: EvaluationResult, files: Any) -> dict[str, Any]:
     return {
         "json": str(files.json_path), "html": str(files.html_path),
@@ -298,7 +311,8 @@ def summary_line(result: EvaluationResult, files: Any) -> dict[str, Any]:
         "cancelled": result.cancelled, "seconds": round(result.seconds, 3),
         "methods": {s.method: {"deletion_auc_mean": _finite_or_none(s.deletion_auc_mean),
                                "insertion_auc_mean": _finite_or_none(s.insertion_auc_mean),
-                               "seconds": round(s.seconds_total, 3)}
+                               "seconds": round(s.seconds_total, 3),
+                               **_trust_figures(s)}
                     for s in result.summaries()},
     }
 
