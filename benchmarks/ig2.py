@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     text = dump_report(report, args.out)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         steps, explicands = _size(name, gpu, args.quick)
-        rounds = min(repeats, 3) if name == "resnet18" and not gpu else repeats
+        heavy = name == "resnet18" and not gpu and args.repeats is None
+        rounds = min(repeats, 3) if heavy else repeats
         report["models"][name] = bench_model(name, steps, explicands, rounds, device)
         text = dump_report(report, args.out)  # a cut-off run keeps what it measured
         print(f"[ig2 benchmark] {name}: {json.dumps(report['models'][name])}", file=sys.stderr,

@@ -44,7 +44,7 @@ class Ig2Summary:
     n_evaluations: int
     from_cache: bool
     trust: Ig2TrustSummary | None = None
-    # The references' 95 % band per pixel (channels summed), / max |A|: where the map is unsure.
+    # The references' 95 % band per pixel (channels combined), / max |A|: where it is unsure.
     band: np.ndarray | None = None
     preview: PreviewSummary | None = None
 
