@@ -18,7 +18,9 @@ RULE_VERSIONS: dict[str, int] = {
     # AUTO_MIN_NODES nodes, the completeness target never below float resolution.
     "integrated_gradients.auto": 2,
     # IG2: the GradPath walk, its step sizes and the path integral.
-    "ig2": 1,
+    # 2: results carry the per-feature convergence estimate and the path reach (attributions
+    # as in version 1; cached version-1 results lack those fields).
+    "ig2": 2,
 }
 
 

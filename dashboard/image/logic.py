@@ -181,11 +181,12 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
                     settings: ImageSettings, *, cache: ResultCache | None,
                     progress: PhaseProgress | None = None,
                     input_probabilities: torch.Tensor | None = None,
-                    on_preview: Callable[[Preview], None] | None = None) -> ExplanationRun:
+                    on_preview: Callable[[Any], None] | None = None) -> ExplanationRun:
     """Compute what the page shows for one set of inputs (IG, IG2 or both, and the curve).
 
-    With ``on_preview``, an IG preview is computed first and handed over to be shown while the
-    exact result is computed; the run keeps only its summary."""
+    With ``on_preview``, an IG preview (and an IG2 preview before the exact IG2) is computed
+    first and handed over to be shown while the exact result is computed; the run keeps only
+    their summaries."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
     ig_result: Attribution | None = None
@@ -245,6 +246,7 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
                 seed=settings.seed, cache=cache, clip=_input_box(loaded, inputs),
                 input_probabilities=input_probabilities,
                 progress=lambda text, f: report(text, start_fraction + (1 - start_fraction) * f),
+                on_preview=on_preview,
             )
     report("Done", 1.0)
     if ig_result is not None:

@@ -24,6 +24,7 @@ from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
+from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.encoded_tabular import schema_of
@@ -71,6 +72,7 @@ class TabularIg2:
     reference_indices: tuple[int, ...]
     reference_targets: tuple[float, ...]  # class labels or regression targets of the pool rows
     how: str
+    preview: PreviewSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -202,8 +204,9 @@ def run_key(model_name: str, weights_hash: str, row_digest: str, settings: Tabul
 
 def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
             cache: ResultCache | None, progress: PhaseProgress | None = None,
-            on_preview: Callable[[Preview], None] | None = None) -> TabularRun:
-    """IG, IG2 or both for one raw row."""
+            on_preview: Callable[[Any], None] | None = None) -> TabularRun:
+    """IG, IG2 or both for one raw row (each with a labelled preview first when
+    ``on_preview`` is given)."""
     started = time.perf_counter()
     report = progress or (lambda _t, _f: None)
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
@@ -251,7 +254,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     ig2_result = None
     if want_ig2:
         report("IG2: walking towards the reference rows", 0.5)
-        ig2_result = _run_ig2(loaded, inputs, outputs, settings, cache)
+        ig2_result = _run_ig2(loaded, inputs, outputs, settings, cache, on_preview)
     report("Done", 1.0)
     return TabularRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
@@ -272,7 +275,8 @@ def _own_curve(result: Attribution) -> list[CurvePoint]:
 
 
 def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
-             settings: TabularSettings, cache: ResultCache | None) -> TabularIg2:
+             settings: TabularSettings, cache: ResultCache | None,
+             on_preview: Callable[[Any], None] | None = None) -> TabularIg2:
     data = pool(loaded)
     if data is None:
         raise ValueError(f"{loaded.spec.title} has no reference rows, which IG2 needs.")
@@ -292,13 +296,21 @@ def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
                "relevant" else "rows of other classes than the explained one")
     references = data.inputs.index_select(0, indices).to(loaded.device, torch.float32)
     representation = loaded.ig2_representation()
+    preview: Ig2Preview | None = None
+    if on_preview is not None:
+        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
+                              representation=representation, target=settings.target,
+                              n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
+                              clip=loaded.spec.input_box)
+        on_preview(preview)
+    # halving: a companion path at half the steps, the steps' part of the convergence.
     result = ig2(loaded.forward, inputs, references, representation=representation,
                  target=settings.target, n_steps=settings.ig2_steps,
                  step_size=settings.ig2_step_size, clip=loaded.spec.input_box, cache=cache,
-                 model_key=loaded.weights_hash)
+                 model_key=loaded.weights_hash, halving=True)
     targets = tuple(float(v) for v in data.labels.index_select(0, indices).tolist())
     return TabularIg2(folded(loaded, result), tuple(int(i) for i in indices.tolist()), targets,
-                      how)
+                      how, summarise_ig2_preview(preview, result))
 
 
 def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[int],
