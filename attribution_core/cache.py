@@ -1,9 +1,12 @@
 """Content-addressed result cache: a memory LRU in front of a size-bounded disk store.
 
-Keys hash the model's weights, every input tensor's bytes (with dtype and shape) and every
-parameter, so any change misses and a repeat hits without calling the model. Disk entries are
-safetensors files (no pickle: reading a cache entry can never run code); an unreadable or corrupt
-entry is deleted and treated as a miss.
+Keys hash the model's weights and structure (every submodule's type, ``extra_repr`` and training
+flag: ``identity.module_structure``), every input tensor's bytes (with dtype and shape), every
+parameter, the caller's numerical context (autocast, precision flags:
+``identity.execution_context``) and the method's rule version (``rule_versions``), so any change
+misses and a repeat hits without calling the model. Results handed out are copies: editing one
+in place never rewrites the entry. Disk entries are safetensors files (no pickle: reading a cache
+entry can never run code); an unreadable or corrupt entry is deleted and treated as a miss.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from attribution_core.results import result_from_storage, result_to_storage, to_device
+from attribution_core.identity import execution_context, module_structure
+from attribution_core.results import (
+    clone_result,
+    result_from_storage,
+    result_to_storage,
+    to_device,
+)
+from attribution_core.rule_versions import rule_version
 
-KEY_VERSION = "2"
+KEY_VERSION = "3"
 _MAX_IDENTITY_DEPTH = 3
 
 
@@ -110,12 +120,13 @@ def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def fingerprint_module(module: nn.Module) -> str:
-    """Type and content hash of a module's parameters and buffers.
+    """Type, structure and content hash of a module's parameters and buffers.
 
     Hashed afresh at every call: an edit through ``param.data`` bumps no version counter, so no
     memo could notice it (sha256 runs at about a GB/s; a ResNet-18 costs tens of ms).
     """
-    return f"{type(module).__qualname__}:{fingerprint_state(module_state(module))}"
+    return (f"{type(module).__qualname__}:{module_structure(module)}:"
+            f"{fingerprint_state(module_state(module))}")
 
 
 def callable_identity(function: Any, depth: int = 0) -> str:
@@ -187,18 +198,24 @@ def fingerprint_model(forward: Any) -> str:
 
 def model_identity(forward: Any, model_key: str | None) -> str:
     """The model part of a cache key: ``model_key`` (the caller's name for the weights) joined
-    with the callable's own identity, or the module's fingerprint when no key is given."""
+    with the callable's own identity and the structure of the module behind it (a named weights
+    file says nothing of a layer swapped or switched to training mode), or the module's full
+    fingerprint when no key is given."""
     if model_key is None:
         return fingerprint_model(forward)
-    return f"{callable_identity(forward)}|{model_key}"
+    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
+    structure = module_structure(module) if isinstance(module, nn.Module) else "-"
+    return f"{callable_identity(forward)}|{model_key}|{structure}"
 
 
 def make_key(kind: str, model_key: str, tensors: Mapping[str, torch.Tensor | None],
              params: Mapping[str, Any]) -> str:
-    """The content key of one computation; raises :class:`UncacheableError` for a parameter
-    that cannot be hashed by content."""
+    """The content key of one computation under the calling thread's numerical context (see
+    ``identity.execution_context``) and ``kind``'s rule version; raises
+    :class:`UncacheableError` for a parameter that cannot be hashed by content."""
     hasher = hashlib.sha256()
-    hasher.update(f"v{KEY_VERSION}|{kind}|{model_key}|".encode())
+    hasher.update(f"v{KEY_VERSION}|{kind}@{rule_version(kind)}|{model_key}|"
+                  f"{execution_context()}|".encode())
     for name in sorted(tensors):
         hasher.update(f"|{name}=".encode())
         value = tensors[name]
@@ -275,17 +292,18 @@ class ResultCache:
             if key in self._memory:
                 self._memory.move_to_end(key)
                 self.hits += 1
-                return self._flag(self._memory[key])
+                return self._flag(clone_result(self._memory[key]))
             result = self._read_disk(key)
             if result is None:
                 self.misses += 1
                 return None
             self._remember(key, result)
             self.hits += 1
-            return self._flag(result)
+            return self._flag(clone_result(result))
 
     def put(self, key: str, result: Any) -> None:
-        result = to_device(result, torch.device("cpu"))
+        # A copy: the caller keeps (and may edit in place) the result it computed.
+        result = clone_result(to_device(result, torch.device("cpu")))
         with self._lock:
             self._remember(key, result)
             if self.disk_dir is not None:

@@ -39,6 +39,7 @@ from attribution_core.evaluation.types import (
     METHOD_GRADIENT_SHAP,
     METHOD_IG,
     METHOD_IG2,
+    METHOD_IG2_BEST_PATH,
     METHOD_SALIENCY,
     METHOD_SMOOTHGRAD,
     EvaluationSettings,
@@ -154,11 +155,16 @@ def ig_evaluations(n_steps: int | Literal["auto"],
     return max_evaluations if n_steps == "auto" else int(n_steps)
 
 
-def ig2_evaluations(n_steps: int, n_references: int, rule: Ig2Rule = "trapezoid") -> int:
+def ig2_evaluations(n_steps: int, n_references: int, rule: Ig2Rule = "trapezoid",
+                    halving: bool = False) -> int:
     """Gradient rows of one IG2 explicand: every path point of every reference (the middle
-    rule adds a midpoint row between consecutive points)."""
-    points = 2 * int(n_steps) + 1 if rule == "middle" else int(n_steps) + 1
-    return points * int(n_references)
+    rule adds a midpoint row between consecutive points); with ``halving`` (the convergence
+    estimate's companion paths) as many again at half the steps."""
+    def points(steps: int) -> int:
+        return 2 * steps + 1 if rule == "middle" else steps + 1
+
+    half = int(n_steps) // 2 if halving and int(n_steps) >= 2 else 0
+    return (points(int(n_steps)) + (points(half) if half else 0)) * int(n_references)
 
 
 def ig_run_rows(n_steps: int | Literal["auto"], explicands: int = 1) -> int:
@@ -179,9 +185,10 @@ def ig2_calls(n_steps: int) -> int:
 
 
 def ig2_run_rows(n_steps: int, n_references: int, rule: Ig2Rule = "trapezoid",
-                 explicands: int = 1) -> int:
+                 explicands: int = 1, halving: bool = False) -> int:
     """Every row one IG2 call may evaluate with gradients: path points and the probe."""
-    return ig2_evaluations(n_steps, n_references, rule) * explicands + PROBE_ROWS_PER_CALL
+    return ig2_evaluations(n_steps, n_references, rule, halving) * explicands + \
+        PROBE_ROWS_PER_CALL
 
 
 def curve_ladder(n_steps: int | Literal["auto"], divisors: Sequence[int], *,
@@ -199,8 +206,9 @@ def curve_ladder(n_steps: int | Literal["auto"], divisors: Sequence[int], *,
 def explanation_cost(method: str, *, n_steps: int | Literal["auto"],
                      convergence_divisors: Sequence[int] = (), distinct_ladder: bool = True,
                      ig2_steps: int = 0, n_references: int = 0, explicands: int = 1,
-                     rule: Ig2Rule = "trapezoid") -> CostEstimate:
-    """One page's Explain: IG (with its convergence-curve ladder), IG2, or both."""
+                     rule: Ig2Rule = "trapezoid", ig2_halving: bool = False) -> CostEstimate:
+    """One page's Explain: IG (with its convergence-curve ladder), IG2 (with its convergence
+    estimate's companion paths when ``ig2_halving``), or both."""
     parts: list[tuple[str, int]] = []
     calls = 0
     if method in ("IG", "both"):
@@ -211,8 +219,9 @@ def explanation_cost(method: str, *, n_steps: int | Literal["auto"],
             parts.append((name, ig_run_rows(steps, explicands)))
             calls += batched_calls(parts[-1][1])
     if method in ("IG2", "both"):
-        parts.append((f"IG2, {ig2_steps} steps x {n_references} references",
-                      ig2_run_rows(ig2_steps, n_references, rule, explicands)))
+        parts.append((f"IG2, {ig2_steps} steps x {n_references} references" +
+                      (" (+ half-steps paths)" if ig2_halving else ""),
+                      ig2_run_rows(ig2_steps, n_references, rule, explicands, ig2_halving)))
         calls += ig2_calls(ig2_steps)
     # Predictions, f(baseline) and reference selection: a few forward calls per run.
     forward_calls = PAGE_FORWARD_CALLS * len(parts)
@@ -224,8 +233,13 @@ def evaluation_method_evaluations(method: str, settings: EvaluationSettings) -> 
     """Gradient rows of one Evaluate method on one case."""
     if method == METHOD_IG:  # and again at half the steps: the map's convergence estimate
         return settings.ig_steps + (settings.ig_steps // 2 if settings.ig_steps >= 2 else 0)
-    if method == METHOD_IG2:
-        return ig2_evaluations(settings.ig2_steps, settings.ig2_references)
+    if method == METHOD_IG2:  # with its companion paths: the map's convergence estimate
+        return ig2_evaluations(settings.ig2_steps, settings.ig2_references, halving=True)
+    if method == METHOD_IG2_BEST_PATH:  # every path setting tried, each with companions
+        from attribution_core.evaluation.ig2_method import best_path_evaluations
+
+        # Evaluate's eta is a number (the model's, or the settings'): the fixed-eta grid.
+        return best_path_evaluations(settings.ig2_steps, 1.0) * settings.ig2_references
     if method in (METHOD_SALIENCY, METHOD_GRAD_X_INPUT):
         return 1
     if method == METHOD_SMOOTHGRAD:  # SmoothGrad over IG: every noisy copy is a full IG
@@ -240,6 +254,10 @@ def evaluation_method_calls(method: str, settings: EvaluationSettings, batch: in
     GradientSHAP run case by case; IG2 step by step)."""
     if method == METHOD_IG2:
         return ig2_calls(settings.ig2_steps)
+    if method == METHOD_IG2_BEST_PATH:
+        from attribution_core.evaluation.ig2_method import best_path_grid
+
+        return sum(ig2_calls(settings.ig2_steps * s.steps_factor) for s in best_path_grid(1.0))
     if method in (METHOD_SMOOTHGRAD, METHOD_GRADIENT_SHAP):
         return batch * batched_calls(evaluation_method_evaluations(method, settings))
     return batched_calls(evaluation_method_evaluations(method, settings) * batch)

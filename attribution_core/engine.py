@@ -95,7 +95,10 @@ def device_lock(device: torch.device | str) -> Iterator[None]:
 
 
 _FREEZE_GUARD = threading.Lock()
-_FROZEN: dict[int, tuple[int, dict[str, bool]]] = {}
+# Per parameter (id -> count, requires_grad found by the first one in, the parameter itself, held
+# so that its id cannot be reused while counted): sessions explaining a wrapper and its backbone
+# at once share the backbone's parameters, and the last one out of each restores it.
+_FROZEN: dict[int, tuple[int, bool, nn.Parameter]] = {}
 
 
 @contextmanager
@@ -103,32 +106,31 @@ def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
     """Parameters of ``module`` do not require grad inside the block.
 
     Gradients are wanted with respect to the inputs only: with frozen parameters autograd
-    neither saves the activations a weight gradient needs nor computes one. Reference-counted,
-    because several sessions explain one shared module at once and the last one out must
-    restore what the first one found.
+    neither saves the activations a weight gradient needs nor computes one. Reference-counted
+    per parameter, because several sessions explain shared modules at once (one a wrapper, one
+    the backbone inside it) and the last one out must restore what the first one found.
     """
     if module is None:
         yield
         return
-    key = id(module)
+    parameters = list(module.parameters())
     with _FREEZE_GUARD:
-        count, saved = _FROZEN.get(key, (0, {}))
-        if count == 0:
-            saved = {name: p.requires_grad for name, p in module.named_parameters()}
-            for parameter in module.parameters():
+        for parameter in parameters:
+            count, saved, _ = _FROZEN.get(id(parameter), (0, parameter.requires_grad, parameter))
+            if count == 0:
                 parameter.requires_grad_(False)
-        _FROZEN[key] = (count + 1, saved)
+            _FROZEN[id(parameter)] = (count + 1, saved, parameter)
     try:
         yield
     finally:
         with _FREEZE_GUARD:
-            count, saved = _FROZEN[key]
-            if count == 1:
-                del _FROZEN[key]
-                for name, parameter in module.named_parameters():
-                    parameter.requires_grad_(saved.get(name, parameter.requires_grad))
-            else:
-                _FROZEN[key] = (count - 1, saved)
+            for parameter in parameters:
+                count, saved, _ = _FROZEN[id(parameter)]
+                if count == 1:
+                    del _FROZEN[id(parameter)]
+                    parameter.requires_grad_(saved)
+                else:
+                    _FROZEN[id(parameter)] = (count - 1, saved, parameter)
 
 
 def module_of(forward: ForwardFn) -> nn.Module | None:

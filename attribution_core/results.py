@@ -92,6 +92,24 @@ def to_device(result: ResultT, device: torch.device | str) -> ResultT:
     return dataclasses.replace(result, **moved) if moved else result  # type: ignore[type-var]
 
 
+def clone_result(result: ResultT) -> ResultT:
+    """The same result with every tensor field (and tuple of tensors) copied: a cached entry
+    handed out is never the stored one, so editing it in place cannot rewrite the cache."""
+    if not dataclasses.is_dataclass(result):
+        return result
+    copied: dict[str, Any] = {}
+    for item in dataclasses.fields(result):
+        value = getattr(result, item.name)
+        if isinstance(value, torch.Tensor):
+            copied[item.name] = value.detach().clone()
+        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor)
+                                                        for v in value):
+            copied[item.name] = tuple(v.detach().clone() for v in value)
+        elif isinstance(value, dict):
+            copied[item.name] = dict(value)
+    return dataclasses.replace(result, **copied) if copied else result  # type: ignore[type-var]
+
+
 # -- serialisation -----------------------------------------------------------------------------
 
 def result_to_storage(result: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -189,6 +207,17 @@ class IG2Attribution:
     params: Mapping[str, Any] = field(default_factory=dict)
     method: str = "ig2"
     from_cache: bool = False
+    # Per-feature convergence [N] (methods/_ig2_trust.py): the references' part (union bound
+    # on the spread of the per-reference maps) plus the steps' part (the same path on every
+    # other point), / max |A|, like ``Attribution.convergence``. NaN with one reference.
+    convergence: torch.Tensor | None = None
+    convergence_references: torch.Tensor | None = None  # [N]
+    convergence_steps: torch.Tensor | None = None  # [N]
+    reference_standard_error: torch.Tensor | None = None  # [N, ...] std_r(A_r) / sqrt(B)
+    step_change: torch.Tensor | None = None  # [N, ...] A(T) - A(T / 2 steps)
+    # What the steps' part compares with: "half-steps path" (a companion path, ``halving``)
+    # or "same path, every other point" (the quadrature's error only; no extra row).
+    convergence_steps_from: str = ""
 
     @property
     def batch_size(self) -> int:
@@ -197,6 +226,14 @@ class IG2Attribution:
     @property
     def n_references(self) -> int:
         return int(self.counterfactuals.shape[1])
+
+    @property
+    def path_reach(self) -> torch.Tensor:
+        """[N, B]: D_r(GradCF) / D_r(x), the squared representation distance left at the end
+        of each path (0: it reached the reference's representation; 1: it did not move)."""
+        from attribution_core.methods._ig2_trust import path_reach
+
+        return path_reach(self.distance_trace)
 
     def with_cache_flag(self, from_cache: bool) -> IG2Attribution:
         return dataclasses.replace(self, from_cache=from_cache)

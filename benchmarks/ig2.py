@@ -1,245 +1,236 @@
-"""IG2: our core vs the reference code's structure vs the forward+2-backward limit, in one run.
+"""IG2: our core vs the reference code's structure vs the forward + backward limit, in one run.
 
-    PYTHONPATH=. python -m benchmarks.ig2 [--quick] [--models cnn,resnet18] [--out FILE]
+    PYTHONPATH=. python -m benchmarks.ig2 [--quick] [--threads N] [--repeats N]
+        [--models shapes_cnn,minilm,resnet18] [--coverage-runs N] [--out FILE]
 
-Prints JSON. Contenders run round-robin in one process (medians of a few repeats), so machine
-noise hits all alike; absolute seconds are context only. B = 8 references, one explicand.
-- ratio_vs_naive: ours (rule="left") / the reference code's structure (whole path first, one
-  point per call, then the integration in a second sweep: 2T + 1 calls of B rows), rule "left".
-- ratio_vs_limit: ours (default rule, trapezoid) / (T + 1) x B rows of one forward and two
-  backward passes at the best batch size.
-- ratio_vs_ig: ours (trapezoid) / Integrated Gradients (our core) at the same step count.
-- dual_gradient: per-call seconds of the two ways to get df/dz and dD/dz from one forward pass.
+Prints JSON (``definitions`` states every ratio). Contenders run round-robin in one process
+(medians of repeats), so machine noise hits all alike; absolute seconds are context only. N
+explicands x B = 8 references are one batched path (rows = N x B per call). Runs on CUDA when
+present (more explicands and steps there), else on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from attribution_core import ig2, integrated_gradients, pick_device
-from attribution_core.engine import select_target
-from benchmarks.common import (
-    best_batch,
-    dump_report,
-    environment,
-    forward_backward_rows,
-    interleaved_medians,
-)
+from attribution_core.methods.ig2 import auto_step_size
+from attribution_core.methods.ig2_preview import preview_ig2
+from benchmarks.common import dump_report, environment, interleaved_medians, timed
+from benchmarks.ig2_setup import Workload, build_workload, limit_rows, reference_code_ig2
 
 N_REFERENCES = 8
-LIMIT_BATCHES = (8, 32, 128, 256)
+DEFINITIONS = {
+    "ratio_vs_naive": "ours (rule='left', the reference code's rule; same attributions, "
+                      "max_rel_diff_vs_naive) / the reference code's structure as its example "
+                      "runs it: per explicand, 1 call for the references + T path calls "
+                      "(forward, loss.backward(): its model's parameters require gradients, so "
+                      "their gradients are computed too) + T integration calls (forward, "
+                      "input gradient), B rows each",
+    "ratio_vs_naive_input_only": "the same, against that structure with input gradients only "
+                                 "(its best case: 2T + 1 calls of forward + one backward)",
+    "ratio_vs_limit": "ours (library defaults: trapezoid, no halving) / the limit: (T + 1) x N "
+                      "x B rows of one forward and the two backward passes IG2 needs per path "
+                      "point (df/dz and dD/dz), parameters frozen, at the fastest measured "
+                      "batch size",
+    "ratio_vs_one_backward_limit": "the same ours / one forward and one backward of those rows",
+    "ratio_vs_limit_with_convergence": "ours with the convergence estimate (halving=True, what "
+                                       "the pages run) / the limit per row x its rows ((T + 1) "
+                                       "+ (T // 2 + 1)) x N x B",
+    "preview_ratio_vs_exact": "the IG2 preview (a quarter of the references, bf16 autocast "
+                              "where the hardware has bf16) / ours (library defaults)",
+    "preview_ratio_vs_exact_with_convergence": "the preview / ours with halving=True",
+    "ratio_vs_ig": "ours (library defaults) / Integrated Gradients (our core, Gauss-Legendre) "
+                   "at the same T on the same explicands",
+    "early_stop_ratio_vs_exact": "ours with early_stop=True (opt-in: a path stops once its "
+                                 "distance stops falling; changes the result by "
+                                 "early_stop_max_rel_change) / ours (library defaults)",
+    "coverage": "share of runs whose convergence estimate is at or above the true per-feature "
+                "error max_i |A_i - A_i(4T steps, 4B references)| / max_i |A_i|",
+}
 
 
-class SmallCnn(nn.Module):
-    """CIFAR-sized CNN (3x32x32 -> 10 classes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
-def build(name: str, device: torch.device) -> tuple[nn.Module, int]:
-    """(model in eval mode with random weights, image side)."""
-    torch.manual_seed(0)
-    if name == "cnn":
-        return SmallCnn().eval().to(device), 32
-    if name == "resnet18":
-        from torchvision.models import resnet18
-
-        # 224 is the model's native size; on 2 shared CPU cores even 64 x 64 runs ~1 s per path
-        # point (8 rows, forward + 2 backward), too slow for a 10-minute benchmark: use 32.
-        return resnet18(weights=None).eval().to(device), 224 if device.type == "cuda" else 32
-    raise ValueError(f"Unknown model {name!r}.")
-
-
-def naive_ig2_left(model: nn.Module, layer: nn.Module, x: torch.Tensor, refs: torch.Tensor,
-                   target: int, n_steps: int, eta: float) -> torch.Tensor:
-    """The authors' structure: the whole GradPath first (one call per point), stored, then a
-    second sweep integrating df/dz(g_j) * (g_j - g_{j+1}); 2T + 1 calls of B rows."""
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
-    try:
-        with torch.no_grad():
-            model(refs)
-        rep_ref = seen.pop().flatten(1)
-        g = x.expand_as(refs).clone()
-        path = [g]
-        for _ in range(n_steps):
-            z = g.detach().requires_grad_(True)
-            model(z)
-            loss = (seen.pop().flatten(1) - rep_ref).pow(2).mean(1).sum()
-            (d,) = torch.autograd.grad(loss, z)
-            size = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            g = (g - eta * d / size).clamp(0.0, 1.0)
-            path.append(g)
-        attributions = torch.zeros_like(g)
-        for j in range(n_steps):
-            z = path[j].detach().requires_grad_(True)
-            out = model(z)[:, target]
-            seen.clear()
-            (grad,) = torch.autograd.grad(out.sum(), z)
-            attributions += (path[j] - path[j + 1]) * grad
-    finally:
-        handle.remove()
-    return attributions.mean(0)
-
-
-def dual_gradient_strategies(model: nn.Module, layer: nn.Module, refs: torch.Tensor,
-                             target: int, device: torch.device, repeats: int) -> dict[str, Any]:
-    """Seconds per call: forward + two backward passes vs forward + one batched backward."""
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
-    rep_ref = torch.zeros(refs.shape[0], layer.in_features, device=device)
-    targets = torch.full((refs.shape[0],), target, device=device)
-
-    def graph() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        z = refs.detach().requires_grad_(True)
-        f = select_target(model(z), targets)
-        dist = (seen.pop().flatten(1) - rep_ref).pow(2).mean(1)
-        return z, f, dist
-
-    def two_backward() -> None:
-        z, f, dist = graph()
-        torch.autograd.grad(f.sum(), z, retain_graph=True)
-        torch.autograd.grad(dist.sum(), z)
-
-    def batched() -> None:
-        z, f, dist = graph()
-        both = torch.cat([f, dist])
-        rows = f.shape[0]
-        selectors = torch.zeros(2, 2 * rows, device=device)
-        selectors[0, :rows], selectors[1, rows:] = 1.0, 1.0
-        torch.autograd.grad(both, z, grad_outputs=selectors, is_grads_batched=True)
-
-    try:
-        contenders: dict[str, Callable[[], Any]] = {"two_backward": two_backward}
-        try:
-            batched()
-            contenders["batched_grad_outputs"] = batched
-        except Exception as error:  # vmap over backward lacks rules for some ops
-            return {"two_backward_s": interleaved_medians(contenders, repeats, device)[
-                "two_backward"], "batched_grad_outputs": f"unsupported: {error}"[:200]}
-        medians = interleaved_medians(contenders, repeats, device)
-        return {f"{name}_s": value for name, value in medians.items()}
-    finally:
-        handle.remove()
-
-
-def bench_model(name: str, steps_list: list[int], repeats: int, device: torch.device
+def bench_model(name: str, steps: int, n_explicands: int, repeats: int, device: torch.device
                 ) -> dict[str, Any]:
-    model, side = build(name, device)
-    layer = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    generator = torch.Generator().manual_seed(1)
-    x = torch.rand(1, 3, side, side, generator=generator).to(device)
-    refs = torch.rand(N_REFERENCES, 3, side, side, generator=generator).to(device)
-    with torch.no_grad():
-        target = int(model(x).argmax(1))
-    report: dict[str, Any] = {"image_size": side, "references": N_REFERENCES, "target": target,
-                              "dual_gradient": dual_gradient_strategies(
-                                  model, layer, refs, target, device, max(3, repeats * 3))}
-    # Over 256 rows: enough to rank the sizes.
-    limit_batch, _ = best_batch(model, refs.repeat(32, 1, 1, 1), target, list(LIMIT_BATCHES),
-                                device, backward_passes=2)
-    report["limit_batch"] = limit_batch
-    for steps in steps_list:
-        # ResNet-18 on a CPU: one timed round at T=200 keeps the default run near 10 minutes.
-        rounds = 1 if name == "resnet18" and device.type == "cpu" and steps >= 200 else repeats
-        report[f"T={steps}"] = bench_steps(model, layer, x, refs, target, steps, limit_batch,
-                                           rounds, device)
-        print(f"[ig2 benchmark] {name} T={steps}: {json.dumps(report[f'T={steps}'])}",
-              file=sys.stderr, flush=True)
+    work = build_workload(name, device, n_explicands, N_REFERENCES)
+    report: dict[str, Any] = {"note": work.note, "explicands": n_explicands,
+                              "references": N_REFERENCES, "T": steps,
+                              "input_shape": list(work.x.shape[1:])}
+    eta = auto_step_size(work.x, work.refs, steps, "l2")
+    batch = _best_limit_batch(work, steps, device)
+    results: dict[str, Any] = {}
+    contenders = _contenders(work, steps, eta, batch, results, device)
+    warm = _contenders(work, 2, auto_step_size(work.x, work.refs, 2, "l2"), batch, {}, device)
+    seconds = interleaved_medians(contenders, repeats, device, warm)
+    rows = (steps + 1) * n_explicands * N_REFERENCES
+    rows_conv = rows + (steps // 2 + 1) * n_explicands * N_REFERENCES
+    exact, left = results["ours_trapezoid"], results["ours_left"]
+    scale = float(left.attributions.abs().max())
+    report.update({
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "limit_batch": batch, "rows": rows,
+        "ratio_vs_naive": round(seconds["ours_left"] / seconds["naive_reference"], 3),
+        "ratio_vs_naive_input_only": round(seconds["ours_left"] / seconds["naive_input_only"],
+                                           3),
+        "ratio_vs_limit": round(seconds["ours_trapezoid"] / seconds["limit"], 3),
+        "ratio_vs_one_backward_limit": round(seconds["ours_trapezoid"] /
+                                             seconds["limit_one_backward"], 3),
+        "ratio_vs_limit_with_convergence": round(
+            seconds["ours_with_convergence"] / (seconds["limit"] * rows_conv / rows), 3),
+        "preview_ratio_vs_exact": round(seconds["preview"] / seconds["ours_trapezoid"], 3),
+        "preview_ratio_vs_exact_with_convergence": round(
+            seconds["preview"] / seconds["ours_with_convergence"], 3),
+        "ratio_vs_ig": round(seconds["ours_trapezoid"] / seconds["ig"], 3),
+        "early_stop_ratio_vs_exact": round(seconds["ours_early_stop"] /
+                                           seconds["ours_trapezoid"], 3),
+        "early_stop_steps_taken_share": round(float(
+            results["ours_early_stop"].steps_taken.double().mean()) / steps, 3),
+        "early_stop_max_rel_change": float(f"{_relative_change(results['ours_early_stop'], exact):.3g}"),  # noqa: E501
+        "max_rel_diff_vs_naive": float(f"{float((results['naive'] - left.attributions).abs().max()) / max(scale, 1e-300):.3g}"),  # noqa: E501
+        "forward_calls": {"ours": exact.forward_calls,
+                          "naive": n_explicands * (2 * steps + 1)},
+        "relative_completeness_error": float(f"{float(exact.relative_delta.median()):.3g}"),
+        "convergence_median": float(f"{float(results['ours_with_convergence'].convergence.median()):.3g}"),  # noqa: E501
+        "path_reach_median": float(f"{float(exact.path_reach.median()):.3g}"),
+        "preview": results["preview"].label,
+        "repeats": repeats,
+    })
     return report
 
 
-def make_contenders(model: nn.Module, layer: nn.Module, x: torch.Tensor, refs: torch.Tensor,
-                    target: int, steps: int, eta: float, limit_batch: int,
-                    results: dict[str, Any]) -> dict[str, Callable[[], Any]]:
-    limit_points = refs.repeat(steps + 1, 1, 1, 1)  # (T + 1) x B rows
+def _relative_change(a: Any, b: Any) -> float:
+    """max |A_a - A_b| / max |A_b| over all explicands."""
+    return float((a.attributions - b.attributions).abs().max() /
+                 b.attributions.abs().max().clamp_min(1e-300))
 
-    def ours(rule: str) -> None:
-        results[rule] = ig2(model, x, refs, target=target, n_steps=steps, step_size=eta,
-                            rule=rule, clip=(0.0, 1.0))
 
-    def naive() -> None:
-        results["naive"] = naive_ig2_left(model, layer, x, refs, target, steps, eta)
+def _contenders(work: Workload, steps: int, eta: torch.Tensor, batch: int,
+                results: dict[str, Any], device: torch.device) -> dict[str, Callable[[], Any]]:
+    rows = (steps + 1) * work.x.shape[0] * N_REFERENCES
+
+    def ours(label: str, **options: Any) -> Callable[[], None]:
+        def run() -> None:
+            results[label] = ig2(work.forward, work.x, work.refs,
+                                 representation=work.representation, target=work.targets,
+                                 n_steps=steps, forward_kwargs=dict(work.kwargs) or None,
+                                 reference_kwargs=dict(work.ref_kwargs) or None,
+                                 clip=work.clip, **options)
+        return run
+
+    def naive(parameter_gradients: bool, label: str) -> Callable[[], None]:
+        def run() -> None:
+            results[label] = reference_code_ig2(work, steps, eta, parameter_gradients)
+        return run
+
+    def preview() -> None:
+        results["preview"] = preview_ig2(
+            work.forward, work.x, work.refs, device, representation=work.representation,
+            target=work.targets, n_steps=steps, forward_kwargs=dict(work.kwargs) or None,
+            reference_kwargs=dict(work.ref_kwargs) or None, clip=work.clip)
+
+    def ig() -> None:
+        integrated_gradients(work.forward, work.x, target=work.targets, n_steps=steps,
+                             forward_kwargs=dict(work.kwargs) or None)
 
     return {
-        "ours_left": lambda: ours("left"),
-        "ours_trapezoid": lambda: ours("trapezoid"),
-        "naive_left": naive,
-        "limit": lambda: forward_backward_rows(model, limit_points, limit_batch, target,
-                                               backward_passes=2),
-        "ig": lambda: integrated_gradients(model, x, target=target, n_steps=steps),
-        "ours_middle": lambda: ours("middle"),
+        "ours_left": ours("ours_left", rule="left"),
+        "naive_reference": naive(True, "naive"),
+        "naive_input_only": naive(False, "naive_input_only"),
+        "ours_trapezoid": ours("ours_trapezoid"),
+        "ours_with_convergence": ours("ours_with_convergence", halving=True),
+        "ours_early_stop": ours("ours_early_stop", early_stop=True),
+        "limit": lambda: limit_rows(work, rows, batch, backward_passes=2),
+        "limit_one_backward": lambda: limit_rows(work, rows, batch, backward_passes=1),
+        "preview": preview,
+        "ig": ig,
     }
 
 
-def bench_steps(model: nn.Module, layer: nn.Module, x: torch.Tensor, refs: torch.Tensor,
-                target: int, steps: int, limit_batch: int, repeats: int, device: torch.device
-                ) -> dict[str, Any]:
-    eta = (refs - x).flatten(1).norm(dim=1).mean().item() / steps  # = step_size="auto"
-    results: dict[str, Any] = {}
-    contenders = make_contenders(model, layer, x, refs, target, steps, eta, limit_batch, results)
-    middle = contenders.pop("ours_middle")
-    warm_up = make_contenders(model, layer, x, refs, target, 4, eta, limit_batch, {})
-    warm_up.pop("ours_middle")
-    seconds = interleaved_medians(contenders, repeats, device, warm_up)
-    middle()
-    gap = results["trapezoid"].f_inputs - results["trapezoid"].f_counterfactuals
-    naive_gap = (results["naive"] - results["left"].attributions[0]).abs().max().item()
-    return {
-        "seconds": {k: round(v, 4) for k, v in seconds.items()},
-        "ratio_vs_naive": round(seconds["ours_left"] / seconds["naive_left"], 3),
-        "ratio_vs_limit": round(seconds["ours_trapezoid"] / seconds["limit"], 3),
-        "ratio_vs_ig": round(seconds["ours_trapezoid"] / seconds["ig"], 3),
-        "step_size": round(eta, 6),
-        "relative_completeness_error": {
-            rule: float(f"{float(results[rule].relative_delta[0]):.3g}")
-            for rule in ("left", "trapezoid", "middle")},
-        "abs_completeness_error": {
-            rule: float(f"{float(results[rule].delta.abs()[0]):.3g}")
-            for rule in ("left", "trapezoid", "middle")},
-        "gap_f_x_minus_mean_f_gradcf": float(f"{float(gap[0]):.4g}"),
-        "repeats": repeats,
-        "max_abs_diff_vs_naive_left": float(f"{naive_gap:.3g}"),
-        "forward_calls": {"ours": results["trapezoid"].forward_calls, "naive": 2 * steps + 1},
-    }
+def _best_limit_batch(work: Workload, steps: int, device: torch.device) -> int:
+    """The fastest batch size for the limit among a few candidates (a short timed probe)."""
+    per_call = work.x.shape[0] * N_REFERENCES
+    total = (steps + 1) * per_call
+    candidates = [per_call, 2 * per_call] if device.type == "cpu" else \
+        [per_call, 64, 256, 1024]
+    candidates = sorted({min(c, total) for c in candidates})
+    probe = min(total, 2 * max(candidates))
+    timings = {}
+    for batch in candidates:
+        limit_rows(work, batch, batch, 2)  # warm-up at this size
+        timings[batch] = timed(lambda b=batch: limit_rows(work, probe, b, 2), device)
+    return min(timings, key=timings.__getitem__)
+
+
+def coverage_row(runs: int, device: torch.device) -> dict[str, Any]:
+    """The convergence estimate against a 4x-steps, 4x-references run (shapes CNN, the image
+    page's defaults: 32 steps, 8 references, the model's eta)."""
+    from attribution_core.models.registry import load_model
+    from attribution_core.validity.ig2_coverage import convergence_coverage
+
+    loaded = load_model("shapes_cnn", device)
+    found = convergence_coverage(loaded, runs, n_steps=32, n_references=N_REFERENCES)
+    ratios = [r.estimate / r.true_error for r in found.runs if r.true_error > 0]
+    return {"model": "shapes_cnn", "runs": runs, "T": 32, "references": N_REFERENCES,
+            "reference_run": "4T steps at eta / 4, 4B other references drawn independently",
+            "coverage": round(found.coverage, 3),
+            "median_estimate_over_true": round(statistics.median(ratios), 3),
+            "median_true_error": round(statistics.median(r.true_error for r in found.runs), 4),
+            "median_estimate": round(statistics.median(r.estimate for r in found.runs), 4),
+            "steps_part_coverage_of_steps_error": round(found.steps_coverage, 3),
+            "seconds": round(found.seconds, 1)}
+
+
+def _size(name: str, gpu: bool, quick: bool) -> tuple[int, int]:
+    """(T, explicands) per model: a GPU takes 16 explicands (128 rows a call) and 32 or 64
+    steps; a CPU core pays ~0.4 s per ResNet-18 row (forward + 2 backward) and ~25 ms per
+    MiniLM sentence row, so those run one explicand and fewer steps there."""
+    if gpu:
+        return (32 if quick else 64), 16
+    if name == "resnet18":
+        return (4 if quick else 8), 1
+    if name == "minilm":
+        return (8 if quick else 16), 1
+    return (16 if quick else 32), 4
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="T=64 only, fewer repeats")
-    parser.add_argument("--models", default="cnn,resnet18")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, runs and repeats")
+    parser.add_argument("--models", default="shapes_cnn,minilm,resnet18")
+    parser.add_argument("--coverage-runs", type=int, default=None,
+                        help="runs of the convergence coverage row (40; --quick 10; 0: none)")
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (1 is steadier on a shared, loaded machine)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per contender (median; default 3, --quick 1)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = pick_device()
-    steps_list = [64] if args.quick else [64, 200]
-    repeats = 1 if args.quick else 3
+    gpu = device.type == "cuda"
+    repeats = args.repeats or (1 if args.quick else 5)  # ResNet-18 on a CPU: at most 3
     report: dict[str, Any] = {"benchmark": "ig2", "environment": environment(device),
-                              "repeats": repeats, "models": {}}
-    for name in args.models.split(","):
-        report["models"][name] = bench_model(name.strip(), steps_list, repeats, device)
-        # written after every model, so a cut-off run keeps what it measured
+                              "definitions": DEFINITIONS, "models": {}}
+    text = dump_report(report, args.out)
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        steps, explicands = _size(name, gpu, args.quick)
+        heavy = name == "resnet18" and not gpu and args.repeats is None
+        rounds = min(repeats, 3) if heavy else repeats
+        report["models"][name] = bench_model(name, steps, explicands, rounds, device)
+        text = dump_report(report, args.out)  # a cut-off run keeps what it measured
+        print(f"[ig2 benchmark] {name}: {json.dumps(report['models'][name])}", file=sys.stderr,
+              flush=True)
+    runs = args.coverage_runs if args.coverage_runs is not None else (10 if args.quick else 40)
+    if runs > 0:
+        report["convergence_coverage"] = coverage_row(runs, device)
         text = dump_report(report, args.out)
-        print(f"[ig2 benchmark] {name} done", file=sys.stderr, flush=True)
     print(text)
     return 0
 

@@ -1,9 +1,14 @@
-"""Integrated Gradients: our core vs Captum vs the raw forward+backward limit, in one run.
+"""Integrated Gradients: our core vs Captum vs the raw forward+backward limit, in one run, and
+the auto step count's reported convergence against exact references (the oracle).
 
-    python -m benchmarks.ig_vs_captum [--quick] [--models cnn,text,resnet18] [--out FILE]
+    python -m benchmarks.ig_vs_captum [--quick] [--models cnn,text,resnet18]
+                                      [--sections speed,oracle] [--out FILE]
 
 Prints JSON. Ratios are measured within one process, round-robin, so machine noise hits every
-contender alike; absolute seconds are given for context only.
+contender alike; absolute seconds are given for context only. The ``auto_ig_oracle`` section
+(benchmarks/auto_ig_oracle.py) counts, per tolerance, the runs whose true per-feature error
+exceeds the reported ``convergence`` (``convergence_underreports``) on ReLU, tanh and sigmoid
+MLPs and a ReLU + max-pool CNN, plus a run whose f(x) and f(x') are within float rounding of 0.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 
 from attribution_core import integrated_gradients, pick_device
 from attribution_core.quadrature import quadrature
+from benchmarks import auto_ig_oracle
 from benchmarks.common import (
     best_batch,
     dump_report,
@@ -209,10 +215,31 @@ def _evals_to_tolerance(case: Case, n_inputs: int, tolerance: float, device: tor
     }
 
 
+ORACLE_TOLERANCES = (0.05, 0.02, 0.01, 0.005, 0.001)  # every tolerance the pages offer
+
+
+def _oracle(quick: bool, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Auto IG on the CPU in float32 vs float64 references: 12 explicands per net and seed, two
+    seeds per net (one with --quick, and the three loosest tolerances): 96 (48) runs per
+    tolerance."""
+    tolerances = ORACLE_TOLERANCES[:3] if quick else ORACLE_TOLERANCES
+    found = auto_ig_oracle.run_oracle(tolerances, n_models=1 if quick else 2, n_inputs=12,
+                                      seeds=seeds)
+    found["cancelling"] = auto_ig_oracle.cancelling_case(0.01)
+    found["convergence_underreports"] = sum(row["convergence_underreports"]
+                                            for row in found["tolerances"])
+    return found
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (smoke)")
     parser.add_argument("--models", default="cnn,text,resnet18")
+    parser.add_argument("--sections", default="speed,oracle",
+                        help="speed (with evaluations to 1 %%) and/or oracle (auto IG's "
+                             "reported convergence vs exact references)")
+    parser.add_argument("--oracle-seeds", default="0",
+                        help="comma-separated seed sets for the oracle's nets and inputs")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
@@ -222,10 +249,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = pick_device()
     names = args.models.split(",")
     steps = [8, 32] if args.quick else [32, 300]
+    sections = args.sections.split(",")
     report: dict[str, Any] = {"benchmark": "ig_vs_captum", "environment": environment(device),
                               "speed": [], "evals_to_1pct": []}
     with torch.inference_mode(False):
-        for case in _cases(device, args.quick, names):
+        if "oracle" in sections:
+            report["auto_ig_oracle"] = _oracle(
+                args.quick, tuple(int(v) for v in args.oracle_seeds.split(",")))
+            print(json.dumps(report["auto_ig_oracle"]), file=sys.stderr, flush=True)
+        for case in _cases(device, args.quick, names) if "speed" in sections else []:
             for n_steps in steps:
                 report["speed"].append(_speed(case, n_steps, device))
                 print(json.dumps(report["speed"][-1]), file=sys.stderr, flush=True)

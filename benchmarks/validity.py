@@ -1,7 +1,7 @@
 """IG, IG2 and the comparison methods against ground truth, on benchmarks others defined.
 
     PYTHONPATH=. python -m benchmarks.validity [--quick] [--write-docs] [--threads N]
-        [--n-cases N] [--image-cases N] [--no-images] [--out FILE]
+        [--n-cases N] [--image-cases N] [--no-images | --no-tabular] [--out FILE]
 
 Prints one JSON object with a list ``rows``: per (benchmark, dataset, rho, method) the metric
 means over cases, ``ci95`` (per metric, seeded 95 % bootstrap interval of the mean) and
@@ -10,7 +10,8 @@ means over cases, ``ci95`` (per metric, seeded 95 % bootstrap interval of the me
 backgrounds and the planted-cue texts against their masks
 (:mod:`attribution_core.validity.image_suite`). ``--quick``: 40 tabular cases per setting and
 12 scenes per background and 6 sentences (full: 100, 32, 20). ``--write-docs`` rewrites
-docs/VALIDITY.md and its SVG plot.
+docs/VALIDITY.md and its SVG plot (the whole suite only). ``--no-tabular`` runs the image and
+text part alone, with IG2's path-settings calibration (``image_models[0].ig2_path_settings``).
 """
 
 from __future__ import annotations
@@ -59,15 +60,20 @@ def _progress(done: int, total: int, message: str) -> None:
 
 
 def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool,
-        settings: TabularSettings | None = None) -> dict[str, Any]:
+        settings: TabularSettings | None = None, tabular_part: bool = True) -> dict[str, Any]:
     """The suite's JSON record; ``settings`` replaces the tabular defaults (tests)."""
     started = time.perf_counter()
     settings = settings or TabularSettings(
         n_cases=n_cases or (QUICK_TABULAR_CASES if quick else FULL_TABULAR_CASES),
         single_thread_training=True)  # a process of its own: its thread count is its own
-    tabular = run_tabular(settings, progress=_progress)
-    rows = [row.as_json() for row in tabular.rows]
-    seconds: dict[str, float] = {"tabular": round(tabular.seconds, 1)}
+    rows: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    models: list[Any] = []
+    if tabular_part:
+        tabular = run_tabular(settings, progress=_progress)
+        rows = [row.as_json() for row in tabular.rows]
+        seconds["tabular"] = round(tabular.seconds, 1)
+        models = list(tabular.models)
     record: dict[str, Any] = {"benchmark": "validity", "quick": quick}
     if images:
         from attribution_core.validity.image_suite import IMAGE_NOTE, run_images
@@ -84,7 +90,7 @@ def run(quick: bool, n_cases: int | None, image_cases: int | None, images: bool,
         "settings": {"tabular_cases": settings.n_cases,
                      "conditional_samples": settings.conditional_samples,
                      "seed": settings.seed},
-        "models": list(tabular.models), "seconds": seconds, "method_note": METHOD_NOTE,
+        "models": models, "seconds": seconds, "method_note": METHOD_NOTE,
         "environment": {"device": "cpu", "threads": torch.get_num_threads(),
                         "torch": torch.__version__, "python": platform.python_version()},
         "rows": rows})
@@ -100,11 +106,17 @@ def main() -> None:
     parser.add_argument("--n-cases", type=int, default=None)
     parser.add_argument("--image-cases", type=int, default=None)
     parser.add_argument("--no-images", action="store_true")
+    parser.add_argument("--no-tabular", action="store_true",
+                        help="the image and text part only (not with --write-docs)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    record = run(args.quick, args.n_cases, args.image_cases, not args.no_images)
+    if args.no_tabular and (args.write_docs or args.no_images):
+        parser.error("--no-tabular runs the image part alone: without --write-docs and "
+                     "--no-images")
+    record = run(args.quick, args.n_cases, args.image_cases, not args.no_images,
+                 tabular_part=not args.no_tabular)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out is not None:

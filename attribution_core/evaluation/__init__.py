@@ -2,6 +2,9 @@
 
 from attribution_core.evaluation.types import (
     ALL_METHODS,
+    KNOWN_METHODS,
+    METHOD_IG2_BEST_PATH,
+    OPTIONAL_METHODS,
     CaseOutcome,
     EvalCase,
     EvaluationInputError,
@@ -16,6 +19,9 @@ from attribution_core.evaluation.types import (
 
 __all__ = [
     "ALL_METHODS",
+    "KNOWN_METHODS",
+    "METHOD_IG2_BEST_PATH",
+    "OPTIONAL_METHODS",
     "CaseOutcome",
     "EvalCase",
     "EvaluationInputError",

@@ -22,7 +22,8 @@ from attribution_core.evaluation.types import CaseOutcome, MethodSummary, summar
 
 CASE_TABLE = "evaluation_cases.parquet"
 METRICS = ("deletion_auc", "insertion_auc", "delta", "relative_delta", "precision_at_k",
-           "rank_correlation", "mask_share", "pointing_game", "seconds", "convergence")
+           "rank_correlation", "mask_share", "pointing_game", "seconds", "convergence",
+           "path_reach", "short_paths")
 CASE_FLOATS = ("f_input", "f_baseline", "random_deletion_auc", "random_insertion_auc",
                "disagreement", "expected_share")
 

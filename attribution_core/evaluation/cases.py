@@ -3,8 +3,10 @@
 Every modality ends in the same shape: a [1, ...] input and baseline, perturbation units of
 about 64 per image (an 8 x 8 grid of patches) or one per token / feature, a reading map shape,
 the expected features as a bool mask of that shape, and references of other classes (IG2's
-counterfactual targets and GradientSHAP's distribution). Targets are the model's own
-prediction: an evaluation asks whether the explanation of what the model *did* is faithful.
+counterfactual targets and GradientSHAP's distribution; none for a model without a reference
+pool: only those two methods need them, and only they refuse such cases, when asked for).
+Targets are the model's own prediction: an evaluation asks whether the explanation of what the
+model *did* is faithful.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def _image_tensor_cases(loaded: LoadedModel,
     for (name, tensor, mask, label), target in zip(prepared, predicted, strict=True):
         base = image_io.make_baseline(kind, tensor, prep, seed=seed,
                                       dataset_mean=dataset_mean).float()
-        refs = _class_references(pool, target, n_references, seed, exclude=tensor)
+        refs = _class_references(pool, target, n_references, seed, like=tensor)
         display = display_array(loaded, tensor[0], prep)
         cases.append(EvalCase(
             case_id=name, inputs=tensor, baseline=base, target=target, references=refs,
@@ -190,20 +192,26 @@ def _image_tensor_cases(loaded: LoadedModel,
 
 
 def _class_references(pool: ReferencePool | None, target: int, k: int, seed: int,
-                      exclude: torch.Tensor | None = None) -> torch.Tensor:
+                      like: torch.Tensor) -> torch.Tensor:
+    """Up to ``k`` pool samples of other classes than ``target`` (never ``like`` itself); none
+    [0, ...] without a pool or without another class: only the methods that need references
+    (IG2, GradientSHAP) refuse such cases, when they are asked for (``runner``)."""
     if pool is None:
-        raise EvaluationInputError("This model has no reference pool: IG2 and GradientSHAP "
-                                   "need samples of other classes.")
+        return no_references(like)
     candidates = torch.nonzero(pool.labels.long() != target).flatten()
-    if exclude is not None:
-        same = (pool.inputs.reshape(pool.inputs.shape[0], -1)
-                == exclude.reshape(1, -1).to(pool.inputs)).all(dim=1)
-        candidates = candidates[~same[candidates]]
+    same = (pool.inputs.reshape(pool.inputs.shape[0], -1)
+            == like.reshape(1, -1).to(pool.inputs)).all(dim=1)
+    candidates = candidates[~same[candidates]]
     if candidates.numel() == 0:
-        raise EvaluationInputError("The reference pool holds no sample of another class.")
+        return no_references(like)
     generator = torch.Generator().manual_seed(seed + target)
     order = torch.randperm(candidates.numel(), generator=generator)[:k]
     return pool.inputs.index_select(0, candidates[order].sort().values).float()
+
+
+def no_references(like: torch.Tensor) -> torch.Tensor:
+    """An empty reference set [0, ...] for one input ``like`` [1, ...]."""
+    return like.new_zeros((0, *like.shape[1:])).float()
 
 
 def _predictions(loaded: LoadedModel, inputs: torch.Tensor,
@@ -268,15 +276,15 @@ def text_cases(loaded: LoadedModel, items: Sequence[TextItem], *, baseline: str 
                                "case is kept without expectations.")
         others = [t for t, label in zip(ref_texts, ref_labels, strict=True) if label != target
                   and t != item.text]
-        if not others:
-            skipped.append(f"{item.name}: no reference sentence of another class.")
-            continue
-        generator = torch.Generator().manual_seed(seed + target)
-        picks = torch.randperm(len(others), generator=generator)[:n_references].sort().values
-        ids, ref_mask = text_io.encode_to_length(loaded.tokenizer,
-                                                 [others[int(i)] for i in picks], encoded.length)
-        with torch.no_grad():
-            refs = loaded.embed(ids.to(loaded.device)).detach().cpu().float()
+        if others:
+            generator = torch.Generator().manual_seed(seed + target)
+            picks = torch.randperm(len(others), generator=generator)[:n_references].sort().values
+            ids, ref_mask = text_io.encode_to_length(
+                loaded.tokenizer, [others[int(i)] for i in picks], encoded.length)
+            with torch.no_grad():
+                refs = loaded.embed(ids.to(loaded.device)).detach().cpu().float()
+        else:  # only IG2 and GradientSHAP need references; they say so when asked for
+            refs, ref_mask = no_references(inputs), mask.new_zeros((0, encoded.length))
         cases.append(EvalCase(
             case_id=item.name, inputs=inputs, baseline=base, target=target, references=refs,
             units=token_groups(encoded.length), reading_shape=(encoded.length,),
@@ -301,7 +309,7 @@ def _text_pool(loaded: LoadedModel) -> tuple[list[str], list[int]]:
         if texts is not None:
             return [str(t) for t in texts], [int(v) for v in pool.labels.tolist()]
     if loaded.spec.samples is None:
-        raise EvaluationInputError(f"{loaded.spec.title} has no reference sentences.")
+        return [], []
     texts = [str(s.value) for s in loaded.spec.samples()]
     labels = []
     limit = text_io.max_length_of(loaded.tokenizer, loaded.extras.get("max_length"))
@@ -352,15 +360,15 @@ def tabular_cases(loaded: LoadedModel, items: Sequence[RowItem], *, baseline: st
             continue
         inputs = model_rows(loaded, raw)
         target = _predictions(loaded, inputs, {})[0]
-        if regression:
-            if pool is None:
-                raise EvaluationInputError("IG2 needs the model's data set for references.")
+        if regression and pool is None:
+            refs = no_references(inputs)
+        elif regression:
             with device_lock(loaded.device), torch.no_grad():
                 value = float(loaded.forward(inputs.to(loaded.device))[0, 0])
             picks = tab_io.distant_target_indices(pool.labels, value, k=n_references, seed=seed)
             refs = pool.inputs.index_select(0, torch.as_tensor(picks)).float()
         else:
-            refs = _class_references(pool, target, n_references, seed, exclude=inputs)
+            refs = _class_references(pool, target, n_references, seed, like=inputs)
         expected = None
         if item.expected_features:
             unknown_expected = sorted(set(item.expected_features) - set(names))

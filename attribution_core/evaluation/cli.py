@@ -34,6 +34,8 @@ from attribution_core.evaluation.command_common import (
 )
 from attribution_core.evaluation.types import (
     ALL_METHODS,
+    KNOWN_METHODS,
+    OPTIONAL_METHODS,
     EvaluationInputError,
     EvaluationSettings,
     ImageItem,
@@ -52,7 +54,7 @@ def _key(name: str) -> str:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``IG,IG2,Saliency`` -> canonical names; spelling and spaces do not matter."""
-    by_key = {_key(m): m for m in ALL_METHODS} | _ALIASES
+    by_key = {_key(m): m for m in KNOWN_METHODS} | _ALIASES
     chosen: list[str] = []
     for part in text.split(","):
         if not part.strip():
@@ -60,11 +62,11 @@ def parse_methods(text: str) -> tuple[str, ...]:
         method = by_key.get(_key(part))
         if method is None:
             raise CommandError(f"Unknown method {part.strip()!r}; choose from "
-                               f"{', '.join(ALL_METHODS)} (comma-separated).")
+                               f"{', '.join(KNOWN_METHODS)} (comma-separated).")
         if method not in chosen:
             chosen.append(method)
     if not chosen:
-        raise CommandError("--methods names no method; choose from " + ", ".join(ALL_METHODS))
+        raise CommandError("--methods names no method; choose from " + ", ".join(KNOWN_METHODS))
     return tuple(chosen)
 
 
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "<stem>_mask.png; text/tabular models: a CSV with columns "
                               "name,expected (words or features separated by ';')")
     explain.add_argument("--methods", default=",".join(ALL_METHODS),
-                         help=f"comma-separated, from: {', '.join(ALL_METHODS)} (default: all)")
+                         help=f"comma-separated, from: {', '.join(KNOWN_METHODS)} (default: "
+                              f"all but {', '.join(OPTIONAL_METHODS)})")
     explain.add_argument("--n-cases", type=int, default=50,
                          help="how many cases to evaluate (default 50; the first N of --input)")
     defaults = EvaluationSettings()

@@ -91,6 +91,16 @@ def summary_line(*, model_name: str, n_cases: int, n_requested: int, cancelled: 
         "cancelled": cancelled, "seconds": round(seconds, 3),
         "methods": {s.method: {"deletion_auc_mean": _finite_or_none(s.deletion_auc_mean),
                                "insertion_auc_mean": _finite_or_none(s.insertion_auc_mean),
-                               "seconds": round(s.seconds_total, 3)}
+                               "seconds": round(s.seconds_total, 3),
+                               **_trust_figures(s)}
                     for s in summaries},
     }
+
+
+def _trust_figures(summary: Any) -> dict[str, float | None]:
+    """The map convergence (IG, IG2) and IG2's path diagnostic, where the method has them."""
+    figures = {"convergence_median": summary.convergence_median,
+               "convergence_max": summary.convergence_max,
+               "path_reach_median": summary.path_reach_median,
+               "short_path_share": summary.short_path_share}
+    return {k: _finite_or_none(v) for k, v in figures.items() if math.isfinite(v)}

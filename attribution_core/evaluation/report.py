@@ -142,12 +142,12 @@ def _settings_from(record: Mapping[str, Any]) -> EvaluationSettings:
     return EvaluationSettings(**values)
 
 
-_OPTIONAL_OUTCOME_FIELDS = ("convergence",)
+_OPTIONAL_OUTCOME_FIELDS = ("convergence", "path_reach", "short_paths")
 
 
 def _outcome_from(record: Mapping[str, Any]) -> MethodOutcome:
     names = tuple(item.name for item in fields(MethodOutcome))
-    # Records written before the convergence estimate existed lack it: NaN, "not measured".
+    # Records written before these estimates existed lack them: NaN, "not measured".
     require(record, tuple(n for n in names if n not in _OPTIONAL_OUTCOME_FIELDS),
             "a method outcome")
     values: dict[str, Any] = {}

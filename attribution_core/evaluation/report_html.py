@@ -171,6 +171,10 @@ _SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("beats_random_insertion_rate", "beats random (insertion)"),
     ("abs_relative_delta_median", "|rel. delta| median"),
     ("abs_relative_delta_max", "|rel. delta| max"),
+    ("convergence_median", "map convergence median (IG, IG2)"),
+    ("convergence_max", "map convergence max"),
+    ("path_reach_median", "IG2 path reach D(GradCF)/D(x), median"),
+    ("short_path_share", "IG2 paths stopped short"),
 )
 _AGREEMENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("precision_at_k_mean", "top-k precision"), ("rank_correlation_mean", "rank correlation"),

@@ -22,14 +22,17 @@ import torch
 from attribution_core.cache import ResultCache
 from attribution_core.engine import describe_device, device_lock
 from attribution_core.evaluation.cases import expected_area_share
+from attribution_core.evaluation.ig2_method import run_ig2, run_ig2_best_path
 from attribution_core.evaluation.types import (
-    ALL_METHODS,
+    KNOWN_METHODS,
     METHOD_GRAD_X_INPUT,
     METHOD_GRADIENT_SHAP,
     METHOD_IG,
     METHOD_IG2,
+    METHOD_IG2_BEST_PATH,
     METHOD_SALIENCY,
     METHOD_SMOOTHGRAD,
+    REFERENCE_METHODS,
     UNSIGNED_METHODS,
     CaseOutcome,
     EvalCase,
@@ -41,7 +44,8 @@ from attribution_core.evaluation.types import (
 from attribution_core.methods.gradient_shap import gradient_shap
 from attribution_core.methods.gradient_x_input import gradient_x_input
 from attribution_core.methods.ig import integrated_gradients, with_convergence
-from attribution_core.methods.ig2 import ig2
+from attribution_core.methods.ig2 import SHORT_PATH_REACH
+from attribution_core.methods.ig2_tuning import TunedIg2
 from attribution_core.methods.saliency import saliency
 from attribution_core.methods.smoothgrad import smoothgrad
 from attribution_core.metrics import (
@@ -55,7 +59,7 @@ from attribution_core.metrics import (
 from attribution_core.modalities import image as image_io
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from attribution_core.results import Attribution
+from attribution_core.results import Attribution, IG2Attribution
 
 Progress = Callable[[int, int, str], None]
 
@@ -109,10 +113,10 @@ def _case_seconds(case: CaseOutcome) -> float:
 
 
 def _validate(settings: EvaluationSettings, cases: Sequence[EvalCase]) -> None:
-    unknown = [m for m in settings.methods if m not in ALL_METHODS]
+    unknown = [m for m in settings.methods if m not in KNOWN_METHODS]
     if unknown or not settings.methods:
         raise EvaluationInputError(f"Unknown method(s) {', '.join(unknown) or '(none chosen)'}; "
-                                   f"choose from {', '.join(ALL_METHODS)}.")
+                                   f"choose from {', '.join(KNOWN_METHODS)}.")
     for name in ("ig_steps", "ig2_steps", "ig2_references", "smoothgrad_samples",
                  "gradient_shap_samples", "random_orders", "cases_per_batch"):
         value = getattr(settings, name)
@@ -126,6 +130,15 @@ def _validate(settings: EvaluationSettings, cases: Sequence[EvalCase]) -> None:
         raise EvaluationInputError(
             "settings.removal must name the removal baseline the cases were built with "
             "(cases.*(removal=...)), and be None when they were built without one.")
+    needing = [m for m in settings.methods if m in REFERENCE_METHODS]
+    without = sum(1 for c in cases if c.references.shape[0] == 0)
+    if needing and without:
+        raise EvaluationInputError(
+            f"{' and '.join(needing)} need{'s' if len(needing) == 1 else ''} reference samples "
+            "of another class, and "
+            f"{without} of {len(cases)} cases have none (the model has no reference pool, or "
+            "it holds no sample of another class): choose other methods, or give the model "
+            "reference data.")
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         raise EvaluationInputError("Case names must be unique; rename the duplicates.")
@@ -278,19 +291,15 @@ def _attribute(method: str, loaded: LoadedModel, stacked: _Stacked, batch: Seque
             return full
         # Half the steps again: how far the map itself still moves (see MethodOutcome).
         return with_convergence(full, run_ig(settings.ig_steps // 2))
-    if method == METHOD_IG2:
-        representation = loaded.ig2_representation()
-        box = loaded.spec.input_box
+    if method in (METHOD_IG2, METHOD_IG2_BEST_PATH):
         own_refs = refs[:, : settings.ig2_references]
         ref_kwargs = {k: v[:, : settings.ig2_references]
                       for k, v in _stack_kwargs(batch, "reference_kwargs", device).items()}
         step = settings.ig2_step_size if settings.ig2_step_size is not None else \
             loaded.spec.ig2_step_size
-        return ig2(forward, x, own_refs, representation=representation, target=target,
-                   n_steps=settings.ig2_steps, step_size=step, forward_kwargs=kwargs,
-                   reference_kwargs=ref_kwargs or None,
-                   clip=tuple(box) if box is not None else None, cache=cache,
-                   model_key=loaded.weights_hash)
+        run = run_ig2 if method == METHOD_IG2 else run_ig2_best_path
+        return run(loaded, x, own_refs, target, kwargs, ref_kwargs, settings.ig2_steps, step,
+                   cache)
     if method == METHOD_SALIENCY:
         return saliency(forward, x, target=target, abs=True, forward_kwargs=kwargs)
     if method == METHOD_GRAD_X_INPUT:
@@ -370,7 +379,19 @@ def _method_outcome(method: str, result: Any, i: int, scores: np.ndarray, deleti
         insertion_auc=float(insertion.normalised_auc[i]), delta=delta, relative_delta=relative,
         precision_at_k=fit[0], rank_correlation=fit[1], mask_share=fit[2], pointing_game=fit[3],
         seconds=seconds, n_evaluations=int(_item(getattr(result, "n_evaluations", None), i, 0)),
-        convergence=_item(getattr(result, "convergence", None), i))
+        convergence=_item(getattr(result, "convergence", None), i),
+        **_path_figures(result, i))
+
+
+def _path_figures(result: Any, i: int) -> dict[str, float]:
+    """IG2's path diagnostic for case i: the median reach and the share of short paths."""
+    found = getattr(result, "path_reach", None) \
+        if isinstance(result, IG2Attribution | TunedIg2) else None
+    if found is None:
+        return {}
+    reach = found[i].detach().cpu().double()
+    return {"path_reach": float(reach.median()),
+            "short_paths": float((reach > SHORT_PATH_REACH).double().mean())}
 
 
 def _item(values: Any, i: int, default: float = math.nan) -> float:

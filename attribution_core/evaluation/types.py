@@ -27,6 +27,13 @@ METHOD_SMOOTHGRAD = "SmoothGrad (IG)"
 METHOD_GRADIENT_SHAP = "GradientSHAP"
 ALL_METHODS: tuple[str, ...] = (METHOD_IG, METHOD_IG2, METHOD_SALIENCY, METHOD_GRAD_X_INPUT,
                                 METHOD_SMOOTHGRAD, METHOD_GRADIENT_SHAP)
+# Offered, not run by default: IG2 with the path diagnostic's best settings per case (several
+# IG2 runs per case; evaluation/ig2_method.py).
+METHOD_IG2_BEST_PATH = "IG2 (best path)"
+OPTIONAL_METHODS: tuple[str, ...] = (METHOD_IG2_BEST_PATH,)
+KNOWN_METHODS: tuple[str, ...] = ALL_METHODS + OPTIONAL_METHODS
+# Methods that need reference samples of other classes (a case may have none).
+REFERENCE_METHODS: tuple[str, ...] = (METHOD_IG2, METHOD_GRADIENT_SHAP, METHOD_IG2_BEST_PATH)
 # Methods whose sign is not evidence for or against the target: ranked by magnitude.
 UNSIGNED_METHODS: frozenset[str] = frozenset({METHOD_SALIENCY})
 
@@ -45,7 +52,8 @@ class EvalCase:
     the map people read (image [H, W], text [L], tabular [F]); ``expected`` is a bool mask of
     that shape (the mask image, the expected words' tokens, the expected features) or None.
     ``references`` [R, ...] are IG2's references (other classes) and GradientSHAP's
-    distribution, ``reference_kwargs`` their forward kwargs (e.g. attention masks).
+    distribution (R = 0 when the model has none: those two methods refuse such cases),
+    ``reference_kwargs`` their forward kwargs (e.g. attention masks).
     ``removal`` is what the deletion / insertion curves put in place of removed units (None:
     the baseline). ``unit_names`` label the reading map's entries (tokens, feature names;
     empty for images).
@@ -121,9 +129,14 @@ class MethodOutcome:
     pointing_game: float
     seconds: float
     n_evaluations: int
-    # IG only: max |A(n steps) - A(n / 2 steps)| / max |A(n steps)|, the per-feature
-    # convergence of the map (the completeness error can be tiny while this is not). NaN else.
+    # The per-feature convergence of the map (the completeness error can be tiny while this is
+    # not), / max |A|. IG: max |A(n steps) - A(n / 2 steps)|; IG2: its references' spread
+    # bound plus the change against paths at half the steps. NaN for the other methods.
     convergence: float = math.nan
+    # IG2 only: median over references of D_r(GradCF) / D_r(x) (how far the paths got), and
+    # the share of references whose path kept more than SHORT_PATH_REACH of it. NaN else.
+    path_reach: float = math.nan
+    short_paths: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,8 @@ class MethodSummary:
     seconds_total: float
     convergence_median: float = math.nan
     convergence_max: float = math.nan
+    path_reach_median: float = math.nan  # IG2: median over cases of the per-case median
+    short_path_share: float = math.nan  # IG2: mean share of paths that stopped short
 
 
 @dataclass(frozen=True)
@@ -284,6 +299,8 @@ def summarise_columns(method: str, column: Callable[[str], np.ndarray]) -> Metho
         seconds_total=float(column("seconds").sum()),
         convergence_median=_nan_stat(convergence, "median"),
         convergence_max=_nan_stat(convergence, "max"),
+        path_reach_median=_nan_stat(column("path_reach"), "median"),
+        short_path_share=_nan_stat(column("short_paths"), "mean"),
     )
 
 

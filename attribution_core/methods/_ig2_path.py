@@ -4,6 +4,11 @@ per (chunked) model call, attributions accumulated as the path advances (docs in
 Reading order: :meth:`PathRunner.walk` loops over path points; :meth:`PathRunner._path_point`
 does one point top to bottom: plan the rows, evaluate them, record the traces, take the descent
 step, integrate the segment, freeze rows that stopped.
+
+With ``halving``, every (explicand, reference) row gets a companion row that walks the same
+path length in T // 2 steps (eta x T / (T // 2)) in the same model calls; the companions stop
+after their last point, and their maps give the steps' part of the convergence estimate
+(``_ig2_trust``). The main rows' arithmetic does not depend on them.
 """
 
 from __future__ import annotations
@@ -20,16 +25,22 @@ from attribution_core.engine import (
     ProgressFn,
     as_output_tensor,
     evaluate_in_chunks,
-    is_per_row,
     normalise_target,
     select_target,
     split_forward_kwargs,
 )
 from attribution_core.methods._ig2_model import RepresentationProbe
+from attribution_core.methods._ig2_rows import (
+    Bound,
+    RowView,
+    classes_of,
+    clip_bound,
+    gradient_of,
+    reference_kwargs_per_row,
+)
+from attribution_core.methods._ig2_trust import CoarseGrid, estimate
 from attribution_core.results import IG2Attribution
 from attribution_core.validation import check_batch_size
-
-Bound = float | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,14 @@ class WalkSettings:
     eps: float
     early_stop: bool
     progress: ProgressFn | None = None
+    # The preview's bf16 autocast (None: the exact float path, untouched).
+    autocast: torch.dtype | None = None
+    halving: bool = False  # companion rows at T // 2 steps (module docstring)
+
+    @property
+    def half_steps(self) -> int:
+        """The companions' step count (0: no companions; T < 2 cannot be halved)."""
+        return self.n_steps // 2 if self.halving and self.n_steps >= 2 else 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,6 @@ class _PointPlan:
     want_d: torch.Tensor
     any_f: bool
     any_d: bool
-    last: bool
     with_mid: bool
 
 
@@ -69,9 +87,16 @@ class PathRunner:
                  device: torch.device, settings: WalkSettings) -> None:
         self.forward, self.probe, self.device, self.settings = forward, probe, device, settings
         self.n_explicands, self.n_refs = x.shape[0], refs.shape[1]
-        self.n_rows = self.n_explicands * self.n_refs
+        # Main rows (explicand-major), then as many companion rows when halving.
+        self.n_main = self.n_explicands * self.n_refs
+        half = settings.half_steps
+        self.n_rows = self.n_main * (2 if half else 1)
         self.x, self.refs = x, refs
-        self.owner = torch.arange(self.n_rows, device=device) // self.n_refs
+        self.ref_index = torch.arange(self.n_rows, device=device) % self.n_main
+        self.owner = self.ref_index // self.n_refs
+        self.row_steps = torch.full((self.n_rows,), settings.n_steps, dtype=torch.long,
+                                    device=device)
+        self.row_steps[self.n_main:] = half
         self.target = normalise_target(target, self.n_explicands, device)
         self.row_target = None if self.target is None else self.target[self.owner]
         self.engine = GradientEngine(forward, self.n_explicands, device, target=self.target,
@@ -81,14 +106,18 @@ class PathRunner:
         self.kwargs_by_explicand = {k: v.to(device) for k, v in self.kwargs_by_explicand.items()}
         self.reference_kwargs = reference_kwargs
         self.lo, self.hi = (None, None) if clip is None else (
-            _bound(clip[0], x), _bound(clip[1], x))
+            clip_bound(clip[0], x), clip_bound(clip[1], x))
         self.capture: Callable[[], torch.Tensor] = lambda: torch.empty(0)
         self.rows_per_call = 1
         self.forward_calls = 0
         self.feature_shape = (1,) * (x.dim() - 1)
         # Path state, one row per (explicand, reference); the path itself is never stored.
         n_points = settings.n_steps + 1
-        self.row_eta = settings.step_sizes.to(device, x.dtype).index_select(0, self.owner)
+        etas = settings.step_sizes.double()
+        if half:  # the same path length in half the steps
+            etas = torch.cat([etas, etas * settings.n_steps / half])
+        self.row_eta = etas.to(device, x.dtype).index_select(
+            0, self.owner + self.n_explicands * (self.row_steps != settings.n_steps))
         self.g = x.index_select(0, self.owner).clone()
         self.acc = torch.zeros_like(self.g)
         self.prev_step = torch.zeros_like(self.g)
@@ -99,7 +128,11 @@ class PathRunner:
         self.steps_taken = torch.full((self.n_rows,), settings.n_steps, dtype=torch.long,
                                       device=device)
         self.evaluations = torch.zeros(self.n_rows, dtype=torch.long, device=device)
-        self.total_work = n_points * self.n_rows * (2 if settings.rule == "middle" else 1)
+        # Without companions, the step-halving estimate integrates the same path on every
+        # other point (no extra row).
+        self.coarse = None if half else CoarseGrid(self.g, settings.rule)
+        self.total_work = (n_points + (half + 1 if half else 0)) * self.n_main * (
+            2 if settings.rule == "middle" else 1)
         self.done_work = 0
         self.ref_rep = torch.empty(0)
         self.f_refs = torch.empty(0)
@@ -110,10 +143,21 @@ class PathRunner:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw output [rows, ...] and flattened representation [rows, K] of one model call."""
         self.forward_calls += 1
+        if self.settings.autocast is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.settings.autocast):
+                output, rep = self._forward_and_capture(points, kwargs)
+            # Distances and gradients in the inputs' precision; the model ran in bf16.
+            return output.to(points.dtype), rep.to(points.dtype)
+        return self._forward_and_capture(points, kwargs)
+
+    def _forward_and_capture(self, points: torch.Tensor, kwargs: Mapping[str, Any]
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
         output = as_output_tensor(self.forward(points, **kwargs))
         rep = self.probe.function(points, **kwargs) if self.probe.function is not None \
             else self.capture()
-        return output, rep.reshape(rep.shape[0], -1)
+        # A pipeline's hidden layer may run in another precision (ONNX casts); distances are
+        # kept in the inputs' precision, like the path itself.
+        return output, rep.reshape(rep.shape[0], -1).to(points.dtype)
 
     def _path_kwargs(self, rows: torch.Tensor) -> dict[str, Any]:
         owners = self.owner.index_select(0, rows)
@@ -132,14 +176,14 @@ class PathRunner:
 
     def reference_pass(self) -> None:
         """Representations, f and classes of every reference: one forward pass (chunked)."""
-        flat_refs = self.refs.reshape(self.n_rows, *self.refs.shape[2:])
+        flat_refs = self.refs.reshape(self.n_main, *self.refs.shape[2:])
         if self.reference_kwargs is None:
             per_row: dict[str, torch.Tensor] = {}
             shared = {}
-            base = self._path_kwargs(torch.arange(self.n_rows, device=self.device))
+            base = self._path_kwargs(torch.arange(self.n_main, device=self.device))
         else:
-            per_row, shared = _reference_kwargs(self.reference_kwargs, self.n_refs,
-                                                self.n_rows, self.device)
+            per_row, shared = reference_kwargs_per_row(self.reference_kwargs, self.n_refs,
+                                                       self.n_main, self.device)
             base = {}
         reps: list[torch.Tensor] = []
         outs: list[torch.Tensor] = []
@@ -157,12 +201,13 @@ class PathRunner:
             outs.append(result[0].detach())
             reps.append(result[1].detach())
 
-        self.rows_per_call = evaluate_in_chunks(self.n_rows, self.rows_per_call, self.device,
+        self.rows_per_call = evaluate_in_chunks(self.n_main, self.rows_per_call, self.device,
                                                 evaluate, consume)
         outputs = torch.cat(outs)
         self.ref_rep = torch.cat(reps)
-        self.f_refs = select_target(outputs, self.row_target)
-        self.ref_classes = _classes(outputs)
+        self.f_refs = select_target(outputs, None if self.row_target is None
+                                    else self.row_target[:self.n_main])
+        self.ref_classes = classes_of(outputs)
 
     # -- the path ------------------------------------------------------------------------------
     def _evaluate(self, points: torch.Tensor, rows: torch.Tensor, want_f: torch.Tensor,
@@ -174,29 +219,32 @@ class PathRunner:
             output, rep = self._call(z, self._path_kwargs(rows))
             f = select_target(output, None if self.row_target is None
                               else self.row_target.index_select(0, rows))
-            dist = (rep - self.ref_rep.index_select(0, rows)).pow(2).mean(1)
+            ref_rep = self.ref_rep if rows.numel() == self.n_main and self.n_rows == \
+                self.n_main else self.ref_rep.index_select(0, self.ref_index.index_select(0, rows))
+            dist = (rep - ref_rep).pow(2).mean(1)
             empty = torch.zeros(0, device=z.device)
             grad_f = grad_d = empty
             if needs_grad:
                 wf, wd = want_f.to(f.dtype), want_d.to(dist.dtype)
                 if any_f and any_d and bool((want_f & want_d).any()):
-                    grad_f = _grad((f * wf).sum(), z, retain=True)
-                    grad_d = _grad((dist * wd).sum(), z, retain=False)
+                    grad_f = gradient_of((f * wf).sum(), z, retain=True)
+                    grad_d = gradient_of((dist * wd).sum(), z, retain=False)
                 else:  # disjoint rows: one backward pass of the masked sum gives both
-                    grad_f = grad_d = _grad((f * wf).sum() + (dist * wd).sum(), z, retain=False)
-        return f.detach(), dist.detach(), _classes(output), grad_f, grad_d
+                    grad_f = grad_d = gradient_of((f * wf).sum() + (dist * wd).sum(), z,
+                                                  retain=False)
+        return f.detach(), dist.detach(), classes_of(output), grad_f, grad_d
 
     def walk(self) -> None:
         """Advance every row from g_0 = x to GradCF, one path point per (chunked) model call."""
         for j in range(self.settings.n_steps + 1):
-            view = _RowView(self.active.nonzero().squeeze(1), self.n_rows)
+            view = RowView(self.active.nonzero().squeeze(1), self.n_rows)
             if view.n == 0:
                 break
             self._path_point(j, view)
         if self.settings.progress is not None:
             self.settings.progress(self.total_work, self.total_work)
 
-    def _path_point(self, j: int, view: _RowView) -> None:
+    def _path_point(self, j: int, view: RowView) -> None:
         """One path point: evaluate, record the traces, take the descent step, integrate."""
         point = self._plan_point(j, view)
         f, dist, classes, grad_f, grad_d = self._evaluate_point(point)
@@ -208,29 +256,36 @@ class PathRunner:
                                       self.settings.norm, self.settings.eps)
             step *= moving.view(-1, *self.feature_shape)
         self._integrate(view, point, grad_f, step)
+        self._integrate_coarse(j, view, point, grad_f, step, ~moving)
         view.put(self.prev_step, step)
         view.put(self.g, view.take(self.g) - step)
-        self._freeze(j, view.idx[~moving] if not point.last else view.idx[:0])
+        if j < self.settings.n_steps:  # after the last point nothing moves anyway
+            self._freeze(j, view.idx[~moving])
 
-    def _plan_point(self, j: int, view: _RowView) -> _PointPlan:
+    def _plan_point(self, j: int, view: RowView) -> _PointPlan:
         """Which rows are evaluated at point j, and which gradient each of them needs.
 
-        Path rows need dD/dz (except at the last point) and, for "left" and "trapezoid",
-        df/dz; the "middle" rule's midpoints of segment j-1 (g_j + s_{j-1} / 2) ride in the
-        same call and need df/dz only.
+        Path rows need dD/dz (except at their last point) and, for "left" and "trapezoid",
+        df/dz (the left rule none at the last point); the "middle" rule's midpoints of segment
+        j-1 (g_j + s_{j-1} / 2) ride in the same call and need df/dz only.
         """
-        rule, last = self.settings.rule, j == self.settings.n_steps
+        rule = self.settings.rule
         with_mid = rule == "middle" and j > 0
         points, rows = view.take(self.g), view.idx
         if with_mid:
             points = torch.cat([points, points + 0.5 * view.take(self.prev_step)])
             rows = torch.cat([view.idx, view.idx])
         is_path = torch.arange(rows.numel(), device=self.device) < view.n
+        if self.n_rows == self.n_main:  # one step count: "last" is the same for every row
+            last = torch.full_like(is_path, j == self.settings.n_steps)
+        else:
+            last = self.row_steps.index_select(0, rows) == j
         want_f = (~is_path) if rule == "middle" else (
-            is_path if rule == "trapezoid" or not last else torch.zeros_like(is_path))
-        want_d = is_path if not last else torch.zeros_like(is_path)
-        return _PointPlan(points, rows, want_f, want_d, bool(want_f.any()), not last, last,
-                          with_mid)
+            is_path if rule == "trapezoid" else is_path & ~last)
+        want_d = is_path & ~last
+        any_d = j < self.settings.n_steps if self.n_rows == self.n_main else \
+            bool(want_d.any())
+        return _PointPlan(points, rows, want_f, want_d, bool(want_f.any()), any_d, with_mid)
 
     def _evaluate_point(self, point: _PointPlan) -> tuple[torch.Tensor, ...]:
         """f, D, class, df/dz and dD/dz of every planned row, chunked by memory."""
@@ -253,7 +308,7 @@ class PathRunner:
         return tuple(parts[0] if len(parts) == 1 else torch.cat(parts)
                      for parts in zip(*chunks, strict=True))
 
-    def _record(self, j: int, view: _RowView, point: _PointPlan, f: torch.Tensor,
+    def _record(self, j: int, view: RowView, point: _PointPlan, f: torch.Tensor,
                 dist: torch.Tensor, classes: torch.Tensor) -> None:
         if view.full:
             self.evaluations += 1 + int(point.with_mid)
@@ -264,16 +319,19 @@ class PathRunner:
             self.dist[view.idx, j], self.f_path[view.idx, j] = dist, f
             self.cf_classes[view.idx] = classes
 
-    def _still_moving(self, j: int, view: _RowView, dist: torch.Tensor) -> torch.Tensor:
-        """Rows that take a step from point j (none at the last point; with ``early_stop``,
+    def _still_moving(self, j: int, view: RowView, dist: torch.Tensor) -> torch.Tensor:
+        """Rows that take a step from point j (none at their last point; with ``early_stop``,
         only rows whose distance still falls)."""
-        moving = torch.full((view.n,), j < self.settings.n_steps, dtype=torch.bool,
-                            device=self.device)
+        if self.n_rows == self.n_main:
+            moving = torch.full((view.n,), j < self.settings.n_steps, dtype=torch.bool,
+                                device=self.device)
+        else:
+            moving = view.take(self.row_steps) > j
         if self.settings.early_stop and j > 0:
             moving &= dist < view.take(self.dist[:, j - 1])
         return moving
 
-    def _integrate(self, view: _RowView, point: _PointPlan, grad_f: torch.Tensor,
+    def _integrate(self, view: RowView, point: _PointPlan, grad_f: torch.Tensor,
                    step: torch.Tensor) -> None:
         """Add segment contributions df/dz . (g_j - g_{j+1}) by the chosen rule."""
         rule, n = self.settings.rule, view.n
@@ -283,6 +341,20 @@ class PathRunner:
             view.add(self.acc, 0.5 * grad_f[:n] * (view.take(self.prev_step) + step))
         elif rule == "middle" and point.with_mid:
             view.add(self.acc, grad_f[n:] * view.take(self.prev_step))
+
+    def _integrate_coarse(self, j: int, view: RowView, point: _PointPlan,
+                          grad_f: torch.Tensor, step: torch.Tensor, ended: torch.Tensor
+                          ) -> None:
+        """The same path on every other point (the step-halving estimate, ``_ig2_trust``)."""
+        if self.coarse is None:
+            return
+        n = view.n
+        if self.settings.rule == "middle":
+            if point.with_mid:
+                self.coarse.update_middle(view, j - 1, grad_f[n:], view.take(self.prev_step),
+                                          ended)
+            return
+        self.coarse.update(view, j, grad_f[:n] if point.any_f else None, step, ended)
 
     def _freeze(self, j: int, stopped: torch.Tensor) -> None:
         """Rows that stopped early keep their last trace values from point j on."""
@@ -311,97 +383,41 @@ class PathRunner:
         n_steps, step_sizes, norm, rule = (settings.n_steps, settings.step_sizes, settings.norm,
                                            settings.rule)
         early_stop = settings.early_stop
-        n, b = self.n_explicands, self.n_refs
-        attributions = self.acc.reshape(n, b, *self.x.shape[1:]).mean(1)
-        f_path = self.f_path.reshape(n, b, n_steps + 1)
+        n, b, main = self.n_explicands, self.n_refs, slice(0, self.n_main)
+        acc = self.acc[main]
+        attributions = acc.reshape(n, b, *self.x.shape[1:]).mean(1)
+        f_path = self.f_path[main].reshape(n, b, n_steps + 1)
         f_inputs = f_path[:, 0, 0].clone()
         cf_logits = f_path[:, :, -1].clone()
         f_cf = cf_logits.mean(1)
         gap = f_inputs - f_cf
         delta = attributions.reshape(n, -1).sum(1) - gap
         f_refs = self.f_refs.reshape(n, b)
+        # Companions (a real path at half the steps) or the same path on every other point.
+        compared = self.acc[self.n_main:] if self.coarse is None else self.coarse.acc
+        trust = estimate(acc, compared, n)
+        evaluations = self.evaluations.reshape(-1, n, b).sum(0).sum(1)
         return IG2Attribution(
             attributions=attributions,
-            counterfactuals=self.g.reshape(n, b, *self.x.shape[1:]),
-            counterfactual_classes=self.cf_classes.reshape(n, b),
-            counterfactual_logits=cf_logits, distance_trace=self.dist.reshape(n, b, -1),
+            counterfactuals=self.g[main].reshape(n, b, *self.x.shape[1:]),
+            counterfactual_classes=self.cf_classes[main].reshape(n, b),
+            counterfactual_logits=cf_logits, distance_trace=self.dist[main].reshape(n, b, -1),
             f_path=f_path, f_inputs=f_inputs, f_counterfactuals=f_cf, delta=delta,
             relative_delta=delta.abs() / gap.abs().clamp_min(1e-12), f_references=f_refs,
             f_references_mean=f_refs.mean(1), gap_vs_references=f_inputs - f_refs.mean(1),
             reference_classes=self.ref_classes.reshape(n, b), references=self.refs.clone(),
-            steps_taken=self.steps_taken.reshape(n, b),
-            n_evaluations=self.evaluations.reshape(n, b).sum(1),
+            steps_taken=self.steps_taken[main].reshape(n, b), n_evaluations=evaluations,
             forward_calls=self.forward_calls, rule=rule, norm=norm,
             step_size=float(step_sizes[0]), step_sizes=step_sizes.clone(),
             n_steps=n_steps, representation=representation, early_stop=early_stop,
-            target=self.target,
+            target=self.target, convergence=trust.convergence,
+            convergence_references=trust.references, convergence_steps=trust.steps,
+            reference_standard_error=trust.standard_error, step_change=trust.step_change,
+            convergence_steps_from="half-steps path" if self.coarse is None
+            else "same path, every other point",
             params={"rule": rule, "norm": norm, "step_size": step_sizes.tolist(),
                     "n_steps": n_steps,
                     "representation": representation, "early_stop": early_stop,
-                    "per_explicand_references": per_explicand_refs},
+                    "per_explicand_references": per_explicand_refs,
+                    "halving": settings.half_steps > 0},
         )
-
-
-class _RowView:
-    """The rows evaluated at one path point: all of them (no gathers, the common case) or the
-    subset still active after early stops."""
-
-    def __init__(self, idx: torch.Tensor, n_total: int) -> None:
-        self.idx, self.n, self.full = idx, idx.numel(), idx.numel() == n_total
-
-    def take(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.full else tensor.index_select(0, self.idx)
-
-    def add(self, tensor: torch.Tensor, values: torch.Tensor) -> None:
-        if self.full:
-            tensor.add_(values)
-        else:
-            tensor.index_add_(0, self.idx, values)
-
-    def put(self, tensor: torch.Tensor, values: torch.Tensor) -> None:
-        if self.full:
-            tensor.copy_(values)
-        else:
-            tensor.index_copy_(0, self.idx, values)
-
-
-def _grad(objective: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
-    if not objective.requires_grad:  # the model ignores its input: every gradient is zero
-        return torch.zeros_like(z)
-    (grad,) = torch.autograd.grad(objective, z, retain_graph=retain, allow_unused=True)
-    return torch.zeros_like(z) if grad is None else grad
-
-
-def _classes(output: torch.Tensor) -> torch.Tensor:
-    if output.dim() == 2 and output.shape[1] > 1:
-        return output.detach().argmax(1)
-    return torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
-
-
-def _bound(value: Bound, x: torch.Tensor) -> torch.Tensor | None:
-    if value is None:
-        return None
-    bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    try:
-        torch.broadcast_shapes(bound.shape, x.shape[1:])
-    except RuntimeError as error:
-        raise ValueError(f"clip bound of shape {tuple(bound.shape)} does not broadcast to one "
-                         f"input of shape {tuple(x.shape[1:])}.") from error
-    return bound
-
-
-def _reference_kwargs(kwargs: Mapping[str, Any], n_refs: int, n_rows: int, device: torch.device
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors with a leading dim of B (shared references) or N*B / [N, B] become per row."""
-    per_row: dict[str, torch.Tensor] = {}
-    shared: dict[str, Any] = {}
-    n_explicands = n_rows // n_refs
-    for name, value in kwargs.items():
-        if isinstance(value, torch.Tensor) and value.dim() > 1 and \
-                value.shape[:2] == (n_explicands, n_refs):
-            per_row[name] = value.reshape(n_rows, *value.shape[2:]).to(device)
-        elif is_per_row(value, n_refs):
-            per_row[name] = value.to(device).repeat(n_explicands, *([1] * (value.dim() - 1)))
-        else:
-            shared[name] = value
-    return per_row, shared

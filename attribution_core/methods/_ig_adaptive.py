@@ -4,20 +4,22 @@ Every forward pass at a node also yields f there, so the exact integral of the d
 derivative over any interval, f(b) - f(a), is known, and so is each interval's trapezoid error
 of the *sum* of attributions. That bounds the completeness error only: per-feature errors can
 cancel in the sum (f = sin 6x1 - sin 6x2 has a zero completeness error on any symmetric grid).
-So a run stops only when both hold:
+So a run stops only when it has at least ``AUTO_MIN_NODES`` nodes and both hold:
 
 - completeness: sum_k |e_k| <= tolerance * scale, with e_k the interval errors (absolute values,
   so errors of opposite sign cannot hide each other) and scale = max(|f(x) - f(x')|,
-  COMPLETENESS_FLOOR * max(|f(x)|, |f(x')|)): when f(x) is close to f(x') the gap alone would
-  ask for an error below the output's own rounding;
-- per feature: max_i |A_i(new) - A_i(previous)| <= tolerance * max_i |A_i(new)| between two
-  successive refinements.
+  COMPLETENESS_FLOOR * max(|f(x)|, |f(x')|), resolution / tolerance): when f(x) is close to
+  f(x') the gap alone would ask for an error below the output's own rounding, and when both are
+  near 0 with attributions that cancel, even the floor is below what float arithmetic resolves
+  (resolution = RESOLUTION_FACTOR * eps * (sum_i |A_i| + |f(x)| + |f(x')|)); the per-feature
+  estimate then decides alone;
+- per feature: the estimated error max_i E_i over a lower bound of max_i |A_i| is at most the
+  tolerance (``_ig_estimate``: an upper bound of the true per-feature error in practice). It is
+  reported as the result's ``convergence``.
 
 Intervals to bisect are marked (Doerfler, half of the total) by the sum of both indicators:
-|e_k| / scale and the per-feature spread (b - a) / 2 * max_i |g_i(b) - g_i(a)| * |x_i - x'_i|
-over max_i |A_i|. Node gradients are kept chunk by chunk on the CPU (never one concatenation on
-the device), and the attributions are updated incrementally: only the weights of new nodes and
-of their neighbours change in a round.
+|e_k| / scale and the leaf's per-feature estimate over max_i |A_i|. Node gradients are kept
+chunk by chunk on the CPU (never one concatenation on the device).
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ import numpy as np
 import torch
 
 from attribution_core.engine import GradientEngine
+from attribution_core.methods._ig_estimate import feature_error
 from attribution_core.quadrature import trapezoid_weights
 from attribution_core.results import Attribution, completeness
 
 AUTO_INITIAL_INTERVALS = 4
 AUTO_MARKING_FRACTION = 0.5
+# No stop with fewer nodes: on ReLU nets with kinks crowded near the baseline, grids of 6 to 10
+# nodes looked converged while off by more than the estimate, whatever the safety factor
+# (oracle, docs/AUTO_IG.md); with at least 17 nodes none was.
+AUTO_MIN_NODES = 17
 COMPLETENESS_FLOOR = 1e-3
-# The change of a bisected pair estimates the coarse pair's error. What is left after bisection is
-# about a third of it for a smooth integrand (Richardson, trapezoid order 2) and about a half at
-# a ReLU kink; a half keeps the estimate above the measured error on the benchmark's CNN,
-# MiniLM-sized encoder and ResNet-18 (a third let ResNet-18 stop at 1.4 % for a 1 % tolerance).
-RICHARDSON = 0.5
-_BLOCK = 64  # node rows gathered at once when the estimate is recomputed
+RESOLUTION_FACTOR = 64  # rounding of a float sum of many terms, with room for the model's own
 _TINY = 1e-300
 
 
@@ -89,6 +91,7 @@ class _ExplicandState:
     trapezoid: np.ndarray = field(default_factory=lambda: np.zeros(0))  # integral of phi, each
     completeness: np.ndarray = field(default_factory=lambda: np.zeros(0))  # trapezoid - df, each
     change: float = float("inf")
+    resolution: float = 0.0  # the completeness error float arithmetic can resolve
     active: bool = True
 
     @property
@@ -115,6 +118,7 @@ def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
     feature_shape = (1,) * (x.dim() - 1)
     store = _NodeStore(acc_dtype)
     states = [_ExplicandState() for _ in range(n_explicands)]
+    eps = _rounding(x)
     initial = np.linspace(0.0, 1.0, AUTO_INITIAL_INTERVALS + 1)
     pending = [(b, initial) for b in range(n_explicands)]
     history_evals: list[list[int]] = []
@@ -155,12 +159,14 @@ def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
             mine = owners_np == b
             if not state.active or not mine.any():
                 continue
-            _update(state, store, alphas_np[mine], new_ids[mine], new_f[mine], new_phi[mine])
+            _update(state, store, alphas_np[mine], new_ids[mine], new_f[mine], new_phi[mine],
+                    eps)
             evaluated = state.alphas.size
             if _converged(state, tolerance) or evaluated >= max_evaluations:
                 state.active = False
                 continue
-            chosen = _mark_intervals(_indicators(state), max_evaluations - evaluated)
+            chosen = _mark_intervals(_indicators(state, tolerance),
+                                     max_evaluations - evaluated)
             pending.append((b, 0.5 * (state.alphas[chosen] + state.alphas[chosen + 1])))
         history_evals.append([s.alphas.size for s in states])
         history_relative.append([_relative_delta(s) for s in states])
@@ -174,78 +180,42 @@ def _chunk_index(store: _NodeStore, first_id: int) -> int:
     return int(np.searchsorted(np.asarray(store.starts), first_id, side="left"))
 
 
-def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: np.ndarray,
-            f: np.ndarray, phi: np.ndarray) -> None:
-    """Merge new nodes; recompute the estimate's per-feature error and the interval figures.
+def _rounding(x: torch.Tensor) -> float:
+    """Machine epsilon of the model's arithmetic: the input dtype, or autocast's when on."""
+    eps = float(torch.finfo(x.dtype).eps) if x.dtype.is_floating_point else 0.0
+    if torch.is_autocast_enabled(x.device.type):
+        eps = max(eps, float(torch.finfo(torch.get_autocast_dtype(x.device.type)).eps))
+    return eps
 
-    Per-feature error: for every parent interval [p, q] bisected at m, the change of its
-    trapezoid estimate per feature, |w / 2 (2 r_m - r_p - r_q)| (w = q - m, r = grad x (x - x')),
-    counted half for each child that is still a leaf, and summed in absolute value (so errors
-    of opposite sign across intervals cannot cancel); a leaf of the initial grid has no parent
-    and counts its left-right Riemann spread w / 2 |r_q - r_p|. The estimate is then
-    max_i E_i / max_i |A_i|.
-    """
+
+def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: np.ndarray,
+            f: np.ndarray, phi: np.ndarray, eps: float) -> None:
+    """Merge new nodes; recompute the per-feature estimate and the interval figures."""
     state.merge(alphas, ids, f, phi)
     widths = np.diff(state.alphas)
     state.trapezoid = 0.5 * widths * (state.phi[:-1] + state.phi[1:])
     state.completeness = state.trapezoid - np.diff(state.f)
-    total, feature_error, interval_error = _feature_error(state, store, widths)
-    scale = max(float(total.abs().max()), _TINY)
-    state.change = RICHARDSON * float(feature_error.max()) / scale
-    state.interval_error = interval_error / scale
+    total, error, leaf_error = feature_error(state.alphas, state.ids, store,
+                                             1.0 / AUTO_INITIAL_INTERVALS)
+    state.resolution = RESOLUTION_FACTOR * eps * (float(total.abs().sum()) + abs(state.f[0])
+                                                  + abs(state.f[-1]))
+    # Relative to a lower bound of the true max_i |A_i|, never to less than float arithmetic
+    # resolves (attributions that are all zero, as for f(x) = f(x') feature by feature).
+    lower = float((total.abs() - error).max())
+    scale = max(lower, state.resolution, _TINY)
+    state.change = float(error.max()) / scale
+    state.interval_error = leaf_error / scale
 
 
-def _feature_error(state: _ExplicandState, store: _NodeStore, widths: np.ndarray
-                   ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """(attributions A, error vector E, each leaf's max_i error) in blocks over the nodes."""
-    alphas = state.alphas
-    initial_width = 1.0 / AUTO_INITIAL_INTERVALS
-    weights = trapezoid_weights(alphas)
-    width = store.chunks[0].shape[1]
-    total = torch.zeros(width, dtype=torch.float64)
-    error = torch.zeros(width, dtype=torch.float64)
-    leaf_error = np.zeros(widths.size)
-    for start in range(0, alphas.size, _BLOCK):
-        stop = min(alphas.size, start + _BLOCK)
-        total += torch.as_tensor(weights[start:stop]) @ store.gather(state.ids[start:stop])
-    # Leaves of the initial grid: the left-right Riemann spread.
-    top = np.flatnonzero(widths >= initial_width * (1 - 1e-9))
-    # Other leaves: their parent [p, q] = the aligned interval of twice their width.
-    child = np.flatnonzero(widths < initial_width * (1 - 1e-9))
-    parent_start = np.floor(alphas[child] / (2 * widths[child]) + 1e-9) * 2 * widths[child]
-    parents: dict[tuple[float, float], list[int]] = {}
-    for leaf, start_alpha in zip(child, parent_start, strict=True):
-        parents.setdefault((float(widths[leaf]), float(start_alpha)), []).append(int(leaf))
-    triples = [(p, p + w, p + 2 * w, w, leaves) for (w, p), leaves in parents.items()]
-    for start in range(0, len(top), _BLOCK):
-        block = top[start:start + _BLOCK]
-        left = store.gather(state.ids[block])
-        right = store.gather(state.ids[block + 1])
-        spread = torch.as_tensor(0.5 * widths[block]).view(-1, 1) * (right - left).abs()
-        error += spread.sum(0)
-        leaf_error[block] = spread.amax(1).numpy()
-    for start in range(0, len(triples), _BLOCK):
-        block = triples[start:start + _BLOCK]
-        nodes = np.searchsorted(alphas, np.array([[t[0], t[1], t[2]] for t in block]))
-        rows = store.gather(state.ids[nodes.reshape(-1)]).view(len(block), 3, width)
-        w = torch.as_tensor([t[3] for t in block]).view(-1, 1)
-        change = (0.5 * w * (2 * rows[:, 1] - rows[:, 0] - rows[:, 2])).abs()
-        leaf_count = torch.as_tensor([len(t[4]) for t in block], dtype=torch.float64)
-        error += (0.5 * leaf_count.view(-1, 1) * change).sum(0)
-        per_parent = change.amax(1).numpy()
-        for t, value in zip(block, per_parent, strict=True):
-            leaf_error[t[4]] = 0.5 * value
-    return total, error, leaf_error
-
-
-def _scale(state: _ExplicandState) -> float:
+def _scale(state: _ExplicandState, tolerance: float) -> float:
     gap = abs(state.f[-1] - state.f[0])
     floor = COMPLETENESS_FLOOR * max(abs(state.f[-1]), abs(state.f[0]))
-    return max(gap, floor, _TINY)
+    return max(gap, floor, state.resolution / tolerance, _TINY)
 
 
 def _converged(state: _ExplicandState, tolerance: float) -> bool:
-    return state.completeness_error <= tolerance * _scale(state) and state.change <= tolerance
+    return (state.alphas.size >= AUTO_MIN_NODES and state.change <= tolerance
+            and state.completeness_error <= tolerance * _scale(state, tolerance))
 
 
 def _relative_delta(state: _ExplicandState) -> float:
@@ -254,8 +224,8 @@ def _relative_delta(state: _ExplicandState) -> float:
     return abs(total - gap) / max(abs(gap), 1e-12)
 
 
-def _indicators(state: _ExplicandState) -> np.ndarray:
-    return np.abs(state.completeness) / _scale(state) + state.interval_error
+def _indicators(state: _ExplicandState, tolerance: float) -> np.ndarray:
+    return np.abs(state.completeness) / _scale(state, tolerance) + state.interval_error
 
 
 def _mark_intervals(indicators: np.ndarray, budget_left: int) -> np.ndarray:

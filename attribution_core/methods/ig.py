@@ -80,8 +80,10 @@ def integrated_gradients(
         raise TypeError(f"n_steps must be an int or 'auto', got {n_steps!r}.")
     expanded = expand_baselines(inputs, baselines)
 
+    adaptive = n_steps == "auto" and alphas is None
     key, hit = lookup(
-        cache, "integrated_gradients", forward, model_key,
+        cache, "integrated_gradients.auto" if adaptive else "integrated_gradients", forward,
+        model_key,
         tensors={"inputs": inputs, "baselines": expanded},
         params={"target": _plain(target), "n_steps": n_steps, "method": method,
                 "tolerance": tolerance if n_steps == "auto" else None,
@@ -100,7 +102,7 @@ def integrated_gradients(
     )
     x = inputs.detach().to(device)
     x_base = expanded.detach().to(device)
-    if n_steps == "auto" and alphas is None:
+    if adaptive:
         result = adaptive_ig(engine, x, x_base, tolerance, max_evaluations)
     else:
         rule = custom_rule(_as_numpy(alphas)) if alphas is not None else quadrature(method, n_steps)

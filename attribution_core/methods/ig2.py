@@ -31,6 +31,11 @@ from attribution_core.engine import (
 )
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
 from attribution_core.methods._ig2_path import Bound, PathRunner, WalkSettings
+from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trust API)
+    SHORT_PATH_REACH,
+    Ig2TrustSummary,
+    trust_summary,
+)
 from attribution_core.results import IG2Attribution, to_device
 from attribution_core.validation import check_inputs, check_positive_int
 
@@ -50,7 +55,7 @@ def ig2(
     representation: Representation = None,
     target: int | list[int] | torch.Tensor | None = None,
     n_steps: int = DEFAULT_N_STEPS,
-    step_size: float | Literal["auto"] = "auto",
+    step_size: float | Literal["auto"] | torch.Tensor = "auto",
     norm: Norm = "l2",
     rule: Rule = "trapezoid",
     batch_size: int | None = None,
@@ -61,6 +66,8 @@ def ig2(
     clip: tuple[Bound, Bound] | None = None,
     eps: float = 1e-12,
     early_stop: bool = False,
+    halving: bool = False,
+    autocast: torch.dtype | None = None,
     cache: ResultCache | None = None,
     model_key: str | None = None,
 ) -> IG2Attribution:
@@ -71,12 +78,20 @@ def ig2(
     its input), a module, or a callable ``representation(z, **kwargs) -> [rows, ...]``; None takes
     the input of the last registered ``nn.Linear``. ``step_size`` (eta) is in input units, in
     the chosen norm; "auto": eta = mean_r ||x - x_r|| / n_steps (a path as long as the
-    straight line to the references; ReLU kinks make completeness error grow with eta).
+    straight line to the references; ReLU kinks make completeness error grow with eta); a
+    tensor [N]: one eta per explicand.
     ``rule``: "trapezoid" (default), "middle", or "left" (the authors' code). ``clip``: the
     valid input box (lo, hi), scalars or tensors broadcastable to one input. ``early_stop``
     freezes a reference's path once its distance stops falling. ``reference_kwargs``: forward
     kwargs for the references (e.g. their attention masks); by default the explicand's are used.
     Without ``batch_size`` one extra forward pass measures memory to plan the chunk size.
+
+    ``convergence`` (per explicand, like IG's) adds the references' part (their spread) and
+    the steps' part: with ``halving`` a companion path per reference walks the same length in
+    T // 2 steps in the same model calls (about 50 % more rows; it measures the path's own
+    discretisation too); without it the same path integrated on every other point (no extra
+    row; the quadrature's error only). ``autocast`` (e.g. torch.bfloat16) runs the model under
+    autocast for a preview: never cached. The attributions do not depend on ``halving``.
     """
     _validate(inputs, references, n_steps, step_size, norm, rule, eps)
     n_explicands = inputs.shape[0]
@@ -86,15 +101,17 @@ def ig2(
         raise ValueError(f"references of shape {tuple(references.shape)} do not match inputs of "
                          f"shape {tuple(inputs.shape)}: use [B, ...] or [N, B, ...].")
     probe = resolve_representation(forward, representation)
-    step_sizes = auto_step_size(inputs, refs, n_steps, norm) if step_size == "auto" else \
-        torch.full((n_explicands,), float(step_size), dtype=torch.float64)
+    step_sizes = _step_sizes(step_size, inputs, refs, n_steps, norm)
+    if autocast is not None:
+        cache = None  # a preview is never cached
     key, hit = _lookup(cache, forward, model_key, inputs, refs, probe, target, n_steps,
                        step_sizes, norm, rule, forward_kwargs, reference_kwargs, clip, eps,
-                       early_stop)
+                       early_stop, halving)
     if hit is not None:
         return hit
     device = model_device(forward, inputs.device)
-    settings = WalkSettings(n_steps, step_sizes, norm, rule, eps, early_stop, progress)
+    settings = WalkSettings(n_steps, step_sizes, norm, rule, eps, early_stop, progress,
+                            autocast, halving)
     runner = PathRunner(forward, probe, inputs.detach().to(device), refs.detach().to(device),
                         target, forward_kwargs, reference_kwargs, clip, device, settings)
     with device_lock(device), frozen_parameters(module_of(forward)), \
@@ -108,6 +125,21 @@ def ig2(
     if cache is not None and key is not None:
         cache.put(key, result)
     return result
+
+
+def _step_sizes(step_size: float | str | torch.Tensor, inputs: torch.Tensor,
+                refs: torch.Tensor, n_steps: int, norm: str) -> torch.Tensor:
+    """eta per explicand [N] (float64, CPU)."""
+    n_explicands = inputs.shape[0]
+    if isinstance(step_size, torch.Tensor):
+        sizes = step_size.detach().to("cpu", torch.float64).reshape(-1)
+        if sizes.numel() != n_explicands or not bool((sizes > 0).all()):
+            raise ValueError(f"a step_size tensor needs {n_explicands} positive entries (one "
+                             f"per explicand), got {tuple(step_size.shape)}.")
+        return sizes.clone()
+    if step_size == "auto":
+        return auto_step_size(inputs, refs, n_steps, norm)
+    return torch.full((n_explicands,), float(step_size), dtype=torch.float64)
 
 
 def auto_step_size(inputs: torch.Tensor, refs: torch.Tensor, n_steps: int, norm: str
@@ -127,7 +159,7 @@ def auto_step_size(inputs: torch.Tensor, refs: torch.Tensor, n_steps: int, norm:
 
 
 def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
-              step_size: float | str,
+              step_size: float | str | torch.Tensor,
               norm: str, rule: str, eps: float) -> None:
     check_inputs(inputs)
     if not isinstance(references, torch.Tensor) or references.dim() not in (
@@ -136,7 +168,8 @@ def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
     if references.shape[references.dim() - inputs.dim()] == 0:
         raise ValueError("references holds no reference (B is 0).")
     check_positive_int("n_steps", n_steps)
-    if step_size != "auto" and not (isinstance(step_size, int | float) and step_size > 0):
+    if not isinstance(step_size, torch.Tensor) and step_size != "auto" and \
+            not (isinstance(step_size, int | float) and step_size > 0):
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
     if norm not in NORMS:
         raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
@@ -150,7 +183,7 @@ def _lookup(cache: ResultCache | None, forward: ForwardFn, model_key: str | None
             inputs: torch.Tensor, refs: torch.Tensor, probe: RepresentationProbe, target: Any,
             n_steps: int, step_sizes: torch.Tensor, norm: str, rule: str,
             forward_kwargs: Mapping[str, Any] | None, reference_kwargs: Mapping[str, Any] | None,
-            clip: tuple[Bound, Bound] | None, eps: float, early_stop: bool
+            clip: tuple[Bound, Bound] | None, eps: float, early_stop: bool, halving: bool
             ) -> tuple[str | None, IG2Attribution | None]:
     return lookup(
         cache, "ig2", forward, model_key, tensors={"inputs": inputs, "references": refs},
@@ -158,5 +191,5 @@ def _lookup(cache: ResultCache | None, forward: ForwardFn, model_key: str | None
                 "rule": rule, "eps": eps, "early_stop": early_stop,
                 "representation": probe.name, "kwargs": dict(forward_kwargs or {}),
                 "reference_kwargs": None if reference_kwargs is None else dict(reference_kwargs),
-                "clip": clip},
+                "clip": clip, "halving": halving},
         device=inputs.device)

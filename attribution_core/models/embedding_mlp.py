@@ -20,7 +20,6 @@ to the row's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
 from attribution_core import limits
+from attribution_core.identity import upload_digest
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
@@ -44,7 +44,7 @@ from attribution_core.models.upload_checks import (
     mlp_sizes,
     safetensors_header,
 )
-from attribution_core.models.uploads import check_model_upload_size, content_hash
+from attribution_core.models.uploads import check_model_upload_size
 
 MAX_CATEGORIES = limits.MAX_EMBEDDING_CATEGORIES
 
@@ -193,13 +193,13 @@ def embedding_mlp_spec(data: bytes, file_name: str, config: Mapping[str, Any], *
         isinstance(named, list) and named else [f"class {i}" for i in range(outputs)]
     if kind == "classification" and len(classes) != outputs:
         raise ModelLoadError(f"{len(classes)} class names for {outputs} outputs.")
-    digest = content_hash(data + json.dumps(config, sort_keys=True).encode())
+    digest = upload_digest(data, config=config, reference=rows, labels=labels)
     return encoded_tabular_spec(
         f"upload:embedding-mlp:{digest[:12]}", rest, front,
         class_names=None if kind == "regression" else classes, output_kind=kind,
         title=f"Your embedding MLP ({file_name})",
-        description=f"Uploaded safetensors MLP (sha256 {digest[:12]}…) with an embedding per "
-                    f"categorical column ({len(order)} of {len(names)} columns); attributions "
+        description=f"Uploaded safetensors MLP (upload sha256 {digest[:12]}…) with an embedding "
+                    f"per categorical column ({len(order)} of {len(names)} columns); attributions "
                     "are computed in the embedding space and summed per column.",
         reference=rows, labels=labels, weights_sha256=digest,
         metadata={"file": file_name, "format": "safetensors embedding MLP",

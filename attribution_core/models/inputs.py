@@ -98,3 +98,12 @@ def model_rows(loaded: LoadedModel, raw: np.ndarray) -> torch.Tensor:
     if loaded.preprocess is None:
         return torch.as_tensor(np.atleast_2d(raw), dtype=torch.float32)
     return loaded.preprocess(np.atleast_2d(raw)).detach().cpu().float()
+
+
+def output_probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from a classifier's outputs [..., C], by its declared output kind:
+    softmax of logits, or the outputs as they are (clamped to [0, 1]) for a model that already
+    gives probabilities (an uploaded ONNX classifier: ``outputs_probabilities``)."""
+    if loaded.spec.metadata.get("outputs_probabilities"):
+        return outputs.clamp(0.0, 1.0)
+    return torch.softmax(outputs, dim=-1)

@@ -42,3 +42,16 @@ def _file_stamp(spec: ModelSpec) -> str:
         return ""
     stat = path.stat()
     return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def forget(name: str | None = None) -> None:
+    """Drop the loaded copies of model ``name`` (every model's when None)."""
+    with _LOCK:
+        for key in [key for key in _LOADED if name is None or key[0] == name]:
+            del _LOADED[key]
+
+
+def loaded_keys() -> list[tuple[str, str]]:
+    """(name, device) of every model held now."""
+    with _LOCK:
+        return [(name, device) for name, device, _stamp in _LOADED]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from attribution_core.identity import upload_digest
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
@@ -204,7 +205,6 @@ def build_categorical(model: Any, data: bytes, file_name: str, *,
     from attribution_core.models.categorical_trial import schema_from_json
     from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
     from attribution_core.models.onnx_ml import register_ml_converters
-    from attribution_core.models.uploads import content_hash
 
     output, classifier = plain._explained_output(model)
     split = split_graph(model, output, None if measured is None else str(measured["cut"]))
@@ -261,13 +261,13 @@ def build_categorical(model: Any, data: bytes, file_name: str, *,
     classes = class_names or (plain._class_labels(model) if classifier else None)
     if not regression and (classes is None or len(classes) != width_out):
         classes = [f"class {i}" for i in range(width_out)]
-    digest = content_hash(data)
+    digest = upload_digest(data, class_names=class_names, reference=rows, labels=labels)
     n_categorical = len(schema.categorical)
     spec = encoded_tabular_spec(
         f"upload:onnx:{digest[:12]}", rest, encoder,
         class_names=None if regression else classes, output_kind=kind,
         title=f"Your ONNX pipeline ({file_name})",
-        description=f"Uploaded ONNX pipeline (sha256 {digest[:12]}…): {len(schema.columns)} "
+        description=f"Uploaded ONNX pipeline (upload sha256 {digest[:12]}…): {len(schema.columns)} "
                     f"columns ({n_categorical} categorical) encoded into {schema.width} "
                     "slots before the model; attributions are summed per column"
                     + ("; it outputs probabilities." if classifier else "."),

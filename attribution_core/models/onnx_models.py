@@ -26,6 +26,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from attribution_core import limits
+from attribution_core.identity import upload_digest
 from attribution_core.models.encoded_tabular import representation_layer
 from attribution_core.models.loaders import load_state
 from attribution_core.models.onnx_checks import check_declared_sizes, check_inputs, check_own_bytes
@@ -40,7 +41,7 @@ from attribution_core.models.upload_checks import (
     mlp_sizes,
     safetensors_header,
 )
-from attribution_core.models.uploads import check_model_upload_size, content_hash
+from attribution_core.models.uploads import check_model_upload_size
 
 TENSOR_FLOAT, TENSOR_DOUBLE = 1, 11  # onnx.TensorProto element types
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
@@ -360,14 +361,14 @@ def tabular_upload_spec(data: bytes, file_name: str, *, config: dict[str, Any] |
     classes = class_names or config.get("class_names") or facts["class_labels"]
     if classes is not None and len(classes) != width_out and not regression:
         raise ModelLoadError(f"{len(classes)} class names for {width_out} outputs.")
-    digest = content_hash(data)
+    digest = upload_digest(data, config=config, class_names=class_names, reference=reference)
     probabilities = kind == "ONNX" and bool(facts["classifier"])
     spec = build_spec(
         f"upload:{kind.split()[0].lower()}:{digest[:12]}", module, "tabular",
         class_names=None if regression else (classes or [f"class {i}" for i in
                                                           range(width_out)]),
         output_kind=output_kind, title=f"Your {kind} model ({file_name})",
-        description=f"Uploaded {kind} (sha256 {digest[:12]}…)"
+        description=f"Uploaded {kind} (upload sha256 {digest[:12]}…)"
                     + ("; it outputs probabilities, so attributions add up to a change in "
                        "probability." if probabilities else "."),
         feature_names=names, reference_data=None if rows is None else (rows, labels),
@@ -395,11 +396,11 @@ def onnx_image_spec(data: bytes, file_name: str, class_names: Sequence[str] | No
     if len(names) != width_out:
         raise ModelLoadError(f"{len(names)} class names for {width_out} outputs.")
     imagenet = normalisation == "imagenet" and channels == 3
-    digest = content_hash(data)
+    digest = upload_digest(data, class_names=class_names, normalisation=normalisation)
     return build_spec(
         f"upload:onnx-image:{digest[:12]}", module, "image", class_names=names,
         title=f"Your ONNX image model ({file_name}, {width_out} classes)",
-        description=f"Uploaded ONNX (sha256 {digest[:12]}…), input {channels}x{size[0]}x"
+        description=f"Uploaded ONNX (upload sha256 {digest[:12]}…), input {channels}x{size[0]}x"
                     f"{size[1]}" + (", ImageNet normalisation." if imagenet else "."),
         input_size=size, mean=IMAGENET_MEAN if imagenet else None,
         std=IMAGENET_STD if imagenet else None, source="upload", weights_sha256=digest,

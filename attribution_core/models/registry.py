@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import torch
 
+from attribution_core.models import loading
 from attribution_core.models.loading import load_spec
 from attribution_core.models.spec import LoadedModel, Modality, ModelLoadError, ModelSpec
 
 _SPECS: dict[str, ModelSpec] = {}
-_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.RLock()
 _BUILTINS_READY = False
 _PLUGINS_LOADING = False
@@ -74,8 +74,7 @@ def unregister_spec(name: str) -> None:
         spec = _SPECS.get(name)
         if spec is not None and spec.source in ("plugin", "upload"):
             del _SPECS[name]
-            for key in [key for key in _LOADED if key[0] == name]:
-                del _LOADED[key]
+            loading.forget(name)
 
 
 def register_spec(spec: ModelSpec, replace: bool = False) -> ModelSpec:
@@ -85,8 +84,7 @@ def register_spec(spec: ModelSpec, replace: bool = False) -> ModelSpec:
         if spec.name in _SPECS and not replace:
             raise ModelLoadError(f"A model named {spec.name!r} is already registered.")
         _SPECS[spec.name] = spec
-        for key in [key for key in _LOADED if key[0] == spec.name]:
-            del _LOADED[key]
+        loading.forget(spec.name)
     return spec
 
 
@@ -115,11 +113,9 @@ def load_model(name: str | ModelSpec, device: str | torch.device | None = None) 
 
 def clear_model_cache() -> None:
     """Drop every loaded model (the specs stay registered)."""
-    with _LOCK:
-        _LOADED.clear()
+    loading.forget()
 
 
 def cached_models() -> list[tuple[str, str]]:
-    """(name, device) of every model currently held in the cache."""
-    with _LOCK:
-        return [(name, device) for name, device, _ in _LOADED]
+    """(name, device) of every model currently held in the loading cache."""
+    return loading.loaded_keys()

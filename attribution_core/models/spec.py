@@ -110,7 +110,8 @@ class ModelSpec:
     units; for the built-in models it is about 1/100 of the median L2 distance between held-out
     samples of different classes, so about 100 GradPath steps cover the way to a reference.
     ``samples`` lists the bundled example inputs. ``weights_sha256`` is the sha256 of the
-    weights file (the content hash the result cache uses).
+    weights file (for an upload: of the whole upload, config included; ``identity.upload_digest``),
+    the content hash the result cache uses.
     """
 
     name: str

@@ -12,7 +12,6 @@ uploading session only (dashboard/widgets/session_models.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from attribution_core import limits
+from attribution_core.identity import upload_digest
 from attribution_core.models.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -69,10 +69,6 @@ def check_model_upload_size(n_bytes: int, what: str = "The model file") -> None:
     if n_bytes > limit:
         raise ModelLoadError(f"{what} is {n_bytes / 2**20:.0f} MB; this server accepts model "
                              f"uploads up to {limit / 2**20:.0f} MB.")
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def parse_class_names(data: bytes, file_name: str) -> tuple[str, ...]:
@@ -129,12 +125,12 @@ def torchvision_upload_spec(data: bytes, architecture: str,
         raise ModelLoadError(f"The class-names file lists {len(class_names)} names but the "
                              f"weights have {n_classes} classes.")
     network = network_from_file(data, entries, architecture, n_classes, file_name)
-    digest = content_hash(data)
+    digest = upload_digest(data, architecture=architecture, class_names=class_names)
     return build_spec(
         f"upload:{architecture}:{digest[:12]}", network, "image",
         class_names=class_names or tuple(f"class {i}" for i in range(n_classes)),
         title=f"Your {architecture} ({file_name}, {n_classes} classes)",
-        description=f"Uploaded safetensors weights (sha256 {digest[:12]}…) on torchvision's "
+        description=f"Uploaded safetensors weights (upload sha256 {digest[:12]}…) on torchvision's "
                     f"{architecture}; ImageNet normalisation, {CROP}x{CROP} centre crop.",
         input_size=CROP, mean=IMAGENET_MEAN, std=IMAGENET_STD, source="upload",
         weights_sha256=digest, preprocess=partial(image_preprocess, resize=RESIZE, crop=CROP),

@@ -27,6 +27,7 @@ from attribution_core.methods.gradient_shap import gradient_shap
 from attribution_core.methods.gradient_x_input import gradient_x_input
 from attribution_core.methods.ig import integrated_gradients
 from attribution_core.methods.ig2 import ig2
+from attribution_core.methods.ig2_tuning import DEFAULTS, PathSetting
 from attribution_core.methods.saliency import saliency
 from attribution_core.methods.smoothgrad import smoothgrad
 from attribution_core.metrics_checks import agreement
@@ -34,6 +35,7 @@ from attribution_core.modalities.image import gaussian_blur
 from attribution_core.models.architectures import ShapesCNN
 from attribution_core.models.assets import read_metadata, weights_path
 from attribution_core.references import select_references
+from attribution_core.validity import ig2_settings
 from attribution_core.validity.rows import BenchmarkRow, Progress, summarise
 
 MODEL_NAME = "shapes_backgrounds_cnn"
@@ -43,6 +45,7 @@ IG_STEPS = 64
 IG2_REFERENCES = 16
 IG2_STEPS = 64
 NOISE_DRAWS = 4
+BEST_PATH = "IG2(random, best path settings)"
 IMAGE_NOTE = (
     "Shapes scenes (the class is the kind of the single red shape; its mask is the ground "
     "truth) on four backgrounds, explained on a CNN trained on all four "
@@ -52,8 +55,10 @@ IMAGE_NOTE = (
     "4 other-class references). Image methods: IG 64 Gauss-Legendre steps; IG2 16 references, "
     "64 steps, automatic eta, clipped to [0, 1]; random = any training scenes, other class = "
     "scenes of another class, nearest other class = the 16 nearest of those in pixel "
-    "space. share on mask: the share of positive attribution on the ground truth (random "
-    "maps score the mask's area share); pointing game: the top pixel or token lies on it. "
+    "space; best path settings = random references with the eta / steps / layer whose paths "
+    "got closest to their references on 8 calibration scenes (table below). share on "
+    "mask: the share of positive attribution on the ground truth (random maps score the "
+    "mask's area share); pointing game: the top pixel or token lies on it. "
     "Mean over cases [95 % bootstrap interval].")
 
 
@@ -72,6 +77,7 @@ class ImageContext:
     pool_x: torch.Tensor
     pool_labels: torch.Tensor
     seed: int
+    ig2_setting: PathSetting = DEFAULTS  # the path diagnostic's choice (ig2_settings)
 
 
 def load_backgrounds_cnn() -> nn.Module:
@@ -128,6 +134,12 @@ def _references(ctx: ImageContext, policy: str) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _ig2_best_path(ctx: ImageContext) -> torch.Tensor:
+    """IG2(random) with the settings the path diagnostic chose on the calibration scenes."""
+    return ig2_settings.run_setting(ctx.model, ctx.x, _references(ctx, "random"), ctx.labels,
+                                    ctx.ig2_setting, IG2_STEPS).attributions
+
+
 def _ig2(policy: str) -> Callable[[ImageContext], torch.Tensor]:
     def run(ctx: ImageContext) -> torch.Tensor:
         return ig2(ctx.model, ctx.x, _references(ctx, policy), target=ctx.labels,
@@ -138,6 +150,7 @@ def _ig2(policy: str) -> Callable[[ImageContext], torch.Tensor]:
 IMAGE_METHODS: tuple[tuple[str, Callable[[ImageContext], torch.Tensor]], ...] = (
     ("IG(black)", _ig(lambda ctx: torch.zeros_like(ctx.x))),
     ("IG2(random)", _ig2("random")),
+    (BEST_PATH, _ig2_best_path),
     ("IG(white)", _ig(lambda ctx: torch.ones_like(ctx.x))),
     ("IG(blurred)", _ig(_blurred)),
     ("IG(dataset mean)", _ig(lambda ctx: ctx.pool_x.mean(0, keepdim=True).expand_as(ctx.x))),
@@ -175,6 +188,14 @@ def run_shapes(n_cases: int, seed: int = 0, progress: Progress | None = None,
     pool = generate_shapes(POOL[0], POOL[1], BACKGROUNDS)
     pool_x, pool_labels = torch.from_numpy(pool.images), torch.from_numpy(pool.labels)
     chosen = [m for m in IMAGE_METHODS if not methods or m[0] in methods]
+    setting, settings_info = DEFAULTS, None
+    if any(name == BEST_PATH for name, _ in chosen):
+        if progress is not None:
+            progress(0, 1, "IG2 path settings on the calibration scenes")
+        choice = ig2_settings.calibrate(model, pool_x, pool_labels,
+                                        torch.from_numpy(pool.masks), IG2_REFERENCES,
+                                        IG2_STEPS, seed)
+        setting, settings_info = choice.chosen, ig2_settings.choice_record(choice)
     rows: list[BenchmarkRow] = []
     accuracy: dict[str, float] = {}
     total, done = len(BACKGROUNDS) * len(chosen), 0
@@ -184,7 +205,7 @@ def run_shapes(n_cases: int, seed: int = 0, progress: Progress | None = None,
         labels = torch.from_numpy(scenes.labels)
         with torch.no_grad():
             accuracy[background] = float((model(x).argmax(1) == labels).double().mean())
-        context = ImageContext(model, x, labels, pool_x, pool_labels, seed)
+        context = ImageContext(model, x, labels, pool_x, pool_labels, seed, setting)
         for name, method in chosen:
             if progress is not None:
                 progress(done, total, f"shapes on {background}: {name}")
@@ -198,7 +219,8 @@ def run_shapes(n_cases: int, seed: int = 0, progress: Progress | None = None,
                       .mean())
     return rows, {"model": MODEL_NAME, "accuracy_on_cases": accuracy,
                   "mask_area_share": round(mask_area, 4),
-                  "held_out": read_metadata(MODEL_NAME).get("held_out", {})}
+                  "held_out": read_metadata(MODEL_NAME).get("held_out", {}),
+                  "ig2_path_settings": settings_info}
 
 
 def run_cue_texts(n_cases: int, seed: int = 0, progress: Progress | None = None

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from attribution_core.validity.ig2_settings import settings_markdown
 from attribution_core.validity.svg import interval_plot
 
 HEADLINE = ("IG(mean)", "IG2(random)")
@@ -127,7 +128,8 @@ def validity_markdown(record: Mapping[str, Any], command: str) -> tuple[str, str
     image_part = image_tables(rows)
     if image_part:
         lines += ["", "## Images and texts: ground-truth masks on neutral ground", "",
-                  record.get("image_note", ""), *image_part]
+                  record.get("image_note", ""), *image_part,
+                  *settings_markdown(record.get("image_models", []))]
     lines += ["", "Method settings: " + record.get("method_note", ""), ""]
     svg = interval_plot(rows)
     return "\n".join(lines), svg

@@ -18,6 +18,8 @@ import streamlit as st
 
 from attribution_core.evaluation import (
     ALL_METHODS,
+    KNOWN_METHODS,
+    METHOD_IG2_BEST_PATH,
     EvalCase,
     EvaluationInputError,
     EvaluationSettings,
@@ -275,8 +277,11 @@ def baseline_choice(model: LoadedModel) -> tuple[str, str | None]:
 
 def settings_panel() -> tuple[EvaluationSettings, int]:
     """Methods (all by default) and the run's parameters; the seed is returned separately too."""
-    methods = st.multiselect("Methods", list(ALL_METHODS), default=list(ALL_METHODS),
-                             key="eval_methods")
+    methods = st.multiselect("Methods", list(KNOWN_METHODS), default=list(ALL_METHODS),
+                             key="eval_methods",
+                             help=f"{METHOD_IG2_BEST_PATH}: IG2 run with a few path settings "
+                                  "(eta, steps) per case, keeping the one whose paths got "
+                                  "closest to their references (about 5x IG2's cost).")
     defaults = EvaluationSettings()
     with st.expander("Settings", expanded=False):
         left, right = st.columns(2)
@@ -291,7 +296,7 @@ def settings_panel() -> tuple[EvaluationSettings, int]:
         points = right.slider("Curve points (deletion / insertion)", 5, 51,
                               defaults.curve_points, step=2, key="eval_curve_points")
         seed = int(right.number_input("Seed", 0, 10_000, defaults.seed, key="eval_seed"))
-    ordered = tuple(m for m in ALL_METHODS if m in methods)
+    ordered = tuple(m for m in KNOWN_METHODS if m in methods)
     settings = EvaluationSettings(methods=ordered, ig_steps=ig_steps, ig2_steps=ig2_steps,
                                   ig2_references=ig2_refs, smoothgrad_samples=samples,
                                   curve_points=points, seed=seed)

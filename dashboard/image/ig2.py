@@ -17,6 +17,10 @@ import torch
 
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.fast_paths import PreviewSummary
+from attribution_core.methods.ig2 import Ig2TrustSummary, trust_summary
+from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
+from attribution_core.models.inputs import output_probabilities
 from attribution_core.models.spec import LoadedModel
 
 RELEVANT_RANKS = (1, 2, 3)  # the 2nd to 4th most likely classes (IG2.md)
@@ -40,6 +44,10 @@ class Ig2Summary:
     reference_labels: tuple[int, ...]
     n_evaluations: int
     from_cache: bool
+    trust: Ig2TrustSummary | None = None
+    # The references' 95 % band per pixel (channels combined), / max |A|: where it is unsure.
+    band: np.ndarray | None = None
+    preview: PreviewSummary | None = None
 
 
 def _ig2_function() -> Callable[..., Any] | None:
@@ -84,8 +92,11 @@ def run_ig2(loaded: LoadedModel, inputs: torch.Tensor, target: int, *, n_referen
             choice: str, n_steps: int, step_size: float, representation: str | None, seed: int,
             cache: ResultCache | None, input_probabilities: torch.Tensor | None,
             progress: Callable[[str, float], None],
-            clip: tuple[Any, Any] | None = None) -> Ig2Summary:
-    """IG2 of one image against seeded references from the model's pool."""
+            clip: tuple[Any, Any] | None = None,
+            on_preview: Callable[[Ig2Preview], None] | None = None) -> Ig2Summary:
+    """IG2 of one image against seeded references from the model's pool, with its convergence
+    estimate (a companion path at half the steps). With ``on_preview``, a labelled preview on a
+    quarter of the references is computed and handed over first (never cached)."""
     function = _ig2_function()
     if function is None:
         raise RuntimeError("IG2 is not available in this build of the core.")
@@ -102,16 +113,24 @@ def run_ig2(loaded: LoadedModel, inputs: torch.Tensor, target: int, *, n_referen
                  f"({done}/{total})", min(1.0, done / max(total, 1)))
 
     box = clip if clip is not None else loaded.spec.input_box
+    box_arg = tuple(box) if box is not None else None
+    preview: Ig2Preview | None = None
+    if on_preview is not None:
+        progress("IG2: a quick preview first", 0.0)
+        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
+                              representation=_probe_for(loaded, layer), target=target,
+                              n_steps=n_steps, step_size=step_size, clip=box_arg)
+        on_preview(preview)
     result = function(
         loaded.forward, inputs, references, representation=_probe_for(loaded, layer),
         target=target, n_steps=n_steps, step_size=step_size, progress=on_progress,
-        clip=tuple(box) if box is not None else None, cache=cache,
-        model_key=loaded.weights_hash,
+        clip=box_arg, cache=cache, model_key=loaded.weights_hash, halving=True,
     )
-    summary = summarise(result, indices, pool.labels)
+    summary = dataclasses.replace(summarise(result, indices, pool.labels),
+                                  preview=summarise_ig2_preview(preview, result))
     with device_lock(loaded.device), torch.no_grad():
         logits = loaded.forward(summary.counterfactuals.to(loaded.device, inputs.dtype))
-    confidence = torch.softmax(logits.detach().double().cpu(), dim=-1).max(dim=-1).values
+    confidence = output_probabilities(loaded, logits.detach().double().cpu()).max(dim=-1).values
     return dataclasses.replace(summary, counterfactual_probabilities=tuple(confidence.tolist()))
 
 
@@ -130,6 +149,12 @@ def _probe_for(loaded: LoadedModel, layer: str | None) -> Any:
 def summarise(result: Any, indices: torch.Tensor, labels: torch.Tensor) -> Ig2Summary:
     """The first explicand's figures from an IG2Attribution, on the CPU."""
     trace = result.distance_trace.detach().cpu().double().numpy()[0]
+    band = None
+    if getattr(result, "reference_standard_error", None) is not None:
+        se = result.reference_standard_error.detach().cpu().double()[0]
+        scale = float(result.attributions.detach().cpu().double()[0].abs().max()) or 1.0
+        pixels = se.pow(2).sum(0).sqrt() if se.dim() == 3 else se  # independent channels
+        band = (1.96 * pixels / scale).numpy()
     return Ig2Summary(
         attributions=result.attributions.detach().cpu()[:1],
         counterfactuals=result.counterfactuals.detach().cpu()[0],
@@ -144,4 +169,6 @@ def summarise(result: Any, indices: torch.Tensor, labels: torch.Tensor) -> Ig2Su
         reference_labels=tuple(int(labels[i]) for i in indices.tolist()),
         n_evaluations=int(result.n_evaluations[0]),
         from_cache=bool(result.from_cache),
+        trust=trust_summary(result) if getattr(result, "convergence", None) is not None else None,
+        band=band,
     )

@@ -21,7 +21,11 @@ from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
 from attribution_core.modalities import image as image_io
-from attribution_core.models.inputs import image_preprocessing, image_tensor
+from attribution_core.models.inputs import (
+    image_preprocessing,
+    image_tensor,
+    output_probabilities,
+)
 from attribution_core.models.spec import LoadedModel
 from attribution_core.results import Attribution, to_device
 from dashboard.image import ig2 as ig2_adapter
@@ -115,9 +119,7 @@ def probabilities(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     they are for a model that already gives probabilities (an uploaded ONNX classifier)."""
     with device_lock(loaded.device), torch.no_grad():
         logits = loaded.forward(inputs.to(loaded.device))
-    if loaded.spec.metadata.get("outputs_probabilities"):
-        return logits.detach().double().cpu().clamp(0.0, 1.0)
-    return torch.softmax(logits.detach().double().cpu(), dim=-1)
+    return output_probabilities(loaded, logits.detach().double().cpu())
 
 
 def logits_of(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
@@ -163,7 +165,7 @@ def build_baseline(kind: str, loaded: LoadedModel, inputs: torch.Tensor,
 
 def check_baseline(loaded: LoadedModel, baseline: torch.Tensor, target: int) -> BaselineCheck:
     logits = logits_of(loaded, baseline)[0]
-    probs = torch.softmax(logits, dim=-1)
+    probs = output_probabilities(loaded, logits)
     predicted = int(probs.argmax())
     confident = float(probs[predicted]) >= max(NEUTRAL_CONFIDENCE, 2.0 / probs.numel())
     return BaselineCheck(
@@ -179,11 +181,12 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
                     settings: ImageSettings, *, cache: ResultCache | None,
                     progress: PhaseProgress | None = None,
                     input_probabilities: torch.Tensor | None = None,
-                    on_preview: Callable[[Preview], None] | None = None) -> ExplanationRun:
+                    on_preview: Callable[[Any], None] | None = None) -> ExplanationRun:
     """Compute what the page shows for one set of inputs (IG, IG2 or both, and the curve).
 
-    With ``on_preview``, an IG preview is computed first and handed over to be shown while the
-    exact result is computed; the run keeps only its summary."""
+    With ``on_preview``, an IG preview (and an IG2 preview before the exact IG2) is computed
+    first and handed over to be shown while the exact result is computed; the run keeps only
+    their summaries."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
     ig_result: Attribution | None = None
@@ -243,6 +246,7 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
                 seed=settings.seed, cache=cache, clip=_input_box(loaded, inputs),
                 input_probabilities=input_probabilities,
                 progress=lambda text, f: report(text, start_fraction + (1 - start_fraction) * f),
+                on_preview=on_preview,
             )
     report("Done", 1.0)
     if ig_result is not None:

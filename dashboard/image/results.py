@@ -24,6 +24,7 @@ from dashboard.image.views import ViewOptions, method_maps, render_maps
 from dashboard.widgets import (
     exports,
     figures,
+    ig2_trust,
     progressive,
     resources,
     run_costs,
@@ -117,6 +118,8 @@ def results_section(model: LoadedModel) -> None:
     for note in run.notes:
         st.warning(note)
     progressive.show_summary(run.preview)
+    if run.ig2 is not None:
+        progressive.show_summary(run.ig2.preview)
     options = _view_options()
     prep = logic.preprocessing_for(model, run.inputs)
     picture = display_array(model, run.inputs[0], prep)
@@ -173,6 +176,8 @@ def _completeness(run: logic.ExplanationRun) -> None:
             st.caption(f"{figures.completeness_colour(relative)}: {detail}")
             if name == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
+            if name == "IG2" and run.ig2 is not None and run.ig2.trust is not None:
+                ig2_trust.show_ig2_trust(run.ig2.trust)
     if run.ig is not None:
         with columns[-1]:
             _curve(run)
@@ -236,6 +241,18 @@ def _ig2_details(model: LoadedModel, run: logic.ExplanationRun,
                                   strict=True)]
         st.plotly_chart(figures.distance_trace_figure(summary.distance_trace, labels),
                         key="img_trace_fig", width="stretch")
+        if summary.trust is not None:
+            st.dataframe(ig2_trust.reach_rows(summary.trust, labels), hide_index=True,
+                         width="stretch", key="img_reach_table")
+    if summary.band is not None:
+        st.subheader("IG2 uncertainty from the references")
+        st.caption("Per pixel: the 95 % band of the reference average (1.96 standard errors of "
+                   "the per-reference maps, channels combined), over the largest attribution. "
+                   "Bright where another draw of references would move the map most.")
+        limit = float(np.max(summary.band)) or 1.0
+        st.plotly_chart(figures.heatmap_figure(summary.band, limit, "absolute", "Viridis",
+                                               "IG2 band / max |attribution|"),
+                        key="img_ig2_band_fig", width="stretch")
 
 
 def _enlarge(picture: np.ndarray, side: int = 96) -> np.ndarray:
@@ -311,4 +328,6 @@ def _record(model: LoadedModel, run: logic.ExplanationRun, key: str, limit: floa
                          "n_evaluations": s.n_evaluations,
                          "final_distances": s.distance_trace[:, -1].tolist()
                          if s.distance_trace.size else []}
+        if s.trust is not None:
+            record["ig2"].update(ig2_trust.trust_record(s.trust))
     return record

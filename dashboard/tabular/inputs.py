@@ -88,8 +88,10 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
     frame = _data_set(model)
     names = logic.feature_names(model)
     if frame is None:
-        st.info("This model has no data set; upload a CSV instead.")
-        return None
+        st.caption("This model has no data set: type the row to explain (raw units; every "
+                   "value starts at 0), or upload a CSV.")
+        values = _row_editor(model, np.zeros(len(names)), f"tab_typed_{model.spec.name}")
+        return None if values is None else _prepared(model, "typed row", values)
     where = "Your reference rows" if model.spec.source == "upload" else \
         "Held-out rows of the model's data set"
     st.caption(f"{where} ({len(frame)}). Search with the table's "
@@ -112,21 +114,31 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
         return _prepared(model, f"data set row {index}" + (" (edited)" if changed else ""),
                          edited_row)
     st.markdown(f"**Values of row {index}** (edit any cell; the table is in raw units)")
+    start = frame.loc[index, list(names)].astype(float).to_numpy()
+    values = _row_editor(model, start, f"tab_editor_{model.spec.name}_{index}")
+    if values is None:
+        return None
+    changed = not np.allclose(values, start, rtol=0, atol=0)
+    name = f"data set row {index}" + (" (edited)" if changed else "")
+    return _prepared(model, name, values)
+
+
+def _row_editor(model: LoadedModel, start: np.ndarray, key: str) -> np.ndarray | None:
+    """One value per feature in raw units, editable; None (with the bad cells listed) when a
+    cell cannot be used."""
+    names = logic.feature_names(model)
     unit_of = dict(zip(names, logic.units(model), strict=True))
-    editor = pd.DataFrame({"feature": list(names),
-                           "value": frame.loc[index, list(names)].astype(float).to_numpy(),
+    editor = pd.DataFrame({"feature": list(names), "value": np.asarray(start, dtype=float),
                            "unit": [unit_of[n] for n in names]})
-    edited = st.data_editor(editor, key=f"tab_editor_{model.spec.name}_{index}",
-                            hide_index=True, width="stretch", disabled=["feature", "unit"],
-                            num_rows="fixed", height=min(420, 36 + 35 * len(names)))
+    edited = st.data_editor(editor, key=key, hide_index=True, width="stretch",
+                            disabled=["feature", "unit"], num_rows="fixed",
+                            height=min(420, 36 + 35 * len(names)))
     values, problems = tab_io.validate_edited_row(list(edited["value"]), names)
     if problems:
         st.error("Some edited values cannot be used:\n\n" + "\n".join(
             f"- {p.describe()}" for p in problems[:MAX_PROBLEMS_SHOWN]))
         return None
-    changed = not np.allclose(values, editor["value"].to_numpy(), rtol=0, atol=0)
-    name = f"data set row {index}" + (" (edited)" if changed else "")
-    return _prepared(model, name, values)
+    return values
 
 
 def _prepared(model: LoadedModel, name: str, values: np.ndarray, **extra: Any
@@ -244,8 +256,9 @@ def _report_problems(file_name: str, checked: tab_io.RowValidation) -> None:
 
 
 def settings_panel(model: LoadedModel, source: TabularInput | None
-                   ) -> logic.TabularSettings:
-    """Target, method, baseline and steps; shown even while the input is unusable."""
+                   ) -> logic.TabularSettings | None:
+    """Target, method, baseline and steps; shown even while the input is unusable. None
+    (Explain disabled, the reason shown) when the settings cannot run on this model."""
     regression = logic.is_regression(model)
     if regression:
         target = 0
@@ -261,13 +274,23 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
             format_func=lambda c: logic.class_name(model, c)
             + (f" (p = {float(probs[c]):.3f})" if probs is not None else ""))
     method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key="tab_method")
-    kinds, labels = list(tab_io.BASELINE_KINDS), tab_io.BASELINE_LABELS
-    if logic.schema(model) is not None:  # categorical columns: the schema's own baselines
-        kinds, labels = list(model.spec.baselines), cat_io.BASELINE_LABELS
+    usable = True
+    if method != "IG" and logic.pool(model) is None:
+        st.warning("IG2 needs reference rows of other classes, and this model has no data set: "
+                   "choose IG.")
+        usable = False
+    kinds = list(logic.available_baselines(model))
     default = model.spec.default_baseline if model.spec.default_baseline in kinds else kinds[0]
     baseline = st.selectbox("Baseline (IG)", kinds, index=kinds.index(default),
-                            key="tab_baseline" if logic.schema(model) is None else
-                            "tab_baseline_encoded", format_func=labels.get)
+                            key=f"tab_baseline_{model.spec.name}",
+                            format_func=logic.baseline_labels(model).get)
+    baseline_values = None
+    if baseline == logic.TYPED:
+        st.caption("Baseline values (raw units)")
+        typed = _row_editor(model, np.zeros(len(logic.feature_names(model))),
+                            f"tab_typed_baseline_{model.spec.name}")
+        usable = usable and typed is not None
+        baseline_values = None if typed is None else tuple(float(v) for v in typed)
     reference_row = 0
     if baseline == "reference_row":
         data = logic.pool(model)
@@ -302,9 +325,12 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
                     "Step size (standardised units)", 1e-4, 10.0,
                     float(model.spec.ig2_step_size), format="%.4f", key="tab_ig2_eta"))
             seed = int(st.number_input("Seed (reference draw)", 0, 10_000, 0, key="tab_seed"))
+    if not usable:
+        return None
     return logic.TabularSettings(
         method=method, target=int(target), baseline=baseline,  # type: ignore[arg-type]
-        reference_row=reference_row, n_steps=n_steps, tolerance=float(tolerance),  # type: ignore
+        reference_row=reference_row, baseline_values=baseline_values,
+        n_steps=n_steps, tolerance=float(tolerance),  # type: ignore[arg-type]
         convergence_curve=bool(curve), n_references=int(n_refs),
         reference_choice=choice, ig2_steps=int(ig2_steps), ig2_step_size=step_size,  # type: ignore
         seed=seed)

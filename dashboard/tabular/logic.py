@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -24,12 +24,14 @@ from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
+from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import (
     feature_names,
     model_rows,
+    output_probabilities,
     tabular_baseline_raw,
 )
 from attribution_core.models.spec import LoadedModel, ReferencePool
@@ -40,6 +42,8 @@ from dashboard.widgets.figures import CurvePoint
 Method = Literal["IG", "IG2", "both"]
 PhaseProgress = Callable[[str, float], None]
 CURVE_DIVISORS = (8, 4, 2)
+TYPED = "typed"  # a baseline row the user types (raw units), offered for every model
+BASELINE_LABELS = {**tab_io.BASELINE_LABELS, TYPED: "a row you type (raw units)"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class TabularSettings:
     target: int = 0
     baseline: str = "mean"
     reference_row: int = 0
+    baseline_values: tuple[float, ...] | None = None  # raw units, for the typed baseline
     n_steps: int | Literal["auto"] = 64
     tolerance: float = 0.01
     convergence_curve: bool = True
@@ -67,6 +72,7 @@ class TabularIg2:
     reference_indices: tuple[int, ...]
     reference_targets: tuple[float, ...]  # class labels or regression targets of the pool rows
     how: str
+    preview: PreviewSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,7 @@ def value_texts(loaded: LoadedModel, raw: np.ndarray) -> list[str] | None:
 def probabilities(loaded: LoadedModel, outputs: torch.Tensor) -> torch.Tensor:
     """Class probabilities from the model's outputs: softmax of logits, or the outputs as they
     are when the model already gives probabilities (a scikit-learn classifier from ONNX)."""
-    if loaded.spec.metadata.get("outputs_probabilities"):
-        return outputs.clamp(0.0, 1.0)
-    return torch.softmax(outputs, dim=-1)
+    return output_probabilities(loaded, outputs)
 
 
 def is_regression(loaded: LoadedModel) -> bool:
@@ -159,8 +163,30 @@ def pool(loaded: LoadedModel) -> ReferencePool | None:
     return loaded.spec.reference_pool() if loaded.spec.reference_pool is not None else None
 
 
-def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0) -> np.ndarray:
+def available_baselines(loaded: LoadedModel) -> tuple[str, ...]:
+    """The baselines this model can give: data-set ones only with a data set (or its recorded
+    means / medians), zeros and a typed row always; a model with categorical columns offers its
+    schema's own (a category is not typed as a number)."""
+    if schema(loaded) is not None:
+        return tuple(loaded.spec.baselines)
+    has_pool = loaded.spec.reference_pool is not None
+    kinds = [kind for kind in tab_io.BASELINE_KINDS if kind == "zeros" or has_pool
+             or f"train_{kind}_raw" in loaded.extras]
+    return (*kinds, TYPED)
+
+
+def baseline_labels(loaded: LoadedModel) -> Mapping[str, str]:
+    """How each of :func:`available_baselines` is named on the page."""
+    return BASELINE_LABELS if schema(loaded) is None else cat_io.BASELINE_LABELS
+
+
+def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0,
+                 typed: Sequence[float] | None = None) -> np.ndarray:
     """The baseline in raw units ``[F]`` (the page shows it beside the row's values)."""
+    if kind == TYPED:
+        if typed is None or len(typed) != len(feature_names(loaded)):
+            raise ValueError("Type one baseline value per feature.")
+        return np.asarray(typed, dtype=np.float64)
     return tabular_baseline_raw(loaded, kind, reference_row)
 
 
@@ -178,13 +204,15 @@ def run_key(model_name: str, weights_hash: str, row_digest: str, settings: Tabul
 
 def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
             cache: ResultCache | None, progress: PhaseProgress | None = None,
-            on_preview: Callable[[Preview], None] | None = None) -> TabularRun:
-    """IG, IG2 or both for one raw row."""
+            on_preview: Callable[[Any], None] | None = None) -> TabularRun:
+    """IG, IG2 or both for one raw row (each with a labelled preview first when
+    ``on_preview`` is given)."""
     started = time.perf_counter()
     report = progress or (lambda _t, _f: None)
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     inputs = model_row(loaded, raw)
-    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row)
+    base_raw = baseline_raw(loaded, settings.baseline, settings.reference_row,
+                            settings.baseline_values)
     baseline = model_row(loaded, base_raw)
     outputs = outputs_of(loaded, inputs)[0]
     base_outputs = outputs_of(loaded, baseline, "the baseline")[0]
@@ -226,7 +254,7 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     ig2_result = None
     if want_ig2:
         report("IG2: walking towards the reference rows", 0.5)
-        ig2_result = _run_ig2(loaded, inputs, outputs, settings, cache)
+        ig2_result = _run_ig2(loaded, inputs, outputs, settings, cache, on_preview)
     report("Done", 1.0)
     return TabularRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
@@ -247,7 +275,8 @@ def _own_curve(result: Attribution) -> list[CurvePoint]:
 
 
 def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
-             settings: TabularSettings, cache: ResultCache | None) -> TabularIg2:
+             settings: TabularSettings, cache: ResultCache | None,
+             on_preview: Callable[[Any], None] | None = None) -> TabularIg2:
     data = pool(loaded)
     if data is None:
         raise ValueError(f"{loaded.spec.title} has no reference rows, which IG2 needs.")
@@ -267,13 +296,21 @@ def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
                "relevant" else "rows of other classes than the explained one")
     references = data.inputs.index_select(0, indices).to(loaded.device, torch.float32)
     representation = loaded.ig2_representation()
+    preview: Ig2Preview | None = None
+    if on_preview is not None:
+        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
+                              representation=representation, target=settings.target,
+                              n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
+                              clip=loaded.spec.input_box)
+        on_preview(preview)
+    # halving: a companion path at half the steps, the steps' part of the convergence.
     result = ig2(loaded.forward, inputs, references, representation=representation,
                  target=settings.target, n_steps=settings.ig2_steps,
                  step_size=settings.ig2_step_size, clip=loaded.spec.input_box, cache=cache,
-                 model_key=loaded.weights_hash)
+                 model_key=loaded.weights_hash, halving=True)
     targets = tuple(float(v) for v in data.labels.index_select(0, indices).tolist())
     return TabularIg2(folded(loaded, result), tuple(int(i) for i in indices.tolist()), targets,
-                      how)
+                      how, summarise_ig2_preview(preview, result))
 
 
 def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[int],
@@ -284,7 +321,8 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
         return []
     names = feature_names(loaded)
     inputs = model_row(loaded, raw_rows)
-    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row))
+    baseline = model_row(loaded, baseline_raw(loaded, settings.baseline, settings.reference_row,
+                                              settings.baseline_values))
     outputs = outputs_of(loaded, inputs, "the valid CSV row")
     targets = [0] * len(inputs) if is_regression(loaded) else \
         outputs.argmax(dim=-1).tolist()

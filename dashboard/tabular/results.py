@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.spec import LoadedModel
@@ -22,6 +23,7 @@ from dashboard.tabular.inputs import TabularInput
 from dashboard.widgets import (
     exports,
     figures,
+    ig2_trust,
     progressive,
     resources,
     run_costs,
@@ -89,6 +91,8 @@ def results_section(model: LoadedModel | None) -> None:
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
     progressive.show_summary(run.preview)
+    if run.ig2 is not None:
+        progressive.show_summary(run.ig2.preview)
     if model is None or model.spec.name != run.model_name:
         st.caption(f"Result computed with {run.model_name}.")
         return
@@ -156,13 +160,11 @@ def _method_results(run: logic.TabularRun) -> list[tuple[str, np.ndarray, float,
 
 
 def _baseline_note(model: LoadedModel, run: logic.TabularRun) -> None:
-    labels = tab_io.BASELINE_LABELS if logic.schema(model) is None else cat_io.BASELINE_LABELS
-    label = labels.get(run.settings.baseline, run.settings.baseline)
+    label = logic.baseline_labels(model).get(run.settings.baseline, run.settings.baseline)
     if logic.is_regression(model):
         st.caption(f"Baseline ({label}): f(baseline) = {run.f_baseline:.4g}.")
         return
-    probs = np.exp(run.baseline_outputs.numpy() - run.baseline_outputs.numpy().max())
-    probs /= probs.sum()
+    probs = logic.probabilities(model, run.baseline_outputs).numpy()
     predicted = int(probs.argmax())
     text = (f"Baseline ({label}): f(baseline) = {run.f_baseline:.4g}; the model reads it as "
             f"{logic.class_name(model, predicted)} (p = {probs[predicted]:.2f}).")
@@ -190,6 +192,8 @@ def _completeness(run: logic.TabularRun) -> None:
             st.caption(f"{label}: {figures.completeness_colour(relative)}")
             if label == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
+            if label == "IG2" and run.ig2 is not None:
+                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
@@ -243,7 +247,8 @@ def _ig2_details(model: LoadedModel, run: logic.TabularRun) -> None:
             ("target" if regression else "class"): f"{target:.4g}" if regression
             else logic.class_name(model, int(target)),
             "f(GradCF)": float(result.counterfactual_logits[0, index]),
-            "distance start → end": f"{float(trace[0]):.4g} → {float(trace[-1]):.4g}"})
+            "distance start → end": f"{float(trace[0]):.4g} → {float(trace[-1]):.4g}",
+            "reach D(GradCF)/D(x)": round(float(result.path_reach[0, index]), 4)})
     st.dataframe(rows, hide_index=True, width="stretch", key="tab_ig2_refs")
     labels = [f"row {i}" for i in run.ig2.reference_indices]
     st.plotly_chart(figures.distance_trace_figure(
@@ -280,7 +285,8 @@ def _downloads(run: logic.TabularRun, names: tuple[str, ...],
                         "relative_delta": float(run.ig.relative_delta[0])}
     if run.ig2 is not None:
         record["ig2"] = {"delta": float(run.ig2.result.delta[0]),
-                         "reference_rows": list(run.ig2.reference_indices)}
+                         "reference_rows": list(run.ig2.reference_indices),
+                         **ig2_trust.trust_record(trust_summary(run.ig2.result))}
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=exports.frame_csv(frame), mime="text/csv",
                          file_name=f"{run.model_name}_{run.row_digest[:8]}.csv",

@@ -20,6 +20,7 @@ from attribution_core import ig2, integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
 from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
+from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.references import select_references
@@ -73,6 +74,7 @@ class TextIg2:
     reference_texts: tuple[str, ...]
     reference_labels: tuple[int, ...]
     labels_from: str  # "pool labels" or "model predictions"
+    preview: PreviewSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,9 @@ def _forward_kwargs(loaded: LoadedModel, mask: torch.Tensor) -> dict[str, torch.
 def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str,
                     settings: TextSettings, *, cache: ResultCache | None,
                     progress: PhaseProgress | None = None,
-                    on_preview: Callable[[Preview], None] | None = None) -> TextRun:
-    """IG, IG2 or both for one text, plus a short convergence curve for IG."""
+                    on_preview: Callable[[Any], None] | None = None) -> TextRun:
+    """IG, IG2 or both for one text, plus a short convergence curve for IG; with
+    ``on_preview`` a labelled preview of each method first (never cached)."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
     assert loaded.embed is not None
@@ -200,7 +203,8 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
     if want_ig2:
         start = 1.0 - ig_share if want_ig else 0.0
         ig2_result = _run_ig2(loaded, encoded, inputs, mask, probs, settings, cache,
-                              lambda text, f: report(text, start + (1 - start) * f))
+                              lambda text, f: report(text, start + (1 - start) * f),
+                              on_preview=on_preview)
     report("Done", 1.0)
     return TextRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
@@ -250,7 +254,8 @@ def _predicted_labels(loaded: LoadedModel, texts: Sequence[str], length: int) ->
 def _run_ig2(loaded: LoadedModel, encoded: text_io.EncodedText, inputs: torch.Tensor,
              mask: torch.Tensor, probs: torch.Tensor, settings: TextSettings,
              cache: ResultCache | None, report: PhaseProgress,
-             fallback_texts: Sequence[str] = ()) -> TextIg2:
+             fallback_texts: Sequence[str] = (),
+             on_preview: Callable[[Any], None] | None = None) -> TextIg2:
     texts, labels = reference_candidates(loaded, fallback_texts or _sample_texts(loaded))
     if not texts:
         raise ValueError(f"{loaded.spec.title} has no reference sentences for IG2.")
@@ -276,15 +281,25 @@ def _run_ig2(loaded: LoadedModel, encoded: text_io.EncodedText, inputs: torch.Te
         report(f"IG2: walking {len(chosen)} gradient paths towards the reference sentences "
                f"({done}/{total})", min(1.0, done / max(total, 1)))
 
+    ref_kwargs = {"attention_mask": ref_mask.to(loaded.device)}
+    preview: Ig2Preview | None = None
+    if on_preview is not None:
+        report("IG2: a quick preview first", 0.1)
+        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
+                              representation=representation, target=settings.target,
+                              n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
+                              forward_kwargs={"attention_mask": mask},
+                              reference_kwargs=ref_kwargs)
+        on_preview(preview)
+    # halving: a companion path at half the steps, the steps' part of the convergence.
     result = ig2(loaded.forward, inputs, references, representation=representation,
                  target=settings.target, n_steps=settings.ig2_steps,
                  step_size=settings.ig2_step_size, progress=on_progress,
-                 forward_kwargs={"attention_mask": mask},
-                 reference_kwargs={"attention_mask": ref_mask.to(loaded.device)},
-                 cache=cache, model_key=loaded.weights_hash)
+                 forward_kwargs={"attention_mask": mask}, reference_kwargs=ref_kwargs,
+                 cache=cache, model_key=loaded.weights_hash, halving=True)
     return TextIg2(result=result, reference_texts=tuple(chosen),
                    reference_labels=tuple(int(v) for v in selection.labels.tolist()),
-                   labels_from=labels_from)
+                   labels_from=labels_from, preview=summarise_ig2_preview(preview, result))
 
 
 def _sample_texts(loaded: LoadedModel) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from dashboard.text import logic
@@ -21,6 +22,7 @@ from dashboard.text.inputs import TextInput, class_label
 from dashboard.widgets import (
     exports,
     figures,
+    ig2_trust,
     progressive,
     resources,
     run_costs,
@@ -79,6 +81,8 @@ def results_section(model: LoadedModel | None) -> None:
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
     progressive.show_summary(run.preview)
+    if run.ig2 is not None:
+        progressive.show_summary(run.ig2.preview)
     names = model.spec.class_names if model is not None and \
         model.spec.name == run.model_name else ()
     st.caption(f"Model {run.model_name}; explaining class "
@@ -176,6 +180,8 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
             st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}")
             if view.name == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
+            if view.name == "IG2" and run.ig2 is not None:
+                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
@@ -207,6 +213,7 @@ def _ig2_details(run: logic.TextRun, names: Any) -> None:
             "GradCF class": class_label(names, int(result.counterfactual_classes[0, index])),
             "f(GradCF)": float(result.counterfactual_logits[0, index]),
             "distance start → end": f"{float(trace[0]):.4g} → {float(trace[-1]):.4g}",
+            "reach D(GradCF)/D(x)": round(float(result.path_reach[0, index]), 4),
         })
     st.dataframe(rows, hide_index=True, width="stretch", key="txt_ig2_refs_table")
     labels = [f"ref {i + 1} ({class_label(names, c)})"
@@ -242,6 +249,8 @@ def _downloads(run: logic.TextRun, views: list[logic.MethodView]) -> None:
     }
     if run.ig2 is not None:
         record["ig2_references"] = list(run.ig2.reference_texts)
+        record["methods"]["IG2"].update(
+            ig2_trust.trust_record(trust_summary(run.ig2.result)))
     stem = f"{run.model_name}_{run.text_digest[:8]}"
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=attributions_csv(views), mime="text/csv",

@@ -1,5 +1,7 @@
-"""Instant, then exact: a labelled IG preview while the exact result is computed, and afterwards
-how far the preview was from it. Only the exact result is cached, downloaded and reported."""
+"""Instant, then exact: a labelled IG (or IG2) preview while the exact result is computed, and
+afterwards how far the preview was from it. Only the exact result is cached, downloaded and
+reported. The callbacks take either preview (``fast_paths.Preview``, ``Ig2Preview``): both have
+``result.attributions``, ``label`` and ``seconds``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from attribution_core.fast_paths import Preview, PreviewSummary
+from attribution_core.methods.ig2_preview import Ig2Preview
 from dashboard.widgets import figures
+
+AnyPreview = Preview | Ig2Preview
 
 PREVIEW_KEY = "preview_first"
 _BAR_LIMIT = 20
@@ -19,9 +24,10 @@ _BAR_LIMIT = 20
 def preview_toggle() -> None:
     """The sidebar switch (one per session, for every page)."""
     st.toggle("Quick preview first", value=True, key=PREVIEW_KEY,
-              help="Show a fast approximate IG map (bf16 on hardware with bf16 units, else "
-                   "fewer steps) while the exact one is computed. The preview is never cached, "
-                   "downloaded or reported.")
+              help="Show a fast approximate map while the exact one is computed: IG on a "
+                   "quarter of the steps, IG2 on a quarter of the references (both in bf16 "
+                   "on hardware with bf16 units). The preview is never cached, downloaded or "
+                   "reported.")
 
 
 def preview_wanted() -> bool:
@@ -29,12 +35,12 @@ def preview_wanted() -> bool:
 
 
 def image_preview(slot: st.delta_generator.DeltaGenerator
-                  ) -> Callable[[Preview], None] | None:
+                  ) -> Callable[[AnyPreview], None] | None:
     """A callback drawing the channel-summed preview map into ``slot`` (None: preview off)."""
     if not preview_wanted():
         return None
 
-    def show(preview: Preview) -> None:
+    def show(preview: AnyPreview) -> None:
         values = preview.result.attributions[0].detach().cpu().double()
         if values.dim() == 3:
             values = values.sum(0)
@@ -46,14 +52,14 @@ def image_preview(slot: st.delta_generator.DeltaGenerator
 
 
 def feature_preview(slot: st.delta_generator.DeltaGenerator,
-                    names: Callable[[Preview], Sequence[str]],
-                    values: Callable[[Preview], np.ndarray]
-                    ) -> Callable[[Preview], None] | None:
+                    names: Callable[[AnyPreview], Sequence[str]],
+                    values: Callable[[AnyPreview], np.ndarray]
+                    ) -> Callable[[AnyPreview], None] | None:
     """A callback drawing the largest preview attributions as bars (text tokens, features)."""
     if not preview_wanted():
         return None
 
-    def show(preview: Preview) -> None:
+    def show(preview: AnyPreview) -> None:
         scores = np.asarray(values(preview), dtype=np.float64).reshape(-1)
         labels = list(names(preview))[: scores.size]
         order = np.argsort(-np.abs(scores))[:_BAR_LIMIT][::-1]
@@ -65,11 +71,14 @@ def feature_preview(slot: st.delta_generator.DeltaGenerator,
     return show
 
 
-def _draw(slot: st.delta_generator.DeltaGenerator, preview: Preview, figure: go.Figure) -> None:
-    """The preview's label (marked as such) and its figure, in the slot the result replaces."""
+def _draw(slot: st.delta_generator.DeltaGenerator, preview: AnyPreview, figure: go.Figure
+          ) -> None:
+    """The preview's label (marked as such) and its figure, in the slot the result replaces
+    (IG's and then IG2's preview may take turns in one slot: one chart key each)."""
     with slot.container():
         st.caption(f":orange[PREVIEW] {preview.label}, {preview.seconds:.2f} s")
-        st.plotly_chart(figure, key="preview_chart", width="stretch")
+        key = "preview_chart" if isinstance(preview, Preview) else "preview_chart_ig2"
+        st.plotly_chart(figure, key=key, width="stretch")
 
 
 def show_summary(summary: PreviewSummary | None) -> None:

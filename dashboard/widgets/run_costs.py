@@ -57,7 +57,8 @@ def image_cost(loaded: LoadedModel, inputs: torch.Tensor, settings: ExplanationS
     estimate = explanation_cost(
         settings.method, n_steps=settings.n_steps,
         convergence_divisors=curve_divisors if settings.convergence_curve else (),
-        ig2_steps=settings.ig2_steps, n_references=settings.n_references)
+        ig2_steps=settings.ig2_steps, n_references=settings.n_references,
+        ig2_halving=True)
     return _timed(estimate, loaded, inputs, target=_target(loaded, settings.target))
 
 
@@ -67,7 +68,7 @@ def text_cost(loaded: LoadedModel, inputs_embeds: torch.Tensor, attention_mask: 
         settings.method, n_steps=settings.n_steps,
         convergence_divisors=curve_divisors if settings.convergence_curve else (),
         distinct_ladder=False, ig2_steps=settings.ig2_steps,
-        n_references=settings.n_references)
+        n_references=settings.n_references, ig2_halving=True)
     return _timed(estimate, loaded, inputs_embeds,
                   {"attention_mask": attention_mask.to(loaded.device)},
                   target=_target(loaded, settings.target))
@@ -80,7 +81,7 @@ def tabular_cost(loaded: LoadedModel, row: torch.Tensor, settings: ExplanationSe
         settings.method, n_steps=settings.n_steps,
         convergence_divisors=curve_divisors if settings.convergence_curve else (),
         distinct_ladder=False, ig2_steps=settings.ig2_steps,
-        n_references=settings.n_references)
+        n_references=settings.n_references, ig2_halving=True)
     if csv_rows > 1:
         estimate = estimate + explanation_cost("IG", n_steps=settings.n_steps,
                                                explicands=csv_rows)

@@ -31,11 +31,13 @@ def map_convergence(result: Attribution) -> MapConvergence:
                               "convergence curve (a run at fewer steps measures it).", False)
     colour = "green" if value < GREEN_BELOW else "amber" if value < AMBER_BELOW else "red"
     if result.n_steps == "auto":
-        against = "between the last two refinements of the adaptive grid"
+        summary = (f"Map convergence: each attribution is estimated within {100 * value:.3g} % "
+                   "of the largest one of its exact value (the adaptive grid's own estimate, "
+                   "an upper bound in practice).")
     else:
-        against = f"between {result.convergence_reference_steps} and {result.n_steps} steps"
-    summary = (f"Map convergence: attributions move by up to {100 * value:.3g} % of the "
-               f"largest one {against}.")
+        summary = (f"Map convergence: attributions move by up to {100 * value:.3g} % of the "
+                   f"largest one between {result.convergence_reference_steps} and "
+                   f"{result.n_steps} steps.")
     return MapConvergence(value, colour, summary, completeness_ok and colour != "green")
 
 

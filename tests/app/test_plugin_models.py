@@ -98,3 +98,41 @@ def test_transformers_sequence_classifier_plugin_on_the_text_page() -> None:
             assert delta == delta, f"{method} ran on the plugin model and reports completeness"
     finally:
         unregister_spec(spec.name)
+
+
+@pytest.fixture
+def plugin_without_data() -> Iterator[str]:
+    import torch
+
+    from attribution_core.models import register_model
+
+    network = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        network.weight.copy_(torch.as_tensor(WEIGHTS))
+        network.bias.copy_(torch.tensor([0.5, -0.5]))
+    register_model("typed_rows_plugin", network, "tabular",
+                   feature_names=["income", "debt", "years_employed"])
+    yield "typed_rows_plugin"
+    unregister_spec("typed_rows_plugin")
+
+
+def test_a_plugin_without_data_gets_a_typed_row_and_ig(plugin_without_data: str) -> None:
+    at = open_app("tabular")
+    at.selectbox(key="sidebar_model_tabular").set_value(plugin_without_data).run()
+    assert not at.exception, f"choosing the plugin raised: {at.exception}"
+    shown = " ".join(str(i.value) for i in [*at.info, *at.caption, *at.warning])
+    assert "upload a CSV instead" not in shown, "no dead end: a row can be typed"
+    assert "type the row to explain" in shown, f"the typed row is offered: {shown!r}"
+    baseline = at.selectbox(key=f"tab_baseline_{plugin_without_data}")
+    assert list(baseline.options) == ["zeros (raw units)", "a row you type (raw units)"], \
+        f"only baselines this model can give: {baseline.options}"
+    assert not at.button(key="tab_explain").disabled, "Explain is enabled for IG"
+    at.slider(key="tab_steps").set_value(16).run()
+    at.button(key="tab_explain").click().run()
+    assert not at.exception and not at.error, \
+        f"IG from zeros ran: {at.exception} {[e.value for e in at.error]}"
+    assert any("attribution" in frame.value.columns for frame in at.dataframe), "a result"
+    at.radio(key="tab_method").set_value("IG2").run()
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "IG2 needs reference rows" in warnings, f"said when IG2 is asked for: {warnings!r}"
+    assert at.button(key="tab_explain").disabled, "and Explain waits for a method that can run"

@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-START_TIMEOUT_S = 90
+START_TIMEOUT_S = 300  # a state wait (health answers): generous for a loaded machine
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_image_page_e2e import _wait_idle
+from tests.e2e.waits import CHARTS, UI_TIMEOUT_MS, wait_count, wait_drawn, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -15,13 +15,13 @@ pytestmark = pytest.mark.e2e
 def test_home_shows_an_explained_example(dashboard_url: str, page: object, artifacts: Path,
                                          path: str) -> None:
     page.goto(f"{dashboard_url}{path}")  # type: ignore[attr-defined]
-    page.get_by_text("Why did the model say that?").wait_for(timeout=60_000)  # type: ignore
-    charts = page.get_by_test_id("stPlotlyChart")  # type: ignore[attr-defined]
-    charts.nth(1).wait_for(timeout=60_000)
-    _wait_idle(page)
+    page.get_by_text("Why did the model say that?").wait_for(  # type: ignore[attr-defined]
+        timeout=UI_TIMEOUT_MS)
+    wait_count(page, CHARTS, 2)
+    wait_idle(page)
     text = page.inner_text("body")  # type: ignore[attr-defined]
     assert "Page not found" not in text, f"{path or '/'} resolves to Home"
-    assert charts.count() >= 2, "IG and IG2 maps of the example are drawn"
+    assert wait_drawn(page, 2) >= 2, "IG and IG2 maps of the example are drawn"
     assert "Red pixels raised the score" in text, "one line says how to read them"
     for title in ("Image", "Text", "Tabular", "Evaluate"):
         assert page.get_by_role("link", name=title).count() >= 1, f"{title} is linked"  # type: ignore

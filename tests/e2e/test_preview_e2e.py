@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_image_page_e2e import RESULT_TIMEOUT_MS, _wait_idle
+from tests.e2e.waits import RESULT_TIMEOUT_MS, UI_TIMEOUT_MS, choose, rerun, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,12 @@ WATCH = """() => {
 def test_preview_shows_first_then_the_exact_result(dashboard_url: str, page: object,
                                                    artifacts: Path) -> None:
     page.goto(f"{dashboard_url}/image")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Explain").wait_for(timeout=60_000)  # type: ignore
-    page.get_by_test_id("stRadio").filter(has_text="Input").get_by_text(  # type: ignore
-        "Bundled sample", exact=True).click()
-    _wait_idle(page)
+    page.get_by_role("button", name="Explain").wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
+    choose(page, "Input", "Bundled sample")
     page.evaluate(WATCH)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Explain").click()  # type: ignore[attr-defined]
+    rerun(page, page.get_by_role("button", name="Explain").click)  # type: ignore[attr-defined]
     page.get_by_text("IG delta").first.wait_for(timeout=RESULT_TIMEOUT_MS)  # type: ignore
-    _wait_idle(page)
     seen = page.evaluate("() => window.__seen")  # type: ignore[attr-defined]
     assert seen[:1] == ["PREVIEW"], f"the preview is the first thing shown: {seen}"
     assert "IG delta" in seen and "Against the exact map" in seen, f"then the exact: {seen}"

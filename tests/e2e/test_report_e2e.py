@@ -14,7 +14,7 @@ from attribution_core.evaluation.types import EvaluationResult, EvaluationSettin
 from attribution_core.models import load_model
 
 pytestmark = pytest.mark.e2e
-RENDER_TIMEOUT_MS = 60_000
+RENDER_TIMEOUT_MS = 120_000  # a state wait: long enough for a loaded machine
 
 
 def _expected_figures(result: EvaluationResult) -> int:

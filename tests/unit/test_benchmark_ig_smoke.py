@@ -20,6 +20,16 @@ def test_quick_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str])
         "auto's verdict is measured against the 1024-step reference, per feature"
     assert evals["seconds"]["captum_300"] > 0, "Captum at 300 steps is timed in the same run"
     assert '"ratio_vs_captum"' in capsys.readouterr().out, "JSON goes to stdout"
+    oracle = report["auto_ig_oracle"]
+    assert [row["tolerance"] for row in oracle["tolerances"]] == [0.05, 0.02, 0.01], \
+        "the quick oracle covers the three loosest tolerances"
+    for row in oracle["tolerances"]:
+        assert row["runs"] >= 48 and set(row["nets"]) == {
+            "relu_mlp", "tanh_mlp", "sigmoid_mlp", "relu_maxpool_cnn"}, row
+        assert row["convergence_underreports"] == 0, \
+            f"auto's reported convergence bounds the true error at {row['tolerance']}: {row}"
+    assert max(oracle["cancelling"]["evaluations"]) < oracle["cancelling"]["budget"], \
+        "cancelling attributions near f = 0 stop before the budget"
 
 
 @pytest.mark.slow

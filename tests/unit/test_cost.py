@@ -68,6 +68,22 @@ def test_ig2_costs_path_points_times_references(steps: int, refs: int, rule: str
         f"the model saw {model.gradient_rows} gradient rows, more than the estimate {expected}"
 
 
+@pytest.mark.parametrize(("steps", "rule"), [(8, "trapezoid"), (7, "middle"), (6, "left")])
+def test_ig2_with_halving_costs_its_companion_rows_too(steps: int, rule: str) -> None:
+    torch.manual_seed(0)
+    model = GradientRowCounter(mlp())
+    x = torch.randn(1, 10, dtype=torch.float64)
+    references = torch.randn(3, 10, dtype=torch.float64)
+    result = ig2(model, x, references, target=0, n_steps=steps, step_size=0.05,
+                 rule=rule, halving=True)  # type: ignore[arg-type]
+    expected = cost.ig2_evaluations(steps, 3, rule, halving=True)  # type: ignore[arg-type]
+    assert expected > cost.ig2_evaluations(steps, 3, rule), "the companions add rows"  # type: ignore[arg-type]
+    assert int(result.n_evaluations[0]) == expected, (
+        f"IG2 reported {int(result.n_evaluations[0])} evaluations, estimate {expected}")
+    assert model.gradient_rows <= cost.ig2_run_rows(steps, 3, rule, halving=True), \
+        f"the model saw {model.gradient_rows} gradient rows, more than the estimate {expected}"
+
+
 def test_the_largest_image_click_and_the_evaluate_defaults_fit_the_default_budget() -> None:
     largest = cost.explanation_cost("both", n_steps=1024, convergence_divisors=(8, 4, 2),
                                     ig2_steps=256, n_references=16)
@@ -76,9 +92,10 @@ def test_the_largest_image_click_and_the_evaluate_defaults_fit_the_default_budge
     assert largest.evaluations == 1024 + 128 + 256 + 512 + 257 * 16 + extras, \
         f"IG + its three-run curve + IG2: {largest.parts}"
     default_evaluate = cost.evaluation_cost(EvaluationSettings(), 50)
-    # IG runs again at half the steps (the map's convergence); 6 methods x the probe rows.
+    # IG runs again at half the steps and IG2 walks companion paths at half the steps (the
+    # maps' convergence); 6 methods x the probe rows.
     assert default_evaluate.evaluations == 50 * (
-        32 + 16 + 33 * 4 + 1 + 1 + 8 * 32 + 16 + 6 * cost.PROBE_ROWS_PER_CALL), \
+        32 + 16 + 33 * 4 + 17 * 4 + 1 + 1 + 8 * 32 + 16 + 6 * cost.PROBE_ROWS_PER_CALL), \
         f"per case: every method's own count and its probe rows: {default_evaluate.parts}"
     largest_evaluate = cost.evaluation_cost(EvaluationSettings(), 500)
     assert not largest.over_budget(cost.DEFAULT_BUDGET), "the image page's maximum runs"

@@ -135,15 +135,56 @@ def test_preview_kind_follows_the_hardware_switch(monkeypatch: pytest.MonkeyPatc
 
 
 def test_preview_never_reaches_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever cache a preview could reach (a shared one, a module-level memo), it reads and
+    writes none: every ResultCache's get and put are watched, and a repeated preview must
+    call the model again."""
     monkeypatch.setenv(PREVIEW_VARIABLE, "1")
     _name, model, x, _kwargs = _models()[0]
-    cache = ResultCache()
-    original_put = cache.put
-    stored: list[str] = []
-    monkeypatch.setattr(cache, "put", lambda key, result: (stored.append(key),
-                                                           original_put(key, result)))
-    preview_ig(model, x, None, 1, 64, torch.device("cpu"))
-    assert not stored, "a preview is never written to any cache"
+    touched: list[str] = []
+    for name in ("get", "put"):
+        original = getattr(ResultCache, name)
+        monkeypatch.setattr(ResultCache, name, lambda self, *args, _name=name, _original=original:
+                            (touched.append(_name), _original(self, *args))[1])
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        preview_ig(model, x, None, 1, 64, torch.device("cpu"))
+        first = len(calls)
+        preview_ig(model, x, None, 1, 64, torch.device("cpu"))
+    finally:
+        handle.remove()
+    assert not touched, f"a preview never reads or writes a cache: {touched}"
+    assert first > 0 and len(calls) == 2 * first, \
+        f"a repeated preview is computed again, not served ({first} then {len(calls) - first})"
+
+
+def test_frozen_parameters_of_a_wrapper_and_its_backbone_at_once() -> None:
+    """Two sessions, one explaining a wrapper, one its backbone, in both interleavings: every
+    parameter requires grad again once both are out."""
+    for order in ("wrapper first out", "backbone first out"):
+        backbone = nn.Linear(3, 3)
+        wrapper = nn.Sequential(backbone, nn.Linear(3, 2))
+        both_in = threading.Barrier(2)
+        first_out = threading.Event()
+        leaving_first = wrapper if order == "wrapper first out" else backbone
+
+        def hold(module: nn.Module, leaving_first: nn.Module = leaving_first,
+                 both_in: threading.Barrier = both_in, first_out: threading.Event = first_out
+                 ) -> None:
+            with frozen_parameters(module):
+                both_in.wait(timeout=30)
+                if module is not leaving_first:
+                    first_out.wait(timeout=30)
+            if module is leaving_first:
+                first_out.set()
+
+        threads = [threading.Thread(target=hold, args=(m,)) for m in (wrapper, backbone)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        frozen = [name for name, p in wrapper.named_parameters() if not p.requires_grad]
+        assert not frozen, f"{order}: still frozen for good: {frozen}"
 
 
 def test_deviation_of_identical_maps() -> None:

@@ -228,3 +228,36 @@ def test_entry_points_register_models_and_broken_ones_are_listed(
         unregister_spec("entry_point_linear")
         for entry in entries:
             forget_plugin(f"entry point {entry.name} ({entry.value})")
+
+
+def test_a_plugin_without_reference_data_explains_with_ig_and_refuses_ig2_by_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attribution_core.evaluation.cli import main
+
+    network = nn.Linear(3, 2)
+    with torch.no_grad():
+        network.weight.copy_(torch.as_tensor(WEIGHTS))
+        network.bias.zero_()
+    register_model("no_reference_plugin", network, "tabular",
+                   feature_names=["income", "debt", "years_employed"])
+    try:
+        rows = tmp_path / "rows.csv"
+        rows.write_text("income,debt,years_employed\n30,35,2\n80,5,20\n")
+        out = tmp_path / "report"
+        status = main(["explain", "--model", "no_reference_plugin", "--input", str(rows),
+                       "--methods", "IG", "--out", str(out)])
+        captured = capsys.readouterr()
+        assert status == 0, f"IG needs no reference pool: {captured.err[-500:]}"
+        maps = load_file(str(out / "evaluation_attributions.safetensors"))
+        record = json.loads((out / "evaluation.json").read_text())
+        for case, row in zip(record["cases"], ([30, 35, 2], [80, 5, 20]), strict=True):
+            expected = WEIGHTS[case["target"]] * np.array(row, dtype=float)  # from zeros
+            got = maps[f"{case['case_id']}/IG"].double().numpy()
+            assert np.allclose(got, expected, atol=1e-3), f"{case['case_id']}: {got}"
+        status = main(["explain", "--model", "no_reference_plugin", "--input", str(rows),
+                       "--methods", "IG,IG2", "--out", str(tmp_path / "again")])
+        error = capsys.readouterr().err
+        assert status == 2 and "IG2 needs" in error and "GradientSHAP" not in error, \
+            f"only the asked-for method that needs references is named: {error!r}"
+    finally:
+        unregister_spec("no_reference_plugin")

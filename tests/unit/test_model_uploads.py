@@ -1,15 +1,14 @@
 """Uploaded torchvision weights: every offered architecture reads its head size from the state
-dict, the spec carries the upload's sha256 as the cache key, class-names files parse."""
+dict, the spec carries the upload's digest as the cache key, class-names files parse."""
 
 from __future__ import annotations
-
-import hashlib
 
 import pytest
 import torch
 import torchvision
 from safetensors.torch import save
 
+from attribution_core.identity import upload_digest
 from attribution_core.models.spec import ModelLoadError
 from attribution_core.models.uploads import (
     UPLOAD_ARCHITECTURES,
@@ -31,7 +30,8 @@ def test_head_size_comes_from_the_weights(architecture: str) -> None:
     spec = torchvision_upload_spec(data, architecture, file_name="mine.safetensors")
     loaded = spec.loader(torch.device("cpu"))
     assert len(spec.class_names) == 3, f"{architecture}: 3 classes read from the head"
-    assert loaded.weights_hash == hashlib.sha256(data).hexdigest(), "content hash = cache key"
+    assert loaded.weights_hash == upload_digest(data, architecture=architecture,
+                                                class_names=None), "the upload's digest = key"
     assert spec.weights_sha256 == loaded.weights_hash and spec.source == "upload", spec.source
     head = dict(loaded.module.named_modules()).get(spec.representation_module or "")
     assert isinstance(head, torch.nn.Linear) and head.out_features == 3, \

@@ -152,3 +152,24 @@ def test_listing_command_shows_every_model() -> None:
     digits = next(ln for ln in lines if ln.startswith("digits_cnn "))
     assert digits.rstrip().endswith("ready"), "digits_cnn should be ready"
     assert json.loads((MODELS_DIR / "digits_cnn.json").read_text())["name"] == "digits_cnn"
+
+
+def test_the_model_cache_functions_act_on_the_real_loading_cache() -> None:
+    from attribution_core.models import clear_model_cache, register_model
+    from attribution_core.models.registry import cached_models, unregister_spec
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    register_model("cache_probe_model", module, "tabular", feature_names=("a", "b", "c"))
+    try:
+        first = load_model("cache_probe_model", "cpu")
+        assert ("cache_probe_model", "cpu") in cached_models(), \
+            f"a loaded model is listed: {cached_models()}"
+        assert load_model("cache_probe_model", "cpu") is first, "and served again"
+        clear_model_cache()
+        assert ("cache_probe_model", "cpu") not in cached_models(), "clearing empties it"
+        assert load_model("cache_probe_model", "cpu") is not first, "and the next load is new"
+        unregister_spec("cache_probe_model")
+        assert ("cache_probe_model", "cpu") not in cached_models(), \
+            "an unregistered model's copies are dropped"
+    finally:
+        unregister_spec("cache_probe_model")

@@ -239,3 +239,22 @@ def test_image_suite_scores_a_real_map_above_random() -> None:
         random = by_key[(f"shapes/{background}", "Random")]["mask_share"]
         assert real > random + 0.3, f"{background}: IG {real} vs random {random}"
     assert set(info["accuracy_on_cases"]) == {"dark", "bright", "textured", "noisy"}, info
+
+
+def test_ig2_path_settings_are_chosen_by_reach_alone_and_documented() -> None:
+    from attribution_core.datasets.shapes import BACKGROUNDS, generate_shapes
+    from attribution_core.validity.ig2_settings import calibrate, choice_record, settings_markdown
+    from attribution_core.validity.image_suite import load_backgrounds_cnn
+
+    pool = generate_shapes(24, 12, BACKGROUNDS)
+    choice = calibrate(load_backgrounds_cnn(), torch.from_numpy(pool.images),
+                       torch.from_numpy(pool.labels), torch.from_numpy(pool.masks),
+                       n_references=2, n_steps=4, seed=0)
+    names = [row["setting"] for row in choice.table]
+    assert names[0] == "defaults" and any("features" in n for n in names), names
+    reach = {row["setting"]: row["reach_median"] for row in choice.table}
+    assert reach[choice.chosen.name] == min(reach.values()), f"lowest reach wins: {reach}"
+    assert all(0 <= row["mask_share_mean"] <= 1 for row in choice.table), choice.table
+    markdown = "\n".join(settings_markdown([{"ig2_path_settings": choice_record(choice)}]))
+    assert f"chose **{choice.chosen.name}**" in markdown and "| defaults |" in markdown, \
+        markdown
