@@ -31,8 +31,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from attribution_core import limits
 from attribution_core.identity import upload_digest
 from attribution_core.modalities import tabular_categorical as cat_io
-from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
-from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
+from attribution_core.models.encoded_tabular import encoded_tabular_spec, reference_rows
 from attribution_core.models.loaders import load_state
 from attribution_core.models.onnx_models import ACTIVATIONS, ConfigMLP
 from attribution_core.models.spec import ModelLoadError, ModelSpec, OutputKind
@@ -170,21 +169,7 @@ def embedding_mlp_spec(data: bytes, file_name: str, config: Mapping[str, Any], *
     load_state(rest, layers, "the MLP weights")
     schema = _schema(names, lists, numeric, tables)
     front = EmbeddingFront(schema, tables, mean, std)
-    rows = labels = None
-    if reference is not None:
-        try:
-            checked = cat_io.validate_frame(
-                reference.drop(columns=[label_column]) if label_column else reference, schema,
-                max_rows=MAX_CSV_ROWS)
-        except TabularInputError as error:
-            raise ModelLoadError(f"The reference CSV: {error}") from error
-        if checked.values.shape[0] == 0:
-            raise ModelLoadError("No row of the reference CSV can be used: "
-                                 + "; ".join(p.describe() for p in checked.problems[:3]))
-        rows = checked.values
-        if label_column:
-            labels = parse_labels(reference[label_column].iloc[list(checked.row_numbers)],
-                                  config.get("class_names"))
+    rows, labels = reference_rows(reference, schema, label_column, config.get("class_names"))
     kind: OutputKind = "regression" if config.get("output_kind") == "regression" else \
         "classification"
     outputs = sizes[-1]

@@ -26,6 +26,7 @@ from torch import nn
 
 from attribution_core.cache import fingerprint_state, module_state
 from attribution_core.modalities import tabular_categorical as cat_io
+from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.spec import (
     LoadedModel,
     ModelLoadError,
@@ -207,3 +208,25 @@ def parse_labels(column: pd.Series, class_labels: Sequence[str] | None) -> np.nd
             raise ModelLoadError(f"Label {text!r} is neither a number nor one of the model's "
                                  f"classes ({', '.join(lookup) or 'none'}).") from error
     return np.asarray(out)
+
+
+def reference_rows(reference: pd.DataFrame | None, schema: cat_io.TabularSchema,
+                   label_column: str | None, class_labels: Sequence[str] | None
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """An uploaded model's reference CSV read with its columns' schema: the usable raw rows
+    (cells refused per row, at least one row kept) and, with ``label_column``, their labels."""
+    if reference is None:
+        return None, None
+    try:
+        checked = cat_io.validate_frame(
+            reference.drop(columns=[label_column]) if label_column else reference, schema,
+            max_rows=MAX_CSV_ROWS)
+    except TabularInputError as error:
+        raise ModelLoadError(f"The reference CSV: {error}") from error
+    if checked.values.shape[0] == 0:
+        raise ModelLoadError("No row of the reference CSV can be used: "
+                             + "; ".join(p.describe() for p in checked.problems[:3]))
+    if not label_column:
+        return checked.values, None
+    return checked.values, parse_labels(
+        reference[label_column].iloc[list(checked.row_numbers)], class_labels)

@@ -25,8 +25,7 @@ from torch import nn
 
 from attribution_core.identity import upload_digest
 from attribution_core.modalities import tabular_categorical as cat_io
-from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
-from attribution_core.models.encoded_tabular import encoded_tabular_spec, parse_labels
+from attribution_core.models.encoded_tabular import encoded_tabular_spec, reference_rows
 from attribution_core.models.onnx_probe import ColumnFeed, OnnxRowEncoder, measure_schema
 from attribution_core.models.onnx_split import (
     FLOAT_TYPES,
@@ -199,12 +198,9 @@ def build_categorical(model: Any, data: bytes, file_name: str, *,
     (the cut, ``cut_double``, the schema, its trial's price); None only in the check itself,
     which then finds the cut, probes the front and sizes the rest before converting it."""
     import torch
-    from onnx2torch import convert
 
     from attribution_core.models import onnx_models as plain
     from attribution_core.models.categorical_trial import schema_from_json
-    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
-    from attribution_core.models.onnx_ml import register_ml_converters
 
     output, classifier = plain._explained_output(model)
     split = split_graph(model, output, None if measured is None else str(measured["cut"]))
@@ -213,48 +209,17 @@ def build_categorical(model: Any, data: bytes, file_name: str, *,
     names = _column_names(model, split.inputs, header)
     feeds = column_feeds(split.inputs, names)
     encoder = OnnxRowEncoder(FrontEvaluator(split.front, split.inputs), feeds)
-    frame = None
-    if reference is not None:
-        frame = reference.set_axis([str(c).strip() for c in reference.columns], axis=1)
-        lacking = [n for n in names if n not in frame.columns]
-        if lacking:
-            raise ModelLoadError(f"The reference CSV lacks the model's column(s) "
-                                 f"{', '.join(map(repr, lacking[:10]))}.")
+    frame = _reference_frame(reference, names)
     if measured is None:
         schema, cut_double = _measured_schema(model, encoder, feeds, frame)
     else:
         schema, cut_double = schema_from_json(measured["schema"], names), \
             bool(measured["cut_double"])
     encoder.schema = schema
-    rows = labels = None
-    if reference is not None:
-        try:
-            checked = cat_io.validate_frame(reference.drop(columns=[label_column])
-                                            if label_column else reference, schema,
-                                            max_rows=MAX_CSV_ROWS)
-        except TabularInputError as error:
-            raise ModelLoadError(f"The reference CSV: {error}") from error
-        if checked.values.shape[0] == 0:
-            raise ModelLoadError("No row of the reference CSV can be used: "
-                                 + "; ".join(p.describe() for p in checked.problems[:3]))
-        rows = checked.values
-        if label_column:
-            labels = parse_labels(reference[label_column].iloc[list(checked.row_numbers)],
+    rows, labels = reference_rows(reference, schema, label_column,
                                   plain._class_labels(model) if classifier else None)
-    cut_type = TENSOR_DOUBLE if cut_double else TENSOR_FLOAT
-    rest_onnx = rest_model(split, model, output, cut_type, schema.width)
-    if measured is None:  # the check: the rest's sizes for one row, before it is converted
-        check_computed_sizes(rest_onnx, static_shapes(rest_onnx))
-    register_ml_converters()
-    try:
-        graph = convert(rest_onnx)
-    except Exception as error:
-        if out_of_memory(error):
-            raise
-        raise ModelLoadError(f"The model after the encoding could not be converted to "
-                             f"PyTorch ({type(error).__name__}: {error}).") from error
-    rest = plain.OnnxTabularModule(graph.eval(), torch.float64 if cut_double
-                                   else torch.float32, per_column=False)
+    rest = _converted_rest(split, model, output, schema.width, cut_double,
+                           check_sizes=measured is None)
     width_out = output_width(rest, torch.zeros(1, schema.width), "The model after the encoding")
     regression = not classifier and width_out == 1
     kind: OutputKind = "regression" if regression else "classification"
@@ -276,6 +241,47 @@ def build_categorical(model: Any, data: bytes, file_name: str, *,
                   "outputs_probabilities": bool(classifier), "encoded_width": schema.width,
                   **plain._measured(measured)})
     return CategoricalBuild(spec, rest, encoder, split.cut, cut_double, rows)
+
+
+def _reference_frame(reference: pd.DataFrame | None, names: Sequence[str]
+                     ) -> pd.DataFrame | None:
+    """The reference CSV with its headers stripped, refused when it lacks a model column."""
+    if reference is None:
+        return None
+    frame = reference.set_axis([str(c).strip() for c in reference.columns], axis=1)
+    lacking = [n for n in names if n not in frame.columns]
+    if lacking:
+        raise ModelLoadError(f"The reference CSV lacks the model's column(s) "
+                             f"{', '.join(map(repr, lacking[:10]))}.")
+    return frame
+
+
+def _converted_rest(split: Any, model: Any, output: str, width: int, cut_double: bool, *,
+                    check_sizes: bool) -> nn.Module:
+    """The graph after the cut, for rows of ``width`` encoded values, converted to PyTorch.
+    ``check_sizes`` (the check's own run): every tensor it computes is sized for one row
+    before it is converted; the dashboard's process converts only what the check ran."""
+    import torch
+    from onnx2torch import convert
+
+    from attribution_core.models import onnx_models as plain
+    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
+    from attribution_core.models.onnx_ml import register_ml_converters
+
+    rest_onnx = rest_model(split, model, output, TENSOR_DOUBLE if cut_double else TENSOR_FLOAT,
+                           width)
+    if check_sizes:
+        check_computed_sizes(rest_onnx, static_shapes(rest_onnx))
+    register_ml_converters()
+    try:
+        graph = convert(rest_onnx)
+    except Exception as error:
+        if out_of_memory(error):
+            raise
+        raise ModelLoadError(f"The model after the encoding could not be converted to "
+                             f"PyTorch ({type(error).__name__}: {error}).") from error
+    return plain.OnnxTabularModule(graph.eval(), torch.float64 if cut_double else torch.float32,
+                                   per_column=False)
 
 
 def _measured_schema(model: Any, encoder: OnnxRowEncoder, feeds: Sequence[ColumnFeed],

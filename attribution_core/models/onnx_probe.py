@@ -5,7 +5,7 @@ and which encoded slots it owns, by running the front with one column changed at
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,25 +195,10 @@ def _categorical_column(prober: _Prober, j: int, feed: ColumnFeed, lists: list[l
                              f"most {MAX_CATEGORIES:,} are supported.")
     slots = prober.moved([[row[at[v]] for v in [*categories, unknown]] for row in found])
     order = sorted(slots)
-    missing: cat_io.MissingPolicy = "refused"
-    missing_note = ""
-    if feed.kind == "string" and all(e is not None for e in per_base("")):
-        empty = per_base("")
-        slots |= prober.moved([[e] for e in empty])
-        same = [c for c in categories if all(_same(a, b) for a, b in
-                                             zip(empty, per_base(c), strict=True))]
-        if same:
-            missing, missing_note = "imputed", f"missing; imputed as {same[0]!r} by the pipeline"
-        elif unknown_ok and all(_same(a, b) for a, b in zip(empty, unknown_rows, strict=True)):
-            missing, missing_note = "unknown", "missing; encoded like an unknown category"
-        else:
-            missing, missing_note = "imputed", "missing; encoded as the pipeline's missing value"
-    unknown_note = ""
-    if unknown_ok:
-        zero = all(np.allclose(u[order], 0.0) for u in unknown_rows if u is not None)
-        unknown_note = ("the encoder sets all of its slots to zero (handle_unknown='ignore')"
-                        if zero else "the encoder maps it to its own value (unknown_value or "
-                                     "an 'infrequent' slot)")
+    missing, missing_note, empty_slots = _empty_cell(prober, feed, categories, per_base,
+                                                     unknown_rows if unknown_ok else None)
+    slots |= empty_slots
+    unknown_note = _unknown_note(unknown_rows, order) if unknown_ok else ""
     first = per_base(categories[0])[0]
     one_hot = first is not None and all(
         e is not None and set(np.round(e[order], 12).tolist()) <= {0.0, 1.0}
@@ -222,6 +207,36 @@ def _categorical_column(prober: _Prober, j: int, feed: ColumnFeed, lists: list[l
         feed.name, "categorical", tuple(str(c) for c in categories), missing, missing_note,
         unknown_ok, unknown_note)
     return column, slots, one_hot
+
+
+Outcomes = Callable[[object], list[np.ndarray | None]]  # a value's encoding on each base row
+
+
+def _empty_cell(prober: _Prober, feed: ColumnFeed, categories: Sequence[object],
+                per_base: Outcomes, unknown_rows: list[np.ndarray | None] | None
+                ) -> tuple[cat_io.MissingPolicy, str, set[int]]:
+    """What an empty cell of a string column becomes (refused, imputed as a category or as
+    the pipeline's own missing value, or encoded like an unknown category; ``unknown_rows``
+    None when unknown categories are refused) and the slots it moves."""
+    if feed.kind != "string" or not all(e is not None for e in per_base("")):
+        return "refused", "", set()
+    empty = per_base("")
+    slots = prober.moved([[e] for e in empty])
+    same = [c for c in categories if all(_same(a, b) for a, b in
+                                         zip(empty, per_base(c), strict=True))]
+    if same:
+        return "imputed", f"missing; imputed as {same[0]!r} by the pipeline", slots
+    if unknown_rows is not None and all(_same(a, b) for a, b in
+                                        zip(empty, unknown_rows, strict=True)):
+        return "unknown", "missing; encoded like an unknown category", slots
+    return "imputed", "missing; encoded as the pipeline's missing value", slots
+
+
+def _unknown_note(unknown_rows: list[np.ndarray | None], order: Sequence[int]) -> str:
+    """How an accepted unknown category is encoded, in words."""
+    zero = all(np.allclose(u[list(order)], 0.0) for u in unknown_rows if u is not None)
+    return ("the encoder sets all of its slots to zero (handle_unknown='ignore')" if zero else
+            "the encoder maps it to its own value (unknown_value or an 'infrequent' slot)")
 
 
 def _slot_names(columns: Sequence[cat_io.TabularColumn], groups: Sequence[int],
