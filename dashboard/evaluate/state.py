@@ -11,7 +11,6 @@ drive it directly with a plain dict as well as through ``st.session_state``.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -19,19 +18,15 @@ from typing import Any
 
 import torch
 
+from attribution_core.cache import tensor_digest
 from attribution_core.evaluation import CaseOutcome, EvalCase, EvaluationResult, EvaluationSettings
+from dashboard.widgets import digests
 
 RESULTS_KEY = "eval_results"
 CURRENT_KEY = "eval_current"
 PARTIAL_KEY = "eval_partial"
 STOP_AFTER_KEY = "eval_stop_after_cases"  # a test / demo hook: stop after this many cases
 MAX_RESULTS = 6
-
-
-def _tensor_bytes(value: torch.Tensor | None) -> bytes:
-    if value is None:
-        return b"-"
-    return value.detach().cpu().contiguous().numpy().tobytes() + str(tuple(value.shape)).encode()
 
 
 def cases_digest(cases: Sequence[EvalCase]) -> str:
@@ -45,17 +40,25 @@ def cases_digest(cases: Sequence[EvalCase]) -> str:
         hasher.update(case.case_id.encode())
         hasher.update(str(case.target).encode())
         for tensor in (case.inputs, case.baseline, case.expected, case.units, case.removal):
-            hasher.update(_tensor_bytes(tensor))
+            _feed(tensor, hasher)
         for name in sorted(case.forward_kwargs):
-            hasher.update(name.encode() + _tensor_bytes(case.forward_kwargs[name]))
+            hasher.update(name.encode())
+            _feed(case.forward_kwargs[name], hasher)
     return hasher.hexdigest()[:24]
+
+
+def _feed(value: torch.Tensor | None, hasher: Any) -> None:
+    """A tensor by the result cache's own digest (dtype, shape, bytes); "-" for none."""
+    if value is None:
+        hasher.update(b"-")
+    else:
+        tensor_digest(value, hasher)
 
 
 def result_key(model_name: str, weights_hash: str, case_digest: str,
                settings: EvaluationSettings) -> str:
     """Everything that changes an evaluation's numbers, in one string."""
-    settings_text = json.dumps(settings.record(), sort_keys=True, default=str)
-    settings_digest = hashlib.sha256(settings_text.encode()).hexdigest()[:16]
+    settings_digest = digests.json_hex(settings.record(), 16)
     return f"{model_name}|{weights_hash[:16]}|{case_digest}|{settings_digest}"
 
 

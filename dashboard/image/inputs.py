@@ -28,7 +28,7 @@ from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
 from dashboard.image import ig2 as ig2_adapter
 from dashboard.image import logic
-from dashboard.widgets import own_models, resources
+from dashboard.widgets import digests, own_models, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.memo import ByteBoundedMemo
 from dashboard.widgets.sidebar import selected_model_key
@@ -148,7 +148,7 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
              ) -> ImageInput | None:
     try:
         inputs = logic.model_input(model, picture)
-        digest = logic.digest(inputs)
+        digest = digests.tensor_hex(inputs)
         key = f"probs:{model.spec.name}:{model.weights_hash}:{digest}"
         probs = _memo().remembered(key, lambda: logic.probabilities(model, inputs)[0])
         prep = logic.preprocessing_for(model, inputs)

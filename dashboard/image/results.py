@@ -6,7 +6,6 @@ clipping, opacity, top-k) are not part of the key, so changing them only re-rend
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +21,7 @@ from dashboard.image import logic
 from dashboard.image.inputs import ImageInput
 from dashboard.image.views import ViewOptions, method_maps, render_maps
 from dashboard.widgets import (
+    digests,
     exports,
     figures,
     ig2_trust,
@@ -63,7 +63,7 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     except image_io.ImageInputError as error:
         st.error(str(error))
         baseline = None
-    baseline_digest = None if baseline is None else logic.digest(baseline)
+    baseline_digest = None if baseline is None else digests.tensor_hex(baseline)
     if baseline is not None:
         memo = st.session_state.setdefault("img_baseline_checks", {})
         check_key = (model.spec.name, model.weights_hash, baseline_digest, settings.target)
@@ -188,7 +188,7 @@ def _curve(run: logic.ExplanationRun) -> None:
     for other in _runs().values():  # earlier runs of the same question add real points
         same = (other.ig is not None and other.input_digest == run.input_digest
                 and other.model_name == run.model_name
-                and logic.digest(other.baseline) == logic.digest(run.baseline)
+                and digests.tensor_hex(other.baseline) == digests.tensor_hex(run.baseline)
                 and other.settings.target == run.settings.target)
         if same and other.ig is not None:
             evaluations = int(other.ig.n_evaluations[0])
@@ -299,7 +299,7 @@ def _record(model: LoadedModel, run: logic.ExplanationRun, key: str, limit: floa
         "model": run.model_name, "model_title": model.spec.title,
         "weights_sha256": run.weights_hash, "input_sha256_16": run.input_digest,
         "input_name": st.session_state.get(f"img_name_{key}"),
-        "baseline_sha256_16": hashlib.sha256(run.baseline.numpy().tobytes()).hexdigest()[:16],
+        "baseline_sha256_16": digests.tensor_hex(run.baseline),
         "settings": run.settings.record(),
         "baseline_check": vars(run.baseline_check),
         "view": {"view": options.view, "colour_map": options.colour_map,

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.spec import LoadedModel
@@ -193,7 +192,7 @@ def _completeness(run: logic.TabularRun) -> None:
             if label == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
             if label == "IG2" and run.ig2 is not None:
-                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
+                ig2_trust.show_ig2_trust(run.ig2.trust)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
@@ -286,7 +285,7 @@ def _downloads(run: logic.TabularRun, names: tuple[str, ...],
     if run.ig2 is not None:
         record["ig2"] = {"delta": float(run.ig2.result.delta[0]),
                          "reference_rows": list(run.ig2.reference_indices),
-                         **ig2_trust.trust_record(trust_summary(run.ig2.result))}
+                         **ig2_trust.trust_record(run.ig2.trust)}
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=exports.frame_csv(frame), mime="text/csv",
                          file_name=f"{run.model_name}_{run.row_digest[:8]}.csv",

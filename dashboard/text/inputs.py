@@ -23,7 +23,7 @@ from attribution_core.models.domain_text import check_text
 from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
 from attribution_core.models.spec import LoadedModel, ModelSpec
 from dashboard.text import logic
-from dashboard.widgets import catalog, resources, session_models
+from dashboard.widgets import catalog, digests, resources, session_models
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.own_text import text_model_panel
 from dashboard.widgets.sidebar import selected_model_key
@@ -234,7 +234,7 @@ def input_panel(model: LoadedModel) -> TextInput | None:
     st.caption(f"{encoded.length} tokens ({encoded.n_content_tokens} without special tokens)"
                f" · model maximum {encoded.max_length}")
     _probability_table(model, probs)
-    return TextInput(text, name, encoded, probs, logic.digest_text(text))
+    return TextInput(text, name, encoded, probs, digests.text_hex(text))
 
 
 def _domain_notice(model: LoadedModel, encoded: text_io.EncodedText) -> None:
@@ -280,7 +280,7 @@ def _memo() -> dict[str, Any]:
 
 
 def _memo_encode(model: LoadedModel, text: str) -> text_io.EncodedText:
-    key = f"enc:{model.spec.name}:{model.weights_hash}:{logic.digest_text(text)}"
+    key = f"enc:{model.spec.name}:{model.weights_hash}:{digests.text_hex(text)}"
     memo = _memo()
     if key not in memo:
         memo[key] = logic.encode(model, text)

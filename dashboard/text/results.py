@@ -13,7 +13,6 @@ from typing import Any
 
 import streamlit as st
 
-from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from dashboard.text import logic
@@ -181,7 +180,7 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
             if view.name == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
             if view.name == "IG2" and run.ig2 is not None:
-                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
+                ig2_trust.show_ig2_trust(run.ig2.trust)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
@@ -250,7 +249,7 @@ def _downloads(run: logic.TextRun, views: list[logic.MethodView]) -> None:
     if run.ig2 is not None:
         record["ig2_references"] = list(run.ig2.reference_texts)
         record["methods"]["IG2"].update(
-            ig2_trust.trust_record(trust_summary(run.ig2.result)))
+            ig2_trust.trust_record(run.ig2.trust))
     stem = f"{run.model_name}_{run.text_digest[:8]}"
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=attributions_csv(views), mime="text/csv",
