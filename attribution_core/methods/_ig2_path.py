@@ -155,7 +155,9 @@ class PathRunner:
         output = as_output_tensor(self.forward(points, **kwargs))
         rep = self.probe.function(points, **kwargs) if self.probe.function is not None \
             else self.capture()
-        return output, rep.reshape(rep.shape[0], -1)
+        # A pipeline's hidden layer may run in another precision (ONNX casts); distances are
+        # kept in the inputs' precision, like the path itself.
+        return output, rep.reshape(rep.shape[0], -1).to(points.dtype)
 
     def _path_kwargs(self, rows: torch.Tensor) -> dict[str, Any]:
         owners = self.owner.index_select(0, rows)

@@ -14,26 +14,17 @@ from pathlib import Path
 import pytest
 
 from tests import hostile_models as hostile
+from tests.e2e.waits import UI_TIMEOUT_MS, choose, rerun, wait_idle
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_MS = 120_000
-
-
-def _wait_idle(page: object) -> None:
-    page.wait_for_timeout(400)  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-        timeout=TIMEOUT_MS)
 
 
 def _open_own_model_panel(page: object, url: str) -> None:
     page.goto(f"{url}/tabular")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Explain").wait_for(timeout=60_000)  # type: ignore
-    _wait_idle(page)
-    page.get_by_test_id("stRadio").filter(has_text="Model source").get_by_text(  # type: ignore
-        "Your model", exact=True).click()
-    _wait_idle(page)
+    page.get_by_role("button", name="Explain").wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
+    choose(page, "Model source", "Your model")
 
 
 def _model_box(page: object) -> object:
@@ -50,12 +41,12 @@ def test_an_onnx_reading_a_server_file_is_refused_and_nothing_of_it_is_shown(
                                                 ".streamlit/config.toml"))
     _open_own_model_panel(page, dashboard_url)
     _model_box(page).set_input_files(str(upload))  # type: ignore[attr-defined]
-    _wait_idle(page)
-    page.get_by_role("button", name="Load this model").click()  # type: ignore[attr-defined]
-    _wait_idle(page)
+    page.get_by_text(upload.name).first.wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
+    rerun(page, page.get_by_role("button", name="Load this model").click)  # type: ignore
     alert = page.get_by_test_id("stAlertContentError").filter(  # type: ignore[attr-defined]
         has_text="external files")
-    alert.first.wait_for(timeout=TIMEOUT_MS)
+    alert.first.wait_for(timeout=UI_TIMEOUT_MS)
     message = alert.first.inner_text()
     assert message.startswith("leak.onnx: The ONNX model keeps tensor data in external files"), \
         message
@@ -68,13 +59,10 @@ def test_an_onnx_reading_a_server_file_is_refused_and_nothing_of_it_is_shown(
 
 def test_the_server_refuses_puts_to_file_ids_it_did_not_issue(
         dashboard_url: str, page: object, tmp_path: Path) -> None:
-    captured: list[object] = []
-
     def hold_back(route: object) -> None:
         """Keep the browser's own PUT from being sent: its file id stays issued and unused."""
         request = route.request  # type: ignore[attr-defined]
         if request.method == "PUT":
-            captured.append(request)
             route.abort()  # type: ignore[attr-defined]
         else:
             route.continue_()  # type: ignore[attr-defined]
@@ -83,10 +71,11 @@ def test_the_server_refuses_puts_to_file_ids_it_did_not_issue(
     model.write_bytes(hostile.linear_classifier(3, 2))
     _open_own_model_panel(page, dashboard_url)
     page.route("**/_stcore/upload_file/**", hold_back)  # type: ignore[attr-defined]
-    _model_box(page).set_input_files(str(model))  # type: ignore[attr-defined]
-    page.wait_for_timeout(2_000)  # type: ignore[attr-defined]
-    assert captured, "the browser's own upload was seen"
-    issued = captured[0]
+    with page.expect_request(  # type: ignore[attr-defined]
+            lambda request: request.method == "PUT" and "/_stcore/upload_file/" in request.url,
+            timeout=UI_TIMEOUT_MS) as seen:
+        _model_box(page).set_input_files(str(model))  # type: ignore[attr-defined]
+    issued = seen.value
     url = issued.url  # type: ignore[attr-defined]
     token = issued.all_headers().get("x-xsrftoken", "")  # type: ignore[attr-defined]
 

@@ -17,26 +17,33 @@ from safetensors.torch import save
 
 from tests.app.test_evaluate_own_models import wine_mlp
 from tests.app.test_own_tabular_model import reference_csv
-from tests.e2e.test_text_tabular_e2e import _choose, _explain, _no_traceback, _wait_idle
+from tests.e2e.test_text_tabular_e2e import _explain, _no_traceback
+from tests.e2e.waits import (
+    RESULT_TIMEOUT_MS,
+    UI_TIMEOUT_MS,
+    choose,
+    pick,
+    rerun,
+    wait_drawn,
+    wait_idle,
+)
 from tests.model_zips import save_tiny_classifier, zip_folder
 
 pytestmark = pytest.mark.e2e
-RESULT_TIMEOUT_MS = 300_000
 
 
 def _upload(page: object, label: str, path: Path) -> None:
     """Give ``path`` to the file uploader whose label starts with ``label``."""
     uploader = page.get_by_test_id("stFileUploader").filter(has_text=label)  # type: ignore
     uploader.locator("input[type=file]").set_input_files(str(path))
-    page.get_by_text(path.name).first.wait_for(timeout=30_000)  # type: ignore[attr-defined]
-    _wait_idle(page)
+    page.get_by_text(path.name).first.wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
 
 
 def _load(page: object) -> None:
-    page.get_by_role("button", name="Load this model").click()  # type: ignore[attr-defined]
-    _wait_idle(page)
+    rerun(page, page.get_by_role("button", name="Load this model").click)  # type: ignore
     page.get_by_text("yours: other sessions do not see it").first.wait_for(  # type: ignore
-        timeout=120_000)
+        timeout=UI_TIMEOUT_MS)
 
 
 def test_a_zipped_text_classifier_explains_a_sentence(dashboard_url: str, page: object,
@@ -45,9 +52,9 @@ def test_a_zipped_text_classifier_explains_a_sentence(dashboard_url: str, page: 
     archive = tmp_path / "my_distilbert.zip"
     archive.write_bytes(zip_folder(folder, top="my_distilbert"))
     page.goto(f"{dashboard_url}/text")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Explain").wait_for(timeout=60_000)  # type: ignore
-    _wait_idle(page)
-    _choose(page, "Model source", "Your model")
+    page.get_by_role("button", name="Explain").wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
+    choose(page, "Model source", "Your model")
     _upload(page, "Model folder as a .zip", archive)
     _load(page)
     assert page.get_by_text(re.compile(r"Your text classifier \(my_distilbert\.zip, "
@@ -55,8 +62,7 @@ def test_a_zipped_text_classifier_explains_a_sentence(dashboard_url: str, page: 
         "the page names the uploaded model"  # type: ignore[attr-defined]
     box = page.get_by_label("Text to explain")  # type: ignore[attr-defined]
     box.fill("the movie was goods .")
-    box.press("Control+Enter")
-    _wait_idle(page)
+    rerun(page, lambda: box.press("Control+Enter"))
     assert page.get_by_text("1: positive").count() >= 1, "class names from id2label"  # type: ignore
     _explain(page, "IG", "Completeness")
     chips = page.locator("span[title^='word']")  # type: ignore[attr-defined]
@@ -76,10 +82,10 @@ def test_an_uploaded_mlp_is_audited_on_evaluate(dashboard_url: str, page: object
     config_file.write_text(json.dumps(config))
     rows.write_bytes(reference_csv())
     page.goto(f"{dashboard_url}/tabular")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Explain").wait_for(timeout=60_000)  # type: ignore
-    _wait_idle(page)
-    _choose(page, "Model source", "Your model")
-    _choose(page, "Format", "safetensors MLP + JSON config")
+    page.get_by_role("button", name="Explain").wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
+    choose(page, "Model source", "Your model")
+    choose(page, "Format", "safetensors MLP + JSON config")
     _upload(page, "Model file", weights)
     _upload(page, "Config (.json)", config_file)
     _upload(page, "Reference rows", rows)
@@ -87,28 +93,26 @@ def test_an_uploaded_mlp_is_audited_on_evaluate(dashboard_url: str, page: object
 
     menu = page.get_by_test_id("stSidebarNav")  # type: ignore[attr-defined]
     menu.get_by_role("link", name="Evaluate").click()  # the same session: no reload
-    page.get_by_role("button", name="Run evaluation").wait_for(timeout=90_000)  # type: ignore
-    _wait_idle(page)
-    _choose(page, "Modality", "Tabular")
-    page.get_by_test_id("stSelectbox").filter(has_text="Model").first.click()  # type: ignore
-    page.get_by_role("option", name=re.compile(r"wine_mlp\.safetensors.*yours")).click()  # type: ignore
-    _wait_idle(page)
+    page.get_by_role("button", name="Run evaluation").wait_for(  # type: ignore
+        timeout=UI_TIMEOUT_MS)
+    wait_idle(page)
+    choose(page, "Modality", "Tabular")
+    pick(page, page.get_by_test_id("stSelectbox").filter(has_text="Model").first,  # type: ignore
+         re.compile(r"wine_mlp\.safetensors.*yours"))
     assert page.get_by_text("Your reference data", exact=True).count() == 1, \
         "the upload's reference rows are offered as cases"  # type: ignore[attr-defined]
     count = page.get_by_role("spinbutton", name="Number of cases")  # type: ignore[attr-defined]
     count.fill("5")
-    count.press("Enter")
-    _wait_idle(page)
+    rerun(page, lambda: count.press("Enter"))
     page.get_by_text("5 cases ready (your reference data)").first.wait_for(  # type: ignore
-        timeout=60_000)
-    page.get_by_role("button", name="Run evaluation").click()  # type: ignore[attr-defined]
+        timeout=UI_TIMEOUT_MS)
+    rerun(page, page.get_by_role("button", name="Run evaluation").click)  # type: ignore
     page.get_by_role("heading", name="Summary per method").wait_for(  # type: ignore
         timeout=RESULT_TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.get_by_text(re.compile(r"wine_mlp\.safetensors")).count() >= 1, \
         "the result names the uploaded model"  # type: ignore[attr-defined]
-    page.get_by_test_id("stPlotlyChart").nth(3).wait_for(timeout=60_000)  # type: ignore
-    page.get_by_role("button", name="HTML report").wait_for(timeout=30_000)  # type: ignore
+    wait_drawn(page, 4)
+    page.get_by_role("button", name="HTML report").wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
     _no_traceback(page)
-    page.wait_for_timeout(1500)  # type: ignore[attr-defined]  # let Plotly finish drawing
     page.screenshot(path=str(artifacts / "evaluate_own_mlp.png"), full_page=True)  # type: ignore

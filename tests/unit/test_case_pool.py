@@ -42,8 +42,9 @@ def test_uploaded_pictures_are_each_others_references() -> None:
     loaded = spec.loader(torch.device("cpu"))
     items = [ImageItem(f"dark {i}", _picture(40, i)) for i in range(3)] + \
         [ImageItem(f"bright {i}", _picture(215, 10 + i)) for i in range(3)]
+    unpooled = image_cases(loaded, items)  # builds: only methods that need references refuse
     with pytest.raises(EvaluationInputError, match="no reference pool"):
-        image_cases(loaded, items)  # without reference data, as before
+        evaluate(loaded, unpooled.cases, EvaluationSettings(methods=("IG2",), ig2_steps=8))
     pooled = with_case_pool(loaded, items)
     assert pooled.spec.reference_pool is not None and loaded.spec.reference_pool is None, \
         "the pool is on a copy of the spec, the model's own spec is unchanged"
