@@ -26,7 +26,6 @@ from attribution_core.modalities import image as image_io
 from attribution_core.models import domain
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.image import ig2 as ig2_adapter
 from dashboard.image import keys, logic
 from dashboard.widgets import digests, own_models, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
@@ -206,7 +205,7 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
         key=keys.target(model.spec.name, source.digest),
         format_func=lambda c: f"{logic.class_label(model.spec.class_names, c)} "
                               f"(p = {float(source.probabilities[c]):.3f})")
-    have_ig2 = ig2_adapter.available() and model.spec.reference_pool is not None
+    have_ig2 = model.spec.reference_pool is not None  # IG2 needs references to draw from
     methods = ["IG", "IG2", "both"] if have_ig2 else ["IG"]
     method = st.radio("Method", methods, horizontal=True, key=keys.METHOD,
                       help="both: IG and IG2 side by side on one colour scale")
