@@ -41,9 +41,9 @@ from attribution_core.evaluation.types import (
     EvaluationSettings,
     MethodOutcome,
 )
+from attribution_core.explain_flow import IgRequest, run_ig
 from attribution_core.methods.gradient_shap import gradient_shap
 from attribution_core.methods.gradient_x_input import gradient_x_input
-from attribution_core.methods.ig import integrated_gradients, with_convergence
 from attribution_core.methods.ig2 import SHORT_PATH_REACH
 from attribution_core.methods.ig2_tuning import TunedIg2
 from attribution_core.methods.saliency import saliency
@@ -59,7 +59,7 @@ from attribution_core.metrics import (
 from attribution_core.modalities import image as image_io
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from attribution_core.results import Attribution, IG2Attribution
+from attribution_core.results import IG2Attribution
 
 Progress = Callable[[int, int, str], None]
 
@@ -281,16 +281,12 @@ def _attribute(method: str, loaded: LoadedModel, stacked: _Stacked, batch: Seque
     device = loaded.device
     forward = loaded.forward
     if method == METHOD_IG:
-        def run_ig(steps: int) -> Attribution:
-            return integrated_gradients(forward, x, baselines=base, target=target,
-                                        n_steps=steps, method=settings.quadrature,
-                                        forward_kwargs=kwargs, cache=cache,
-                                        model_key=loaded.weights_hash)
-        full = run_ig(settings.ig_steps)
-        if settings.ig_steps < 2:
-            return full
         # Half the steps again: how far the map itself still moves (see MethodOutcome).
-        return with_convergence(full, run_ig(settings.ig_steps // 2))
+        half = (settings.ig_steps // 2,) if settings.ig_steps >= 2 else ()
+        return run_ig(IgRequest(forward, x, baselines=base, target=target,
+                                n_steps=settings.ig_steps, method=settings.quadrature,
+                                ladder=half, forward_kwargs=kwargs,
+                                model_key=loaded.weights_hash), cache=cache).result
     if method in (METHOD_IG2, METHOD_IG2_BEST_PATH):
         own_refs = refs[:, : settings.ig2_references]
         ref_kwargs = {k: v[:, : settings.ig2_references]

@@ -46,6 +46,7 @@ from attribution_core.limits import (
 from attribution_core.models.encoded_tabular import schema_of
 from attribution_core.models.inputs import feature_names
 from attribution_core.models.spec import LoadedModel
+from dashboard.evaluate import keys
 from dashboard.evaluate.state import cases_digest, result_key
 from dashboard.widgets import catalog, resources, session_models
 from dashboard.widgets.errors import unexpected_message
@@ -114,18 +115,18 @@ def _model_names(modality: str) -> tuple[list[str], dict[str, str]]:
 def model_panel() -> LoadedModel | None:
     """Modality, then one of that modality's ready built-in (or operator plugin) models or
     one of this session's own."""
-    modality = st.radio("Modality", MODALITIES, horizontal=True, key="eval_modality",
+    modality = st.radio("Modality", MODALITIES, horizontal=True, key=keys.MODALITY,
                         format_func=str.capitalize)
     names, titles = _model_names(modality)
     if not names:
         st.warning(catalog.registry_problem() or f"No ready built-in {modality} model.")
         return None
-    name = st.selectbox("Model", names, key=f"eval_model_{modality}", format_func=titles.get)
+    name = st.selectbox("Model", names, key=keys.model(modality), format_func=titles.get)
     return resources.load_ready_model(name)
 
 
 def _memo() -> OrderedDict[tuple[Any, ...], Any]:
-    return st.session_state.setdefault("eval_case_memo", OrderedDict())
+    return st.session_state.setdefault(keys.CASE_MEMO, OrderedDict())
 
 
 def _remembered(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
@@ -153,15 +154,15 @@ def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | Non
     spec = model.spec
     if _is_own(spec.name):
         options = [OWN_REFERENCE, UPLOAD] if has_reference_data(model.spec) else [UPLOAD]
-        source = st.radio("Cases", options, horizontal=True, key="eval_source_own",
+        source = st.radio("Cases", options, horizontal=True, key=keys.SOURCE_OWN,
                           help="Your reference data: the rows or texts you gave with the "
                                "model. Upload: a file of cases; a model without reference "
                                "data draws IG2's references from the uploaded cases.")
     else:
-        source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key="eval_source")
+        source = st.radio("Cases", [BUNDLED, UPLOAD], horizontal=True, key=keys.SOURCE)
     if source == OWN_REFERENCE:
         count = int(st.number_input("Number of cases", 1, MAX_CASES, DEFAULT_CASES, step=5,
-                                    key="eval_n_own_cases",
+                                    key=keys.N_OWN_CASES,
                                     help="Rows or texts of your reference data, classes "
                                          "taken in turn."))
         built = _remembered(
@@ -170,7 +171,7 @@ def cases_panel(model: LoadedModel, baseline: str, seed: int, removal: str | Non
         return _report(built, "your reference data")
     if source == BUNDLED:
         count = int(st.number_input("Number of cases", 1, MAX_CASES, DEFAULT_CASES, step=5,
-                                    key="eval_n_cases",
+                                    key=keys.N_CASES,
                                     help="Held-out samples, classes taken in turn."))
         built = _remembered(
             ("bundled", spec.name, model.weights_hash, count, baseline, seed, removal),
@@ -192,7 +193,7 @@ def _upload(model: LoadedModel, baseline: str, seed: int, removal: str | None
                    "references from the other cases of this file, labelled by the model's "
                    "own predictions.")
     upload = upload_box("Cases file", type=UPLOAD_TYPES[modality],
-                        key=f"eval_upload_{modality}", help=UPLOAD_LIMITS[modality],
+                        key=keys.upload(modality), help=UPLOAD_LIMITS[modality],
                         limit_mb=OTHER_UPLOADS_MB)
     if upload is None:
         st.info("Upload a file of cases, or choose the bundled cases.")
@@ -264,11 +265,11 @@ def baseline_choice(model: LoadedModel) -> tuple[str, str | None]:
     kinds = list(spec.baselines) or [spec.default_baseline]
     default = kinds.index(spec.default_baseline) if spec.default_baseline in kinds else 0
     baseline = str(st.selectbox("Baseline", kinds, index=default,
-                                key=f"eval_baseline_{spec.name}",
+                                key=keys.baseline(spec.name),
                                 help="What 'absent' means for IG (and, by default, for the "
                                      "deletion and insertion curves)."))
     others = [SAME_AS_BASELINE] + [kind for kind in kinds if kind != baseline]
-    removal = st.selectbox("Removed units become", others, key=f"eval_removal_{spec.name}",
+    removal = st.selectbox("Removed units become", others, key=keys.removal(spec.name),
                            help="What deletion and insertion put in place of a removed unit. "
                                 "The baseline favours methods that integrate from it (IG); "
                                 "another value is neutral ground.")
@@ -278,7 +279,7 @@ def baseline_choice(model: LoadedModel) -> tuple[str, str | None]:
 def settings_panel() -> tuple[EvaluationSettings, int]:
     """Methods (all by default) and the run's parameters; the seed is returned separately too."""
     methods = st.multiselect("Methods", list(KNOWN_METHODS), default=list(ALL_METHODS),
-                             key="eval_methods",
+                             key=keys.METHODS,
                              help=f"{METHOD_IG2_BEST_PATH}: IG2 run with a few path settings "
                                   "(eta, steps) per case, keeping the one whose paths got "
                                   "closest to their references (about 5x IG2's cost).")
@@ -286,16 +287,16 @@ def settings_panel() -> tuple[EvaluationSettings, int]:
     with st.expander("Settings", expanded=False):
         left, right = st.columns(2)
         ig_steps = left.slider("IG steps", 4, 256, defaults.ig_steps, step=4,
-                               key="eval_ig_steps")
+                               key=keys.IG_STEPS)
         ig2_steps = left.slider("IG2 path steps", 4, 128, defaults.ig2_steps, step=4,
-                                key="eval_ig2_steps")
+                                key=keys.IG2_STEPS)
         ig2_refs = left.slider("IG2 references", 1, 8, defaults.ig2_references,
-                               key="eval_ig2_refs")
+                               key=keys.IG2_REFS)
         samples = right.slider("SmoothGrad samples", 2, 64, defaults.smoothgrad_samples,
-                               key="eval_sg_samples")
+                               key=keys.SG_SAMPLES)
         points = right.slider("Curve points (deletion / insertion)", 5, 51,
-                              defaults.curve_points, step=2, key="eval_curve_points")
-        seed = int(right.number_input("Seed", 0, 10_000, defaults.seed, key="eval_seed"))
+                              defaults.curve_points, step=2, key=keys.CURVE_POINTS)
+        seed = int(right.number_input("Seed", 0, 10_000, defaults.seed, key=keys.SEED))
     ordered = tuple(m for m in KNOWN_METHODS if m in methods)
     settings = EvaluationSettings(methods=ordered, ig_steps=ig_steps, ig2_steps=ig2_steps,
                                   ig2_references=ig2_refs, smoothgrad_samples=samples,

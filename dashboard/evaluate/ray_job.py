@@ -17,12 +17,10 @@ import streamlit as st
 
 from attribution_core.evaluation import ray_jobs
 from attribution_core.evaluation.types import EvaluationSettings
+from dashboard.evaluate import keys
 from dashboard.evaluate.inputs import BUNDLED, EvaluationRequest
 from dashboard.evaluate.state import EvaluationStore
 
-JOB_KEY = "eval_ray_job"
-STOP_KEY = "eval_ray_stop"
-CONTINUE_KEY = "eval_ray_continue"
 WAIT_ENV = "IG_DASHBOARD_RAY_WAIT_SECONDS"
 
 
@@ -49,10 +47,10 @@ def _job_input(request: EvaluationRequest) -> ray_jobs.JobInput:
     """The page's source of cases, read from this session's widgets (bundled count, upload)."""
     state = st.session_state
     spec = request.model.spec
-    baseline = state.get(f"eval_baseline_{spec.name}")
-    if state.get("eval_source", BUNDLED) == BUNDLED:
+    baseline = state.get(keys.baseline(spec.name))
+    if state.get(keys.SOURCE, BUNDLED) == BUNDLED:
         return ray_jobs.JobInput(n_cases=len(request.cases), baseline=baseline)
-    upload = state.get(f"eval_upload_{spec.modality}")
+    upload = state.get(keys.upload(spec.modality))
     return ray_jobs.JobInput(n_cases=len(request.cases), baseline=baseline,
                              upload_name=getattr(upload, "name", "cases"),
                              upload=upload.getvalue() if upload is not None else None)
@@ -70,28 +68,28 @@ def start(request: EvaluationRequest) -> None:
         st.error(f"The evaluation could not be submitted to Ray ({type(error).__name__}): "
                  f"{str(error).splitlines()[0] if str(error) else 'no detail'}")
         return
-    st.session_state[JOB_KEY] = PageJob(handle, request.key, request.model.spec.name,
+    st.session_state[keys.RAY_JOB] = PageJob(handle, request.key, request.model.spec.name,
                                         request.settings, len(request.cases))
 
 
 def track(store: EvaluationStore) -> bool:
     """Poll this session's job; True while it runs (the caller then draws no Run button)."""
-    job: PageJob | None = st.session_state.get(JOB_KEY)
+    job: PageJob | None = st.session_state.get(keys.RAY_JOB)
     config = ray_jobs.JobConfig.from_environment()
     if job is None or config is None:
         return False
     client = ray_jobs.make_client(config.address)
-    if st.session_state.get(STOP_KEY):
+    if st.session_state.get(keys.RAY_STOP):
         ray_jobs.stop(client, job.handle)
-    if st.session_state.get(CONTINUE_KEY):
+    if st.session_state.get(keys.RAY_CONTINUE):
         job = PageJob(ray_jobs.resubmit(client, job.handle), job.result_key, job.model_name,
                       job.settings, job.n_cases)
-        st.session_state[JOB_KEY] = job
+        st.session_state[keys.RAY_JOB] = job
     progress = ray_jobs.poll(client, job.handle)
     if not progress.finished:
         progress = _wait(client, job, config.poll_seconds, _wait_window())
     if not progress.finished:
-        st.button("Refresh", key="eval_ray_refresh", icon=":material/refresh:",
+        st.button("Refresh", key=keys.RAY_REFRESH, icon=":material/refresh:",
                   help="The job is still running on the cluster; check on it again.")
         return True
     if progress.status == "SUCCEEDED":
@@ -100,12 +98,12 @@ def track(store: EvaluationStore) -> bool:
     if progress.status == "STOPPED":
         st.warning(f"The Ray job was stopped after {progress.done} of {job.n_cases} cases.",
                    icon=":material/pause_circle:")
-        st.button("Continue on Ray", key=CONTINUE_KEY,
+        st.button("Continue on Ray", key=keys.RAY_CONTINUE,
                   help="Resubmit the job; the shards it finished are kept.")
         return False
     st.error("The Ray job failed: " + (progress.line or "see the job's log on the cluster "
                                        f"({job.handle.submission_id})."))
-    del st.session_state[JOB_KEY]
+    del st.session_state[keys.RAY_JOB]
     return False
 
 
@@ -121,8 +119,8 @@ def _wait(client: object, job: PageJob, poll_seconds: float, window: float
     slot = st.empty()  # emptied when the job ends, so its Stop button goes with it
     with slot.container(border=True):
         stop_column, bar_column = st.columns([1, 6], vertical_alignment="center")
-        # A click reruns the script; the next run sees STOP_KEY and stops the job.
-        stop_column.button("Stop", key=STOP_KEY, icon=":material/stop_circle:")
+        # A click reruns the script; the next run sees keys.RAY_STOP and stops the job.
+        stop_column.button("Stop", key=keys.RAY_STOP, icon=":material/stop_circle:")
         bar = bar_column.progress(0.0, text=f"Ray job {job.handle.submission_id}: submitted")
         deadline = time.monotonic() + window
         while True:
@@ -147,4 +145,4 @@ def _finish(store: EvaluationStore, job: PageJob) -> None:
     else:
         store.begin(job.result_key, job.model_name, (), job.settings)
         store.finish(result)
-    del st.session_state[JOB_KEY]
+    del st.session_state[keys.RAY_JOB]

@@ -20,13 +20,13 @@ from attribution_core.evaluation.report_html import report_html
 from attribution_core.evaluation.runner import evaluate
 from attribution_core.evaluation.types import UNSIGNED_METHODS
 from dashboard.evaluate import figures as charts
+from dashboard.evaluate import keys
 from dashboard.evaluate import ray_job as evaluate_ray_job
 from dashboard.evaluate import sanity as evaluate_sanity
 from dashboard.evaluate.inputs import EvaluationRequest
 from dashboard.evaluate.state import EvaluationStore, PartialRun
 from dashboard.widgets import resources, run_costs, run_gate
 
-PENDING_KEY = "eval_pending"
 MOST_DISAGREEING = 10
 MAPS_PER_ROW = 3
 HIGHLIGHT = "background-color: #d9f2d9; font-weight: 600"
@@ -64,19 +64,19 @@ def run_section(request: EvaluationRequest | None) -> None:
     store = _store()
     evaluate_ray_job.track(store)  # this session's Ray job, if any: progress, Stop, its result
     stopped = store.interrupted()
-    st.session_state[PENDING_KEY] = None if request is None else request.key
+    st.session_state[keys.PENDING] = None if request is None else request.key
     estimate = None if request is None else run_costs.evaluate_cost(
         request.model, request.cases, request.settings)
     run_gate.show_estimate(estimate)
     run_column, continue_column, note_column = st.columns([1, 1, 4], vertical_alignment="center")
-    clicked = run_column.button("Run evaluation", type="primary", key="eval_run",
+    clicked = run_column.button("Run evaluation", type="primary", key=keys.RUN,
                                 disabled=request is None)
     resume = False
     note, continue_slot = note_column.empty(), continue_column.empty()
     if stopped is not None:
         note.warning(f"Stopped after {stopped.n_done} of {stopped.n_total} cases.",
                      icon=":material/pause_circle:")
-        resume = continue_slot.button("Continue", key="eval_continue",
+        resume = continue_slot.button("Continue", key=keys.CONTINUE,
                                       help="Finish only the cases not done yet.")
     if (resume or clicked) and stopped is not None:  # the run takes over; the note goes
         note.empty()
@@ -109,7 +109,7 @@ def _execute(store: EvaluationStore, partial: PartialRun) -> None:
         stop_column, bar_column = st.columns([1, 6], vertical_alignment="center")
         # Any click reruns the script, which raises inside this one at its next st call; the
         # cases finished by then are already stored (on_case), so the button needs no handler.
-        stop_column.button("Stop", key="eval_stop", icon=":material/stop_circle:")
+        stop_column.button("Stop", key=keys.STOP, icon=":material/stop_circle:")
         bar = bar_column.progress(partial.n_done / max(partial.n_total, 1),
                                   text=f"case {partial.n_done + 1} of {partial.n_total}: "
                                        "starting")
@@ -168,7 +168,7 @@ def results_section(request: EvaluationRequest | None = None) -> None:
         if partial is not None and not partial.running:
             st.info("The run was stopped before any case finished; press **Continue**.")
         return
-    if st.session_state.get(PENDING_KEY) != key:
+    if st.session_state.get(keys.PENDING) != key:
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Run evaluation** again.", icon=":material/history:")
     _header(result)
@@ -222,7 +222,7 @@ def _summary(result: EvaluationResult) -> None:
             styler = styler.highlight_min(subset=[title], props=HIGHLIGHT)
         else:
             styler = styler.highlight_max(subset=[title], props=HIGHLIGHT)
-    st.dataframe(styler, hide_index=True, width="stretch", key="eval_summary")
+    st.dataframe(styler, hide_index=True, width="stretch", key=keys.SUMMARY)
     st.caption("AUCs are of curves normalised to f(baseline) = 0 and f(input) = 1. Deletion "
                "removes the highest-ranked units first (a faithful map makes the score fall "
                "fast: low AUC); insertion adds them to the baseline (high AUC). 'Beats random' "
@@ -232,15 +232,15 @@ def _summary(result: EvaluationResult) -> None:
 
 def _curves(result: EvaluationResult) -> None:
     st.subheader("Deletion and insertion")
-    st.plotly_chart(charts.mean_curves_figure(result), key="eval_mean_curves", width="stretch")
-    st.plotly_chart(charts.auc_figure(result), key="eval_auc", width="stretch")
+    st.plotly_chart(charts.mean_curves_figure(result), key=keys.MEAN_CURVES, width="stretch")
+    st.plotly_chart(charts.auc_figure(result), key=keys.AUC, width="stretch")
 
 
 def _completeness(result: EvaluationResult) -> None:
     st.subheader("Completeness")
     figure, omitted = charts.completeness_figure(result)
     if figure is not None:
-        st.plotly_chart(figure, key="eval_completeness", width="stretch")
+        st.plotly_chart(figure, key=keys.COMPLETENESS, width="stretch")
     if omitted:
         st.caption(f"Not shown: {', '.join(omitted)} (no completeness claim, so no error to "
                    "measure).")
@@ -253,7 +253,7 @@ def _agreement(result: EvaluationResult) -> None:
                    "measured (shapes masks, planted-cue words or an `expected` column give "
                    "them).")
         return
-    st.plotly_chart(charts.agreement_figure(result), key="eval_agreement", width="stretch")
+    st.plotly_chart(charts.agreement_figure(result), key=keys.AGREEMENT, width="stretch")
     st.caption("Top-k precision: share of a method's k highest units that are expected (k = "
                "the expected count). Mask share: share of positive attribution inside the "
                "expected area; the dashed line is that area's share of the map, what a uniform "
@@ -287,12 +287,12 @@ def _disagreement(result: EvaluationResult) -> None:
         st.caption("Disagreement needs at least two methods.")
         return
     st.dataframe(disagreement_frame(result, ranked), hide_index=True,
-                 width="stretch", key="eval_disagreement",
+                 width="stretch", key=keys.DISAGREEMENT,
                  column_config={"Disagreement": st.column_config.ProgressColumn(
                      "Disagreement", min_value=0.0, max_value=1.0, format="%.3f",
                      help="1 − mean pairwise rank correlation of the methods' |maps|")})
     ids = [case.case_id for case in ranked]
-    chosen = st.selectbox("Open a case", ids, key="eval_case",
+    chosen = st.selectbox("Open a case", ids, key=keys.CASE,
                           help="Its input, every method's map on one colour scale, and its "
                                "curves.")
     _single_case(result, ranked[ids.index(chosen)])
@@ -319,7 +319,7 @@ def _single_case(result: EvaluationResult, case: CaseOutcome) -> None:
             for column, method in zip(columns, methods[start:start + MAPS_PER_ROW],
                                       strict=False):
                 column.plotly_chart(charts.image_map_figure(case, method, limits[method]),
-                                    key=f"eval_map_{method}", width="stretch")
+                                    key=keys.method_map(method), width="stretch")
     elif result.modality == "text":
         if case.text:
             st.markdown(f"> {case.text}")
@@ -332,9 +332,9 @@ def _single_case(result: EvaluationResult, case: CaseOutcome) -> None:
             for column, method in zip(columns, methods[start:start + MAPS_PER_ROW],
                                       strict=False):
                 column.plotly_chart(charts.feature_bars_figure(case, method, limits[method]),
-                                    key=f"eval_bars_{method}", width="stretch")
+                                    key=keys.bars(method), width="stretch")
         st.caption("★ marks the expected features.")
-    st.plotly_chart(charts.case_curves_figure(case, methods), key="eval_case_curves",
+    st.plotly_chart(charts.case_curves_figure(case, methods), key=keys.CASE_CURVES,
                     width="stretch")
 
 
@@ -344,10 +344,10 @@ def _downloads(result: EvaluationResult, key: str) -> None:
     left, right, _rest = st.columns([1, 1, 3])
     left.download_button("HTML report", data=lambda: report_html(result),
                          file_name=f"{stem}.html", mime="text/html", on_click="ignore",
-                         key="eval_dl_html", icon=":material/description:")
+                         key=keys.DL_HTML, icon=":material/description:")
     sanity = evaluate_sanity.record_of(key)
     extra = None if sanity is None else {"randomisation_check": sanity}
     right.download_button("JSON record",
                           data=lambda: json.dumps(to_record(result, extra=extra)),
                           file_name=f"{stem}.json", mime="application/json",
-                          on_click="ignore", key="eval_dl_json", icon=":material/data_object:")
+                          on_click="ignore", key=keys.DL_JSON, icon=":material/data_object:")

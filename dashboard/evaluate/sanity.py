@@ -21,14 +21,13 @@ from attribution_core.evaluation.sanity import (
     randomisation_sanity,
 )
 from attribution_core.evaluation.types import METHOD_IG, METHOD_IG2
+from dashboard.evaluate import keys
 from dashboard.evaluate.inputs import EvaluationRequest
 from dashboard.widgets import run_gate
 
-SANITY_KEY = "eval_sanity"
-
 
 def stored(key: str) -> SanityCheck | None:
-    return st.session_state.setdefault(SANITY_KEY, {}).get(key)
+    return st.session_state.setdefault(keys.SANITY, {}).get(key)
 
 
 def record_of(key: str) -> dict[str, Any] | None:
@@ -53,13 +52,13 @@ def sanity_section(request: EvaluationRequest | None, key: str) -> None:
                    f"compares {' and '.join(methods)} maps of the first "
                    f"{DEFAULT_SANITY_CASES} cases with the trained model's. Maps that explain "
                    "the model must change; maps that stay alike mostly echo the input.")
-        if not st.button("Run the randomisation check", key="eval_sanity_run",
+        if not st.button("Run the randomisation check", key=keys.SANITY_RUN,
                          icon=":material/shuffle:"):
             return
         with st.spinner("Re-initialising layers and explaining again…"):
             try:
                 check = run_gate.run_queued(  # a turn in the device's fair queue
-                    request.model.device, "eval_sanity", lambda job: randomisation_sanity(
+                    request.model.device, keys.SANITY, lambda job: randomisation_sanity(
                         request.model, request.cases, request.settings, methods=methods,
                         seed=request.settings.seed, progress=job.progress()))
             except EvaluationInputError as error:
@@ -68,8 +67,8 @@ def sanity_section(request: EvaluationRequest | None, key: str) -> None:
             except Exception as error:  # a message, never a traceback; results stay
                 st.error(f"The check failed ({type(error).__name__}): {error}")
                 return
-        st.session_state[SANITY_KEY][key] = check
-    st.plotly_chart(sanity_figure(check), key="eval_sanity_chart", width="stretch")
+        st.session_state[keys.SANITY][key] = check
+    st.plotly_chart(sanity_figure(check), key=keys.SANITY_CHART, width="stretch")
     for method in check.methods:
         final = check.final(method)
         verdict = (f"**{method}** passes: with every layer re-initialised its maps keep a rank "

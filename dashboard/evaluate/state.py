@@ -11,7 +11,6 @@ drive it directly with a plain dict as well as through ``st.session_state``.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -19,19 +18,12 @@ from typing import Any
 
 import torch
 
+from attribution_core.cache import tensor_digest
 from attribution_core.evaluation import CaseOutcome, EvalCase, EvaluationResult, EvaluationSettings
+from dashboard.evaluate import keys
+from dashboard.widgets import digests
 
-RESULTS_KEY = "eval_results"
-CURRENT_KEY = "eval_current"
-PARTIAL_KEY = "eval_partial"
-STOP_AFTER_KEY = "eval_stop_after_cases"  # a test / demo hook: stop after this many cases
 MAX_RESULTS = 6
-
-
-def _tensor_bytes(value: torch.Tensor | None) -> bytes:
-    if value is None:
-        return b"-"
-    return value.detach().cpu().contiguous().numpy().tobytes() + str(tuple(value.shape)).encode()
 
 
 def cases_digest(cases: Sequence[EvalCase]) -> str:
@@ -45,17 +37,25 @@ def cases_digest(cases: Sequence[EvalCase]) -> str:
         hasher.update(case.case_id.encode())
         hasher.update(str(case.target).encode())
         for tensor in (case.inputs, case.baseline, case.expected, case.units, case.removal):
-            hasher.update(_tensor_bytes(tensor))
+            _feed(tensor, hasher)
         for name in sorted(case.forward_kwargs):
-            hasher.update(name.encode() + _tensor_bytes(case.forward_kwargs[name]))
+            hasher.update(name.encode())
+            _feed(case.forward_kwargs[name], hasher)
     return hasher.hexdigest()[:24]
+
+
+def _feed(value: torch.Tensor | None, hasher: Any) -> None:
+    """A tensor by the result cache's own digest (dtype, shape, bytes); "-" for none."""
+    if value is None:
+        hasher.update(b"-")
+    else:
+        tensor_digest(value, hasher)
 
 
 def result_key(model_name: str, weights_hash: str, case_digest: str,
                settings: EvaluationSettings) -> str:
     """Everything that changes an evaluation's numbers, in one string."""
-    settings_text = json.dumps(settings.record(), sort_keys=True, default=str)
-    settings_digest = hashlib.sha256(settings_text.encode()).hexdigest()[:16]
+    settings_digest = digests.json_hex(settings.record(), 16)
     return f"{model_name}|{weights_hash[:16]}|{case_digest}|{settings_digest}"
 
 
@@ -92,29 +92,29 @@ class EvaluationStore:
 
     @property
     def results(self) -> OrderedDict[str, EvaluationResult]:
-        return self._state.setdefault(RESULTS_KEY, OrderedDict())
+        return self._state.setdefault(keys.RESULTS, OrderedDict())
 
     @property
     def partial(self) -> PartialRun | None:
-        return self._state.get(PARTIAL_KEY)
+        return self._state.get(keys.PARTIAL)
 
     @property
     def current_key(self) -> str | None:
-        return self._state.get(CURRENT_KEY)
+        return self._state.get(keys.CURRENT)
 
     def show(self, key: str) -> bool:
         """Put the stored result ``key`` on screen; False when there is none."""
         if key not in self.results:
             return False
         self.results.move_to_end(key)
-        self._state[CURRENT_KEY] = key
+        self._state[keys.CURRENT] = key
         return True
 
     def begin(self, key: str, model_name: str, cases: Sequence[EvalCase],
               settings: EvaluationSettings) -> PartialRun:
         """Start a fresh run (any earlier partial run is dropped)."""
         partial = PartialRun(key, model_name, tuple(cases), settings)
-        self._state[PARTIAL_KEY] = partial
+        self._state[keys.PARTIAL] = partial
         return partial
 
     def resume(self) -> PartialRun:
@@ -133,7 +133,7 @@ class EvaluationStore:
 
     def should_stop(self) -> Callable[[], bool]:
         """``evaluate``'s ``should_stop``: true once the stop-after hook's count is reached."""
-        limit = self._state.get(STOP_AFTER_KEY)
+        limit = self._state.get(keys.STOP_AFTER_CASES)
 
         def stop() -> bool:
             partial = self.partial
@@ -147,7 +147,7 @@ class EvaluationStore:
         if result.cancelled and partial is not None:
             partial.running = False
             partial.result = result
-            self._state[CURRENT_KEY] = partial.key
+            self._state[keys.CURRENT] = partial.key
             return
         key = partial.key if partial is not None else self.current_key
         if key is None:
@@ -156,14 +156,14 @@ class EvaluationStore:
         self.results.move_to_end(key)
         while len(self.results) > MAX_RESULTS:
             self.results.popitem(last=False)
-        self._state[CURRENT_KEY] = key
-        self._state.pop(PARTIAL_KEY, None)
+        self._state[keys.CURRENT] = key
+        self._state.pop(keys.PARTIAL, None)
 
     def abandon(self) -> None:
         """Forget the run in progress (it failed); the previous result comes back on screen."""
-        partial = self._state.pop(PARTIAL_KEY, None)
-        if partial is not None and self._state.get(CURRENT_KEY) == partial.key:
-            self._state.pop(CURRENT_KEY, None)
+        partial = self._state.pop(keys.PARTIAL, None)
+        if partial is not None and self._state.get(keys.CURRENT) == partial.key:
+            self._state.pop(keys.CURRENT, None)
 
     def interrupted(self) -> PartialRun | None:
         """The run an earlier script run left half done (the script was stopped under it).
@@ -178,7 +178,7 @@ class EvaluationStore:
             partial.running = False
             partial.result = None  # rebuilt from the outcomes recorded so far
             if partial.n_done:  # with nothing finished, the earlier result stays on screen
-                self._state[CURRENT_KEY] = partial.key
+                self._state[keys.CURRENT] = partial.key
         return partial
 
     def on_screen(self) -> tuple[str, EvaluationResult | None, PartialRun | None] | None:

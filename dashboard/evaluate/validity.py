@@ -16,9 +16,9 @@ from attribution_core.validity.report import rows_table
 from attribution_core.validity.tabular_methods import tabular_methods
 from attribution_core.validity.tabular_suite import TabularSettings, run_tabular
 from attribution_core.validity.xai_bench import DATASETS, RHOS
+from dashboard.evaluate import keys
 from dashboard.widgets import run_gate
 
-VALIDITY_KEY = "eval_validity_rows"
 DEFAULT_METHODS = ("IG(mean)", "IG2(random)", "ExpectedGradients(data)", "Random")
 MAX_CASES = 200
 
@@ -32,18 +32,18 @@ def validity_section() -> None:
                    "better, lower MSE is better; `Random` is the floor. Full tables: "
                    "docs/VALIDITY.md.")
         left, middle, right = st.columns(3)
-        dataset = left.selectbox("Data set", DATASETS, key="validity_dataset")
-        rho = middle.selectbox("Correlation rho", RHOS, key="validity_rho")
+        dataset = left.selectbox("Data set", DATASETS, key=keys.VALIDITY_DATASET)
+        rho = middle.selectbox("Correlation rho", RHOS, key=keys.VALIDITY_RHO)
         n_cases = int(right.number_input("Cases", min_value=10, max_value=MAX_CASES, value=40,
-                                         step=10, key="validity_cases"))
+                                         step=10, key=keys.VALIDITY_CASES))
         names = [m.name for m in tabular_methods()]
         methods = st.multiselect("Methods", names, default=list(DEFAULT_METHODS),
-                                 key="validity_methods")
-        if st.button("Run the validity benchmark", key="validity_run",
+                                 key=keys.VALIDITY_METHODS)
+        if st.button("Run the validity benchmark", key=keys.VALIDITY_RUN,
                      icon=":material/science:", disabled=not methods):
             _run(TabularSettings(n_cases=n_cases, datasets=(dataset,), rhos=(float(rho),),
                                  methods=tuple(methods)))
-        rows = st.session_state.get(VALIDITY_KEY)
+        rows = st.session_state.get(keys.VALIDITY_ROWS)
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
@@ -72,4 +72,4 @@ def _run(settings: TabularSettings) -> None:
         st.error(f"The validity benchmark failed ({type(error).__name__}): {error}")
         return
     slot.empty()
-    st.session_state[VALIDITY_KEY] = rows_table([row.as_json() for row in result.rows])
+    st.session_state[keys.VALIDITY_ROWS] = rows_table([row.as_json() for row in result.rows])

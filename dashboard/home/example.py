@@ -12,6 +12,7 @@ import torch
 
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
+from dashboard.home import keys
 from dashboard.image import logic
 from dashboard.image.views import method_maps
 from dashboard.widgets import catalog, figures, resources
@@ -57,7 +58,7 @@ def show_example() -> None:
     columns[0].image(picture, caption=f"Input: read as {label}", width="stretch")
     for column, (name, values) in zip(columns[1:], maps.items(), strict=True):
         column.plotly_chart(figures.heatmap_figure(values, limit, "signed", "RdBu", name),
-                            key=f"home_example_{name}", width="stretch")
+                            key=keys.example(name), width="stretch")
     st.caption(f"Red pixels raised the score of class {label}, blue ones lowered it. IG measures "
                "against a black image; IG2 against counterfactuals walked towards other "
                "digits. Same colour scale for both: compare where they put the evidence.")

@@ -1,13 +1,10 @@
-"""IG2 on the image page: reference selection, the core's ``ig2`` call and a display summary.
-
-The core's ``ig2`` is developed alongside the dashboard; this adapter is the one place that knows
-its call signature, so the page shows a clear note instead of failing while it is missing.
+"""IG2 on the image page: reference selection, the run (the library's flow,
+``attribution_core.explain_flow.run_ig2``) and a display summary on the CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from attribution_core import explain_flow
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
+from attribution_core.explain_flow import Ig2Progress, Ig2Request
 from attribution_core.fast_paths import PreviewSummary
-from attribution_core.methods.ig2 import Ig2TrustSummary, trust_summary
-from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
+from attribution_core.methods.ig2 import Ig2TrustSummary
+from attribution_core.methods.ig2_preview import Ig2Preview
 from attribution_core.models.inputs import output_probabilities
 from attribution_core.models.spec import LoadedModel
+from dashboard.widgets import ig_runs
 
 RELEVANT_RANKS = (1, 2, 3)  # the 2nd to 4th most likely classes (IG2.md)
 
@@ -48,21 +48,6 @@ class Ig2Summary:
     # The references' 95 % band per pixel (channels combined), / max |A|: where it is unsure.
     band: np.ndarray | None = None
     preview: PreviewSummary | None = None
-
-
-def _ig2_function() -> Callable[..., Any] | None:
-    core = importlib.import_module("attribution_core")
-    function = getattr(core, "ig2", None)
-    if function is None:
-        try:
-            function = importlib.import_module("attribution_core.methods.ig2").ig2
-        except (ImportError, AttributeError):
-            return None
-    return function if callable(function) else None
-
-
-def available() -> bool:
-    return _ig2_function() is not None
 
 
 def select_references(labels: torch.Tensor, input_probabilities: torch.Tensor | None, target: int,
@@ -97,9 +82,6 @@ def run_ig2(loaded: LoadedModel, inputs: torch.Tensor, target: int, *, n_referen
     """IG2 of one image against seeded references from the model's pool, with its convergence
     estimate (a companion path at half the steps). With ``on_preview``, a labelled preview on a
     quarter of the references is computed and handed over first (never cached)."""
-    function = _ig2_function()
-    if function is None:
-        raise RuntimeError("IG2 is not available in this build of the core.")
     if loaded.spec.reference_pool is None:
         raise ValueError(f"{loaded.spec.title} has no reference pool, which IG2 needs.")
     pool = loaded.spec.reference_pool()
@@ -107,31 +89,27 @@ def run_ig2(loaded: LoadedModel, inputs: torch.Tensor, target: int, *, n_referen
                                 seed)
     references = pool.inputs.index_select(0, indices).to(inputs.device, inputs.dtype)
     layer = representation or loaded.spec.representation_module
-
-    def on_progress(done: int, total: int) -> None:
-        progress(f"IG2: walking {len(indices)} gradient paths towards the references "
-                 f"({done}/{total})", min(1.0, done / max(total, 1)))
-
     box = clip if clip is not None else loaded.spec.input_box
-    box_arg = tuple(box) if box is not None else None
-    preview: Ig2Preview | None = None
-    if on_preview is not None:
-        progress("IG2: a quick preview first", 0.0)
-        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
-                              representation=_probe_for(loaded, layer), target=target,
-                              n_steps=n_steps, step_size=step_size, clip=box_arg)
-        on_preview(preview)
-    result = function(
-        loaded.forward, inputs, references, representation=_probe_for(loaded, layer),
-        target=target, n_steps=n_steps, step_size=step_size, progress=on_progress,
-        clip=box_arg, cache=cache, model_key=loaded.weights_hash, halving=True,
-    )
-    summary = dataclasses.replace(summarise(result, indices, pool.labels),
-                                  preview=summarise_ig2_preview(preview, result))
+    outcome = explain_flow.run_ig2(
+        Ig2Request(loaded.forward, inputs, references,
+                   representation=_probe_for(loaded, layer), target=target, n_steps=n_steps,
+                   step_size=step_size, clip=tuple(box) if box is not None else None,
+                   model_key=loaded.weights_hash, device=loaded.device),
+        cache=cache, progress=ig_runs.reporter(progress, _ig2_words), on_preview=on_preview)
+    summary = dataclasses.replace(summarise(outcome.result, indices, pool.labels),
+                                  preview=outcome.preview, trust=outcome.trust)
     with device_lock(loaded.device), torch.no_grad():
         logits = loaded.forward(summary.counterfactuals.to(loaded.device, inputs.dtype))
     confidence = output_probabilities(loaded, logits.detach().double().cpu()).max(dim=-1).values
     return dataclasses.replace(summary, counterfactual_probabilities=tuple(confidence.tolist()))
+
+
+def _ig2_words(event: Ig2Progress) -> tuple[str, float]:
+    if event.stage == "preview":
+        return "IG2: a quick preview first", 0.0
+    done, total = event.done or 0, event.total or 0
+    return (f"IG2: walking {event.n_references} gradient paths towards the references "
+            f"({done}/{total})", min(1.0, done / max(total, 1)))
 
 
 def _probe_for(loaded: LoadedModel, layer: str | None) -> Any:
@@ -169,6 +147,5 @@ def summarise(result: Any, indices: torch.Tensor, labels: torch.Tensor) -> Ig2Su
         reference_labels=tuple(int(labels[i]) for i in indices.tolist()),
         n_evaluations=int(result.n_evaluations[0]),
         from_cache=bool(result.from_cache),
-        trust=trust_summary(result) if getattr(result, "convergence", None) is not None else None,
         band=band,
     )

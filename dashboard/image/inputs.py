@@ -26,9 +26,8 @@ from attribution_core.modalities import image as image_io
 from attribution_core.models import domain
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.image import ig2 as ig2_adapter
-from dashboard.image import logic
-from dashboard.widgets import own_models, resources
+from dashboard.image import keys, logic
+from dashboard.widgets import digests, own_models, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.memo import ByteBoundedMemo
 from dashboard.widgets.sidebar import selected_model_key
@@ -64,9 +63,9 @@ def current_model() -> LoadedModel | None:
 
 def _memo() -> ByteBoundedMemo:
     """Decoded uploads and predictions of this session, bounded by the bytes they hold."""
-    memo = st.session_state.get("img_memo")
+    memo = st.session_state.get(keys.MEMO)
     if not isinstance(memo, ByteBoundedMemo):
-        memo = st.session_state["img_memo"] = ByteBoundedMemo(SESSION_IMAGE_MEMO_BYTES)
+        memo = st.session_state[keys.MEMO] = ByteBoundedMemo(SESSION_IMAGE_MEMO_BYTES)
     return memo
 
 
@@ -89,13 +88,13 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
     """Choose a bundled sample or upload an image; show it beside the model's input."""
     samples = _samples(model)
     sources = ["Bundled sample", "Upload"] if samples else ["Upload"]
-    source = st.radio("Input", sources, horizontal=True, key="img_source")
+    source = st.radio("Input", sources, horizontal=True, key=keys.SOURCE)
     picked: tuple[str, Image.Image, tuple[str, ...]] | None = None
     if source == "Bundled sample":
         names = [sample.name for sample in samples]
         label_of = {s.name: s.name + (f" (label {s.label_name})" if s.label_name else "")
                     for s in samples}
-        name = st.selectbox("Sample", names, key=f"img_sample_{model.spec.name}",
+        name = st.selectbox("Sample", names, key=keys.sample(model.spec.name),
                             format_func=lambda n: label_of[n])
         sample = samples[names.index(name)]
         picked = (name, sample.value, ())
@@ -104,7 +103,7 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
         upload = upload_box(
             "Upload an image (PNG, JPEG, WebP, BMP, TIFF, GIF; up to "
             f"{image_io.MAX_PIXELS // 1_000_000} megapixels)",
-            type=list(image_io.UPLOAD_EXTENSIONS), key="img_upload",
+            type=list(image_io.UPLOAD_EXTENSIONS), key=keys.UPLOAD,
             limit_mb=OTHER_UPLOADS_MB,
             help=f"Only the first of up to {MAX_FRAMES_COUNTED} frames or pages is read; "
                  f"pictures larger than {MAX_KEPT_SIDE} pixels a side are reduced on arrival "
@@ -113,13 +112,13 @@ def input_panel(model: LoadedModel) -> ImageInput | None:
             try:
                 decoded = _decode_upload(upload.getvalue())
                 picked = (upload.name, decoded.image, decoded.notes)
-                st.session_state["img_last_good"] = picked
+                st.session_state[keys.LAST_GOOD] = picked
             except image_io.ImageInputError as error:
                 st.error(f"{upload.name}: {error}")
             except Exception as error:  # MemoryError included: shown, logged, not remembered
                 show_unexpected(error, f"Reading {upload.name}")
-        if picked is None and "img_last_good" in st.session_state:
-            picked = st.session_state["img_last_good"]
+        if picked is None and keys.LAST_GOOD in st.session_state:
+            picked = st.session_state[keys.LAST_GOOD]
             st.info(f"Still using the last good image, {picked[0]}.")
     if picked is None:
         st.info("Upload an image to explain.")
@@ -148,7 +147,7 @@ def _prepare(model: LoadedModel, name: str, picture: Image.Image, notes: tuple[s
              ) -> ImageInput | None:
     try:
         inputs = logic.model_input(model, picture)
-        digest = logic.digest(inputs)
+        digest = digests.tensor_hex(inputs)
         key = f"probs:{model.spec.name}:{model.weights_hash}:{digest}"
         probs = _memo().remembered(key, lambda: logic.probabilities(model, inputs)[0])
         prep = logic.preprocessing_for(model, inputs)
@@ -203,23 +202,23 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
     predicted = int(source.probabilities.argmax())
     target = st.selectbox(
         "Class to explain (default: the predicted class)", classes, index=predicted,
-        key=f"img_target_{model.spec.name}_{source.digest}",
+        key=keys.target(model.spec.name, source.digest),
         format_func=lambda c: f"{logic.class_label(model.spec.class_names, c)} "
                               f"(p = {float(source.probabilities[c]):.3f})")
-    have_ig2 = ig2_adapter.available() and model.spec.reference_pool is not None
+    have_ig2 = model.spec.reference_pool is not None  # IG2 needs references to draw from
     methods = ["IG", "IG2", "both"] if have_ig2 else ["IG"]
-    method = st.radio("Method", methods, horizontal=True, key="img_method",
+    method = st.radio("Method", methods, horizontal=True, key=keys.METHOD,
                       help="both: IG and IG2 side by side on one colour scale")
     if not have_ig2:
         st.caption("IG2 needs the core's ig2 and a model with a reference pool; "
                    "not available for this model yet.")
     kinds = list(image_io.BASELINE_KINDS)
     baseline = st.selectbox("Baseline (IG)", kinds, index=kinds.index(_default_baseline(model)),
-                            key="img_baseline", format_func=_baseline_label)
+                            key=keys.BASELINE, format_func=_baseline_label)
     uploaded_baseline = None
     if baseline == "uploaded":
         upload = upload_box("Baseline image", type=list(image_io.UPLOAD_EXTENSIONS),
-                            key="img_baseline_upload", limit_mb=OTHER_UPLOADS_MB)
+                            key=keys.BASELINE_UPLOAD, limit_mb=OTHER_UPLOADS_MB)
         if upload is not None:
             try:
                 uploaded_baseline = _decode_upload(upload.getvalue()).image
@@ -228,24 +227,24 @@ def settings_panel(model: LoadedModel, source: ImageInput) -> tuple[logic.ImageS
             except Exception as error:  # MemoryError included: shown, logged, not remembered
                 show_unexpected(error, f"Reading the baseline {upload.name}")
     small = source.inputs.numel() <= SMALL_INPUT_VALUES
-    auto = st.checkbox("Choose the step count automatically", key="img_auto_steps",
+    auto = st.checkbox("Choose the step count automatically", key=keys.AUTO_STEPS,
                        help="Refine the path until the completeness error reaches the tolerance.")
     tolerance = 0.01
     if auto:
         tolerance = st.select_slider("Tolerance (relative completeness error)",
                                      [0.001, 0.005, 0.01, 0.02, 0.05], value=0.01,
-                                     key="img_tolerance")
+                                     key=keys.TOLERANCE)
         n_steps: int | str = "auto"
     else:
-        n_steps = st.slider("Steps", 4, 1024, 300 if small else 64, step=4, key="img_steps")
+        n_steps = st.slider("Steps", 4, 1024, 300 if small else 64, step=4, key=keys.STEPS)
     with st.expander("Advanced", expanded=False):
         quadrature = st.selectbox("Quadrature", ["gausslegendre", "riemann_trapezoid",
                                                  "riemann_middle", "riemann_left",
-                                                 "riemann_right"], key="img_quadrature")
+                                                 "riemann_right"], key=keys.QUADRATURE)
         curve = st.checkbox("Compute a convergence curve at 1/8, 1/4 and 1/2 of the steps "
-                            "(about 90 % more work)", value=small, key="img_curve")
+                            "(about 90 % more work)", value=small, key=keys.CURVE)
         seed = int(st.number_input("Seed (noise baseline, IG2 references)", 0, 10_000, 0,
-                                   key="img_seed"))
+                                   key=keys.SEED))
         n_refs, choice, ig2_steps, step_size, layer = _ig2_options(model, method)
     settings = logic.ImageSettings(
         method=method, target=int(target), baseline=baseline, n_steps=n_steps,  # type: ignore
@@ -261,22 +260,22 @@ def _ig2_options(model: LoadedModel, method: str) -> tuple[int, str, int, float,
     # switching to IG and back must not reset the IG2 choices.
     default_layer = model.spec.representation_module
     st.markdown("**IG2**" + (" (not used by IG)" if method == "IG" else ""))
-    n_refs = st.slider("References", 1, 16, 8, key="img_ig2_refs")
+    n_refs = st.slider("References", 1, 16, 8, key=keys.IG2_REFS)
     choice = st.radio("Reference choice", ["other classes", "relevant"], horizontal=True,
-                      key="img_ig2_choice",
+                      key=keys.IG2_CHOICE,
                       help="relevant: samples of the 2nd to 4th most likely classes "
                            "(less noisy); other classes: any other class (more complete)")
-    ig2_steps = st.slider("Path steps", 4, 256, 32, key="img_ig2_steps")
+    ig2_steps = st.slider("Path steps", 4, 256, 32, key=keys.IG2_STEPS)
     step_size = float(st.number_input("Step size (input units)", 1e-5, 10.0,
                                       float(model.spec.ig2_step_size), format="%.5f",
-                                      key="img_ig2_eta"))
+                                      key=keys.IG2_ETA))
     layers = [name for name, module in model.module.named_modules()
               if name and not list(module.children())]
     if default_layer and default_layer not in layers:
         layers.insert(0, default_layer)
     layer = st.selectbox("Representation layer (its input is used)", layers or [None],
                          index=layers.index(default_layer) if default_layer in layers else 0,
-                         key="img_ig2_layer") if layers else default_layer
+                         key=keys.IG2_LAYER) if layers else default_layer
     return n_refs, choice, ig2_steps, step_size, layer
 
 

@@ -6,8 +6,6 @@ can reproduce exactly what the page shows by calling the core themselves.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,10 +14,10 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from attribution_core import integrated_gradients, with_convergence
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
-from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
+from attribution_core.explain_flow import IgOutcome, IgProgress, IgRequest, run_ig
+from attribution_core.fast_paths import PreviewSummary
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import (
     image_preprocessing,
@@ -30,6 +28,7 @@ from attribution_core.models.spec import LoadedModel
 from attribution_core.results import Attribution, to_device
 from dashboard.image import ig2 as ig2_adapter
 from dashboard.image.ig2 import Ig2Summary
+from dashboard.widgets import digests, ig_runs
 from dashboard.widgets.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
@@ -127,20 +126,12 @@ def logits_of(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
         return loaded.forward(inputs.to(loaded.device)).detach().double().cpu()
 
 
-def digest(tensor: torch.Tensor) -> str:
-    data = tensor.detach().cpu().contiguous()
-    hasher = hashlib.sha256(f"{data.dtype}|{tuple(data.shape)}|".encode())
-    hasher.update(data.numpy().tobytes())
-    return hasher.hexdigest()[:16]
-
-
 def run_key(model_name: str, weights_hash: str, input_digest: str, baseline_digest: str,
             settings: ImageSettings) -> str:
     """Session-state key of a run: any input change makes a new key; view options are not in it."""
     used_baseline = None if settings.method == "IG2" else baseline_digest
-    payload = json.dumps([model_name, weights_hash, input_digest, used_baseline,
-                          settings.relevant()], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return digests.json_hex([model_name, weights_hash, input_digest, used_baseline,
+                             settings.relevant()])
 
 
 # -- baselines -------------------------------------------------------------------------------
@@ -189,78 +180,64 @@ def run_explanation(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.T
     their summaries."""
     started = time.perf_counter()
     report = progress or (lambda _text, _fraction: None)
-    ig_result: Attribution | None = None
-    ig2_result: Ig2Summary | None = None
-    preview: Preview | None = None
-    curve: list[CurvePoint] = []
-    notes: list[str] = []
     want_ig = settings.method in ("IG", "both")
     want_ig2 = settings.method in ("IG2", "both")
     ig_share = 0.5 if (want_ig and want_ig2) else 1.0
-
+    outcome: IgOutcome | None = None
     if want_ig:
-        ladder = _curve_ladder(settings) if settings.convergence_curve else []
-        total_steps = (settings.n_steps if isinstance(settings.n_steps, int) else 0) + sum(ladder)
-
-        def ig_progress(done: int, total: int, offset: int = 0) -> None:
-            span = max(total_steps, total, 1)
-            report(f"IG: gradients at the points of the straight path ({done}/{total} rows)",
-                   ig_share * min(1.0, (offset + done) / span))
-
-        if on_preview is not None:
-            report("IG: a quick preview first", 0.0)
-            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
-                                 settings.n_steps, loaded.device)
-            on_preview(preview)
-        ig_result = integrated_gradients(
-            loaded.forward, inputs, baselines=baseline, target=settings.target,
-            n_steps=settings.n_steps, method=settings.quadrature, tolerance=settings.tolerance,
-            progress=ig_progress, cache=cache, model_key=loaded.weights_hash,
-        )
-        curve.extend(_adaptive_curve(ig_result))
-        nearest: Attribution | None = None
-        offset = settings.n_steps if isinstance(settings.n_steps, int) else 0
-        for steps in ladder:
-            report(f"IG: convergence curve, {steps} steps", ig_share * offset / max(total_steps, 1))
-            smaller = integrated_gradients(
-                loaded.forward, inputs, baselines=baseline, target=settings.target,
-                n_steps=steps, method=settings.quadrature, cache=cache,
-                model_key=loaded.weights_hash,
-                progress=lambda d, t, o=offset: ig_progress(d, t, o),
-            )
-            offset += steps
-            curve.append(CurvePoint(steps, float(smaller.relative_delta[0]),
-                                    "smaller step count"))
-            nearest = smaller  # the ladder ascends: the last run is the closest to n_steps
-        if nearest is not None:
-            ig_result = with_convergence(ig_result, nearest)
+        outcome = run_ig(ig_request(loaded, inputs, baseline, settings), cache=cache,
+                         progress=ig_runs.reporter(report, lambda e: _ig_words(e, ig_share)),
+                         on_preview=on_preview)
+    ig2_result: Ig2Summary | None = None
     if want_ig2:
-        if not ig2_adapter.available():
-            notes.append("IG2 is not available in this build of the core yet.")
-        else:
-            start_fraction = 1.0 - (0.5 if want_ig else 1.0)
-            ig2_result = ig2_adapter.run_ig2(
-                loaded, inputs, settings.target, n_references=settings.n_references,
-                choice=settings.reference_choice, n_steps=settings.ig2_steps,
-                step_size=settings.ig2_step_size, representation=settings.representation,
-                seed=settings.seed, cache=cache, clip=_input_box(loaded, inputs),
-                input_probabilities=input_probabilities,
-                progress=lambda text, f: report(text, start_fraction + (1 - start_fraction) * f),
-                on_preview=on_preview,
-            )
+        start_fraction = 1.0 - (0.5 if want_ig else 1.0)
+        ig2_result = ig2_adapter.run_ig2(
+            loaded, inputs, settings.target, n_references=settings.n_references,
+            choice=settings.reference_choice, n_steps=settings.ig2_steps,
+            step_size=settings.ig2_step_size, representation=settings.representation,
+            seed=settings.seed, cache=cache, clip=_input_box(loaded, inputs),
+            input_probabilities=input_probabilities,
+            progress=lambda text, f: report(text, start_fraction + (1 - start_fraction) * f),
+            on_preview=on_preview,
+        )
     report("Done", 1.0)
-    if ig_result is not None:
-        # Sessions keep results: never hold accelerator memory.
-        ig_result = to_device(ig_result, "cpu")
     return ExplanationRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
-        input_digest=digest(inputs), ig=ig_result, ig2=ig2_result, inputs=inputs.detach().cpu(),
-        baseline=baseline.detach().cpu(),
+        input_digest=digests.tensor_hex(inputs),
+        # Sessions keep results: never hold accelerator memory.
+        ig=None if outcome is None else to_device(outcome.result, "cpu"), ig2=ig2_result,
+        inputs=inputs.detach().cpu(), baseline=baseline.detach().cpu(),
         baseline_check=check_baseline(loaded, baseline, settings.target),
-        curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started, notes=tuple(notes),
-        preview=summarise_preview(preview, ig_result),
+        curve=() if outcome is None else ig_runs.curve_points(
+            outcome, ladder_x="steps", ladder_source="smaller step count"),
+        seconds=time.perf_counter() - started,
+        preview=None if outcome is None else outcome.preview,
     )
+
+
+def ig_request(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.Tensor,
+               settings: ImageSettings) -> IgRequest:
+    """The page's IG run: its steps and quadrature, and the curve's ladder (1/8, 1/4, 1/2)."""
+    return IgRequest(
+        loaded.forward, inputs, baselines=baseline, target=settings.target,
+        n_steps=settings.n_steps, method=settings.quadrature, tolerance=settings.tolerance,
+        ladder=ig_runs.ladder(settings.n_steps, CURVE_FRACTIONS, settings.convergence_curve,
+                              distinct=True),
+        model_key=loaded.weights_hash, device=loaded.device)
+
+
+def _ig_words(event: IgProgress, share: float) -> tuple[str, float] | None:
+    """The image page's progress words: rows of every run against the steps of all runs."""
+    if event.stage == "preview":
+        return "IG: a quick preview first", 0.0
+    if event.done is None or event.total is None:
+        if event.stage == "ladder":
+            return (f"IG: convergence curve, {event.steps} steps",
+                    share * event.offset / max(event.span, 1))
+        return None
+    span = max(event.span, event.total, 1)
+    return (f"IG: gradients at the points of the straight path ({event.done}/{event.total} "
+            "rows)", share * min(1.0, (event.offset + event.done) / span))
 
 
 def _input_box(loaded: LoadedModel, inputs: torch.Tensor) -> tuple[Any, Any]:
@@ -269,24 +246,6 @@ def _input_box(loaded: LoadedModel, inputs: torch.Tensor) -> tuple[Any, Any]:
         return tuple(loaded.spec.input_box)  # type: ignore[return-value]
     low, high = preprocessing_for(loaded, inputs).input_box()
     return low.to(inputs.device, inputs.dtype), high.to(inputs.device, inputs.dtype)
-
-
-def _curve_ladder(settings: ImageSettings) -> list[int]:
-    if not isinstance(settings.n_steps, int):
-        return []  # the adaptive run records its own refinement history
-    steps = sorted({max(2, settings.n_steps // k) for k in CURVE_FRACTIONS} - {settings.n_steps})
-    return steps
-
-
-def _adaptive_curve(result: Attribution) -> list[CurvePoint]:
-    evaluations = result.convergence_evaluations
-    relative = result.convergence_relative_delta
-    if evaluations is None or relative is None:
-        return [CurvePoint(int(result.n_evaluations[0]), float(result.relative_delta[0]),
-                           "this run")]
-    source = "adaptive refinement" if result.n_steps == "auto" else "this run"
-    return [CurvePoint(int(e), float(r), source)
-            for e, r in zip(evaluations[:, 0].tolist(), relative[:, 0].tolist(), strict=True)]
 
 
 def top_classes(probs: torch.Tensor, class_names: Sequence[str], k: int = 5

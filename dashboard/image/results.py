@@ -6,7 +6,6 @@ clipping, opacity, top-k) are not part of the key, so changing them only re-rend
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from collections import OrderedDict
 from typing import Any
@@ -18,10 +17,11 @@ import torch
 from attribution_core.modalities import image as image_io
 from attribution_core.models.inputs import display_array
 from attribution_core.models.spec import LoadedModel
-from dashboard.image import logic
+from dashboard.image import keys, logic
 from dashboard.image.inputs import ImageInput
 from dashboard.image.views import ViewOptions, method_maps, render_maps
 from dashboard.widgets import (
+    digests,
     exports,
     figures,
     ig2_trust,
@@ -33,19 +33,15 @@ from dashboard.widgets import (
     trust,
 )
 
-RUNS_KEY = "img_runs"
-CURRENT_KEY = "img_current"
-PENDING_KEY = "img_pending"
-
 
 def _runs() -> OrderedDict[str, logic.ExplanationRun]:
-    return session_runs.session_runs(RUNS_KEY)
+    return session_runs.session_runs(keys.RUNS)
 
 
 def current_run(model_name: str) -> tuple[str, logic.ExplanationRun] | None:
     """The run on screen for ``model_name``: the last one shown, else that model's latest."""
     runs = _runs()
-    key = st.session_state.get(CURRENT_KEY)
+    key = st.session_state.get(keys.CURRENT)
     if key in runs and runs[key].model_name == model_name:
         return key, runs[key]
     for other_key in reversed(runs):
@@ -63,9 +59,9 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
     except image_io.ImageInputError as error:
         st.error(str(error))
         baseline = None
-    baseline_digest = None if baseline is None else logic.digest(baseline)
+    baseline_digest = None if baseline is None else digests.tensor_hex(baseline)
     if baseline is not None:
-        memo = st.session_state.setdefault("img_baseline_checks", {})
+        memo = st.session_state.setdefault(keys.BASELINE_CHECKS, {})
         check_key = (model.spec.name, model.weights_hash, baseline_digest, settings.target)
         if check_key not in memo:  # one forward pass, but not on every rerun
             memo.clear()
@@ -73,16 +69,16 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
         _baseline_note(memo[check_key], model, settings.target)
     key = None if baseline_digest is None else logic.run_key(
         model.spec.name, model.weights_hash, source.digest, baseline_digest, settings)
-    st.session_state[PENDING_KEY] = key
+    st.session_state[keys.PENDING] = key
     estimate = run_costs.image_cost(model, source.inputs, settings,
                                      logic.CURVE_FRACTIONS)
     run_gate.show_estimate(estimate)
-    clicked = st.button("Explain", type="primary", key="img_explain", disabled=key is None)
+    clicked = st.button("Explain", type="primary", key=keys.EXPLAIN, disabled=key is None)
     if not clicked or key is None or baseline is None:
         return
     preview_slot = st.empty()
     computed = session_runs.explain_once(
-        RUNS_KEY, CURRENT_KEY, key,
+        keys.RUNS, keys.CURRENT, key,
         lambda progress: logic.run_explanation(
             model, source.inputs, baseline, settings, cache=resources.shared_result_cache(),
             progress=progress, input_probabilities=source.probabilities,
@@ -90,7 +86,7 @@ def explain_section(model: LoadedModel, source: ImageInput, settings: logic.Imag
         device=model.device, estimate=estimate, what_to_reduce=run_costs.IMAGE_REDUCE)
     preview_slot.empty()  # the exact result takes the preview's place
     if computed:
-        st.session_state[f"img_name_{key}"] = source.name
+        st.session_state[keys.input_name(key)] = source.name
 
 
 def _baseline_note(check: logic.BaselineCheck, model: LoadedModel, target: int) -> None:
@@ -112,7 +108,7 @@ def results_section(model: LoadedModel) -> None:
         st.info("Press **Explain** to compute the attributions.")
         return
     key, run = found
-    if st.session_state.get(PENDING_KEY) != key:
+    if st.session_state.get(keys.PENDING) != key:
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
     for note in run.notes:
@@ -135,13 +131,13 @@ def results_section(model: LoadedModel) -> None:
 def _view_options() -> ViewOptions:
     st.subheader("Attribution maps")
     cols = st.columns(5)
-    view = cols[0].radio("View", ["signed", "positive", "absolute"], key="img_view",
+    view = cols[0].radio("View", ["signed", "positive", "absolute"], key=keys.VIEW,
                          horizontal=False)
-    colour_map = cols[1].selectbox("Colour map", list(figures.COLOUR_SCALES), key="img_cmap")
-    clip = cols[2].slider("Clip at percentile", 90.0, 100.0, 99.5, step=0.5, key="img_clip",
+    colour_map = cols[1].selectbox("Colour map", list(figures.COLOUR_SCALES), key=keys.CMAP)
+    clip = cols[2].slider("Clip at percentile", 90.0, 100.0, 99.5, step=0.5, key=keys.CLIP,
                           help="Values beyond this percentile of |attribution| saturate.")
-    opacity = cols[3].slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="img_opacity")
-    top_k = int(cols[4].number_input("Top regions", 1, 64, 8, key="img_topk"))
+    opacity = cols[3].slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key=keys.OPACITY)
+    top_k = int(cols[4].number_input("Top regions", 1, 64, 8, key=keys.TOPK))
     return ViewOptions(view, colour_map, clip, opacity, top_k)  # type: ignore[arg-type]
 
 
@@ -169,7 +165,7 @@ def _completeness(run: logic.ExplanationRun) -> None:
     for column, (name, delta, relative, detail) in zip(columns, entries, strict=False):
         with column:
             st.plotly_chart(figures.gauge_figure(relative, f"{name}: relative error"),
-                            key=f"img_gauge_{name}", width="stretch")
+                            key=keys.gauge(name), width="stretch")
             st.metric(f"{name} relative error", f"{100 * relative:.4g} %")
             st.metric(f"{name} delta", f"{delta:.6g}", help="sum of attributions minus the "
                       "score change it explains, in logits")
@@ -188,7 +184,7 @@ def _curve(run: logic.ExplanationRun) -> None:
     for other in _runs().values():  # earlier runs of the same question add real points
         same = (other.ig is not None and other.input_digest == run.input_digest
                 and other.model_name == run.model_name
-                and logic.digest(other.baseline) == logic.digest(run.baseline)
+                and digests.tensor_hex(other.baseline) == digests.tensor_hex(run.baseline)
                 and other.settings.target == run.settings.target)
         if same and other.ig is not None:
             evaluations = int(other.ig.n_evaluations[0])
@@ -198,7 +194,7 @@ def _curve(run: logic.ExplanationRun) -> None:
     current = int(run.ig.n_evaluations[0]) if run.ig is not None else None
     st.plotly_chart(figures.convergence_figure(
         [p.evaluations for p in ordered], [p.relative_delta for p in ordered],
-        [p.source for p in ordered], current), key="img_curve_fig", width="stretch")
+        [p.source for p in ordered], current), key=keys.CURVE_FIG, width="stretch")
     if len(ordered) == 1:
         st.caption("One point only: tick the convergence curve in *Advanced* (or run other "
                    "step counts) to see how the error falls with more steps.")
@@ -215,7 +211,7 @@ def _ranked(maps: dict[str, np.ndarray], options: ViewOptions) -> None:
         column.dataframe(
             [{"rank": r.rank, "region": r.label, "share": f"{100 * r.share:+.1f} %",
               "attribution": round(r.attribution, 6)} for r in regions],
-            hide_index=True, width="stretch", key=f"img_regions_{name}")
+            hide_index=True, width="stretch", key=keys.regions(name))
 
 
 def _ig2_details(model: LoadedModel, run: logic.ExplanationRun,
@@ -240,10 +236,10 @@ def _ig2_details(model: LoadedModel, run: logic.ExplanationRun,
                   for i, c in zip(summary.reference_indices, summary.reference_labels,
                                   strict=True)]
         st.plotly_chart(figures.distance_trace_figure(summary.distance_trace, labels),
-                        key="img_trace_fig", width="stretch")
+                        key=keys.TRACE_FIG, width="stretch")
         if summary.trust is not None:
             st.dataframe(ig2_trust.reach_rows(summary.trust, labels), hide_index=True,
-                         width="stretch", key="img_reach_table")
+                         width="stretch", key=keys.REACH_TABLE)
     if summary.band is not None:
         st.subheader("IG2 uncertainty from the references")
         st.caption("Per pixel: the 95 % band of the reference average (1.96 standard errors of "
@@ -252,7 +248,7 @@ def _ig2_details(model: LoadedModel, run: logic.ExplanationRun,
         limit = float(np.max(summary.band)) or 1.0
         st.plotly_chart(figures.heatmap_figure(summary.band, limit, "absolute", "Viridis",
                                                "IG2 band / max |attribution|"),
-                        key="img_ig2_band_fig", width="stretch")
+                        key=keys.IG2_BAND_FIG, width="stretch")
 
 
 def _enlarge(picture: np.ndarray, side: int = 96) -> np.ndarray:
@@ -278,19 +274,19 @@ def _downloads(model: LoadedModel, run: logic.ExplanationRun, key: str,
             f"{name} heatmap PNG", file_name=f"{stem}_{name}.png", mime="image/png",
             data=lambda v=shown: exports.heatmap_png(v, limit, options.view, options.colour_map,
                                                      picture, options.opacity),
-            on_click="ignore", key=f"img_dl_png_{name}")
+            on_click="ignore", key=keys.dl_png(name))
         columns[index + 1].download_button(
             f"{name} .npy", file_name=f"{stem}_{name}.npy", mime="application/octet-stream",
             data=lambda t=tensor: exports.attributions_npy(t), on_click="ignore",
-            key=f"img_dl_npy_{name}")
+            key=keys.dl_npy(name))
         columns[index + 2].download_button(
             f"{name} CSV", file_name=f"{stem}_{name}.csv", mime="text/csv",
             data=lambda t=tensor: exports.attributions_csv(t), on_click="ignore",
-            key=f"img_dl_csv_{name}")
+            key=keys.dl_csv(name))
         index += 3
     columns[index].download_button("Run record (JSON)", data=record, mime="application/json",
                                    file_name=f"{stem}_record.json", on_click="ignore",
-                                   key="img_dl_json")
+                                   key=keys.DL_JSON)
 
 
 def _record(model: LoadedModel, run: logic.ExplanationRun, key: str, limit: float,
@@ -298,8 +294,8 @@ def _record(model: LoadedModel, run: logic.ExplanationRun, key: str, limit: floa
     record: dict[str, Any] = {
         "model": run.model_name, "model_title": model.spec.title,
         "weights_sha256": run.weights_hash, "input_sha256_16": run.input_digest,
-        "input_name": st.session_state.get(f"img_name_{key}"),
-        "baseline_sha256_16": hashlib.sha256(run.baseline.numpy().tobytes()).hexdigest()[:16],
+        "input_name": st.session_state.get(keys.input_name(key)),
+        "baseline_sha256_16": digests.tensor_hex(run.baseline),
         "settings": run.settings.record(),
         "baseline_check": vars(run.baseline_check),
         "view": {"view": options.view, "colour_map": options.colour_map,

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from attribution_core.modalities import image as image_io
-from dashboard.image import logic
+from dashboard.image import keys, logic
 from dashboard.widgets import figures
 
 
@@ -52,10 +52,10 @@ def render_maps(maps: dict[str, np.ndarray], picture: np.ndarray, options: ViewO
                 for name, values in shown.items()}
     if len(shown) == 1:
         (name,) = shown
-        rows = [[(f"img_heatmap_{name}", heatmaps[name]), (f"img_overlay_{name}", overlays[name])]]
+        rows = [[(keys.heatmap(name), heatmaps[name]), (keys.overlay(name), overlays[name])]]
     else:
-        rows = [[(f"img_heatmap_{n}", heatmaps[n]) for n in shown],
-                [(f"img_overlay_{n}", overlays[n]) for n in shown]]
+        rows = [[(keys.heatmap(n), heatmaps[n]) for n in shown],
+                [(keys.overlay(n), overlays[n]) for n in shown]]
     for row in rows:
         for column, (key, figure) in zip(st.columns(len(row)), row, strict=True):
             with column:

@@ -21,7 +21,7 @@ from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models import domain
 from attribution_core.models.inputs import pool_raw
 from attribution_core.models.spec import LoadedModel
-from dashboard.tabular import logic, row_editor
+from dashboard.tabular import keys, logic, row_editor
 from dashboard.widgets import catalog, own_tabular, resources
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.sidebar import selected_model_key
@@ -57,7 +57,7 @@ def current_model() -> LoadedModel | None:
             return None
         names = [e.spec.name for e in entries]
         titles = {e.spec.name: e.spec.title for e in entries}
-        name = st.selectbox("Model", names, key="tab_model_fallback", format_func=titles.get)
+        name = st.selectbox("Model", names, key=keys.MODEL_FALLBACK, format_func=titles.get)
     return resources.load_ready_model(name)
 
 
@@ -78,7 +78,7 @@ def _data_set(model: LoadedModel) -> pd.DataFrame | None:
 
 
 def input_panel(model: LoadedModel) -> TabularInput | None:
-    mode = st.radio("Input", [DATA_SET, UPLOAD], horizontal=True, key="tab_input_mode")
+    mode = st.radio("Input", [DATA_SET, UPLOAD], horizontal=True, key=keys.INPUT_MODE)
     if mode == UPLOAD:
         return _csv_panel(model)
     return _data_set_panel(model)
@@ -90,17 +90,17 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
     if frame is None:
         st.caption("This model has no data set: type the row to explain (raw units; every "
                    "value starts at 0), or upload a CSV.")
-        values = _row_editor(model, np.zeros(len(names)), f"tab_typed_{model.spec.name}")
+        values = _row_editor(model, np.zeros(len(names)), keys.typed(model.spec.name))
         return None if values is None else _prepared(model, "typed row", values)
     where = "Your reference rows" if model.spec.source == "upload" else \
         "Held-out rows of the model's data set"
     st.caption(f"{where} ({len(frame)}). Search with the table's "
                "magnifier; click a row to pick it.")
-    event = st.dataframe(frame, key=f"tab_table_{model.spec.name}", height=220,
+    event = st.dataframe(frame, key=keys.table(model.spec.name), height=220,
                          on_select="rerun", selection_mode="single-row", width="stretch")
     selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     row = st.number_input("Row number", 0, len(frame) - 1, 0,
-                          key=f"tab_row_{model.spec.name}", disabled=bool(selected),
+                          key=keys.row(model.spec.name), disabled=bool(selected),
                           help="Or click a row in the table above.")
     index = int(selected[0]) if selected else int(row)
     schema = logic.schema(model)
@@ -115,7 +115,7 @@ def _data_set_panel(model: LoadedModel) -> TabularInput | None:
                          edited_row)
     st.markdown(f"**Values of row {index}** (edit any cell; the table is in raw units)")
     start = frame.loc[index, list(names)].astype(float).to_numpy()
-    values = _row_editor(model, start, f"tab_editor_{model.spec.name}_{index}")
+    values = _row_editor(model, start, keys.editor(model.spec.name, index))
     if values is None:
         return None
     changed = not np.allclose(values, start, rtol=0, atol=0)
@@ -173,7 +173,7 @@ def _prediction(model: LoadedModel, outputs: torch.Tensor) -> None:
     probs = logic.probabilities(model, outputs)
     rows = [{"class": logic.class_name(model, c), "probability": float(p)}
             for c, p in enumerate(probs.tolist())]
-    st.dataframe(rows, hide_index=True, width="stretch", key="tab_probabilities",
+    st.dataframe(rows, hide_index=True, width="stretch", key=keys.PROBABILITIES,
                  column_config={"probability": st.column_config.ProgressColumn(
                      "probability", min_value=0.0, max_value=1.0, format="%.3f")})
 
@@ -183,7 +183,7 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
     limit_mb = tab_io.MAX_CSV_BYTES / 1024**2
     upload = upload_box(
         f"CSV of rows (header = feature names; at most {limit_mb:.0f} MB, "
-        f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key="tab_csv",
+        f"{tab_io.MAX_CSV_ROWS:,} rows)", type=["csv"], key=keys.CSV,
         limit_mb=max(1, tab_io.MAX_CSV_BYTES // 2**20),
         help=f"At most {MAX_CSV_COLUMNS:,} columns, names up to {MAX_COLUMN_NAME_CHARS} "
              "characters, each name once.")
@@ -210,7 +210,7 @@ def _csv_panel(model: LoadedModel) -> TabularInput | None:
         st.error(f"{upload.name}: none of its {checked.n_rows_read} rows can be explained.")
         return None
     positions = list(range(len(checked.row_numbers)))
-    chosen = st.selectbox("Row to explain in detail", positions, key="tab_csv_row",
+    chosen = st.selectbox("Row to explain in detail", positions, key=keys.CSV_ROW,
                           format_func=lambda i: f"CSV row {checked.row_numbers[i] + 1}")
     digest = hashlib.sha256(data).hexdigest()[:16]
     return _prepared(model, f"{upload.name}, row {checked.row_numbers[chosen] + 1}",
@@ -225,7 +225,7 @@ def _memo_read(data: bytes, names: tuple[str, ...],
     categorical cells become category codes and imputed columns may be empty."""
     key = "csv:" + hashlib.sha256(data).hexdigest() + ":" + ",".join(names) + \
         ("" if schema is None else f":schema{hash(schema)}")
-    memo = st.session_state.setdefault("tab_memo", {})
+    memo = st.session_state.setdefault(keys.MEMO, {})
     if key not in memo:
         memo.clear()  # one CSV at a time is enough
         try:
@@ -270,10 +270,10 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
         target = st.selectbox(
             "Class to explain (default: the predicted class)", list(range(n_classes)),
             index=int(source.outputs.argmax()) if source is not None else 0,
-            key=f"tab_target_{model.spec.name}_{source.digest if source else 'none'}",
+            key=keys.target(model.spec.name, source.digest if source else "none"),
             format_func=lambda c: logic.class_name(model, c)
             + (f" (p = {float(probs[c]):.3f})" if probs is not None else ""))
-    method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key="tab_method")
+    method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key=keys.METHOD)
     usable = True
     if method != "IG" and logic.pool(model) is None:
         st.warning("IG2 needs reference rows of other classes, and this model has no data set: "
@@ -282,13 +282,13 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
     kinds = list(logic.available_baselines(model))
     default = model.spec.default_baseline if model.spec.default_baseline in kinds else kinds[0]
     baseline = st.selectbox("Baseline (IG)", kinds, index=kinds.index(default),
-                            key=f"tab_baseline_{model.spec.name}",
+                            key=keys.baseline(model.spec.name),
                             format_func=logic.baseline_labels(model).get)
     baseline_values = None
     if baseline == logic.TYPED:
         st.caption("Baseline values (raw units)")
         typed = _row_editor(model, np.zeros(len(logic.feature_names(model))),
-                            f"tab_typed_baseline_{model.spec.name}")
+                            keys.typed_baseline(model.spec.name))
         usable = usable and typed is not None
         baseline_values = None if typed is None else tuple(float(v) for v in typed)
     reference_row = 0
@@ -296,35 +296,35 @@ def settings_panel(model: LoadedModel, source: TabularInput | None
         data = logic.pool(model)
         size = int(data.inputs.shape[0]) if data is not None else 1
         reference_row = int(st.number_input("Reference row (data set row number)", 0,
-                                            size - 1, 0, key="tab_reference_row"))
-    auto = st.checkbox("Choose the step count automatically", key="tab_auto_steps")
+                                            size - 1, 0, key=keys.REFERENCE_ROW))
+    auto = st.checkbox("Choose the step count automatically", key=keys.AUTO_STEPS)
     tolerance, n_steps = 0.01, "auto"
     if auto:
         tolerance = st.select_slider("Tolerance (relative completeness error)",
                                      [0.001, 0.005, 0.01, 0.02, 0.05], value=0.01,
-                                     key="tab_tolerance")
+                                     key=keys.TOLERANCE)
     else:
-        n_steps = st.slider("Steps", 4, 1024, 64, step=4, key="tab_steps")  # type: ignore
+        n_steps = st.slider("Steps", 4, 1024, 64, step=4, key=keys.STEPS)  # type: ignore
     curve = st.checkbox("Convergence curve (also 1/8, 1/4, 1/2 of the steps)", value=True,
-                        key="tab_curve")
+                        key=keys.CURVE)
     n_refs, choice, ig2_steps, step_size, seed = 8, "other", 32, "auto", 0
     if method != "IG":
         with st.expander("IG2 options", expanded=False):
-            n_refs = st.slider("Reference rows", 1, 32, 8, key="tab_ig2_refs")
+            n_refs = st.slider("Reference rows", 1, 32, 8, key=keys.IG2_REFS)
             if not regression:
                 choice = st.radio("Reference classes", ["other", "relevant"], horizontal=True,
-                                  key="tab_ig2_choice",
+                                  key=keys.IG2_CHOICE,
                                   format_func={"other": "any other class",
                                                "relevant": "2nd-4th most likely"}.get)
             else:
                 st.caption("Regression: references are rows whose target is far from the "
                            "prediction.")
-            ig2_steps = st.slider("Path steps", 2, 256, 32, key="tab_ig2_steps")
-            if not st.checkbox("Automatic step size", value=True, key="tab_ig2_auto_eta"):
+            ig2_steps = st.slider("Path steps", 2, 256, 32, key=keys.IG2_STEPS)
+            if not st.checkbox("Automatic step size", value=True, key=keys.IG2_AUTO_ETA):
                 step_size = float(st.number_input(
                     "Step size (standardised units)", 1e-4, 10.0,
-                    float(model.spec.ig2_step_size), format="%.4f", key="tab_ig2_eta"))
-            seed = int(st.number_input("Seed (reference draw)", 0, 10_000, 0, key="tab_seed"))
+                    float(model.spec.ig2_step_size), format="%.4f", key=keys.IG2_ETA))
+            seed = int(st.number_input("Seed (reference draw)", 0, 10_000, 0, key=keys.SEED))
     if not usable:
         return None
     return logic.TabularSettings(

@@ -10,8 +10,6 @@ they still sum to f(x) - f(baseline).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,11 +18,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribution_core import ig2, integrated_gradients, with_convergence
+from attribution_core import explain_flow
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
-from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
-from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
+from attribution_core.explain_flow import Ig2Request, IgOutcome, IgProgress, IgRequest, run_ig
+from attribution_core.fast_paths import PreviewSummary
+from attribution_core.methods.ig2 import Ig2TrustSummary
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.encoded_tabular import schema_of
@@ -37,6 +36,7 @@ from attribution_core.models.inputs import (
 from attribution_core.models.spec import LoadedModel, ReferencePool
 from attribution_core.references import select_references
 from attribution_core.results import Attribution, IG2Attribution, to_device
+from dashboard.widgets import digests, ig_runs
 from dashboard.widgets.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
@@ -72,6 +72,7 @@ class TabularIg2:
     reference_indices: tuple[int, ...]
     reference_targets: tuple[float, ...]  # class labels or regression targets of the pool rows
     how: str
+    trust: Ig2TrustSummary
     preview: PreviewSummary | None = None
 
 
@@ -191,15 +192,13 @@ def baseline_raw(loaded: LoadedModel, kind: str, reference_row: int = 0,
 
 
 def digest_row(values: np.ndarray) -> str:
-    data = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
-    return hashlib.sha256(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+    """A raw row's digest, as :func:`run_row` reads it (float64)."""
+    return digests.array_hex(np.asarray(values, dtype=np.float64))
 
 
 def run_key(model_name: str, weights_hash: str, row_digest: str, settings: TabularSettings
             ) -> str:
-    payload = json.dumps([model_name, weights_hash, row_digest, settings.record()],
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return digests.json_hex([model_name, weights_hash, row_digest, settings.record()])
 
 
 def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
@@ -217,40 +216,10 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
     outputs = outputs_of(loaded, inputs)[0]
     base_outputs = outputs_of(loaded, baseline, "the baseline")[0]
     want_ig, want_ig2 = settings.method in ("IG", "both"), settings.method in ("IG2", "both")
-    ig_result: Attribution | None = None
-    preview: Preview | None = None
-    curve: list[CurvePoint] = []
+    outcome: IgOutcome | None = None
     if want_ig:
-        if on_preview is not None:
-            report("IG: a quick preview first", 0.0)
-            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
-                                 settings.n_steps, loaded.device)
-            on_preview(preview)
-        report("IG: gradients along the straight path", 0.1)
-        ig_result = integrated_gradients(
-            loaded.forward, inputs, baselines=baseline, target=settings.target,
-            n_steps=settings.n_steps, tolerance=settings.tolerance, cache=cache,
-            model_key=loaded.weights_hash)
-        curve.extend(_own_curve(ig_result))
-        nearest: Attribution | None = None
-        if settings.convergence_curve and isinstance(settings.n_steps, int):
-            for divisor in CURVE_DIVISORS:
-                steps = max(2, settings.n_steps // divisor)
-                if steps == settings.n_steps:
-                    continue
-                smaller = integrated_gradients(
-                    loaded.forward, inputs, baselines=baseline, target=settings.target,
-                    n_steps=steps, cache=cache, model_key=loaded.weights_hash)
-                curve.append(CurvePoint(int(smaller.n_evaluations[0]),
-                                        float(smaller.relative_delta[0]), "fewer steps"))
-                if nearest is None or int(smaller.n_evaluations[0]) > int(
-                        nearest.n_evaluations[0]):
-                    nearest = smaller
-        if nearest is not None:
-            ig_result = with_convergence(ig_result, nearest)
-        ig_result = to_device(ig_result, "cpu")  # sessions never hold accelerator memory
-    summary = summarise_preview(preview, ig_result)
-    ig_result = folded(loaded, ig_result)
+        outcome = run_ig(ig_request(loaded, inputs, baseline, settings), cache=cache,
+                         progress=ig_runs.reporter(report, _ig_words), on_preview=on_preview)
     ig2_result = None
     if want_ig2:
         report("IG2: walking towards the reference rows", 0.5)
@@ -260,18 +229,34 @@ def run_row(loaded: LoadedModel, raw: np.ndarray, settings: TabularSettings, *,
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
         row_digest=digest_row(raw), raw_row=raw, baseline_raw=base_raw, outputs=outputs,
         f_baseline=float(base_outputs[settings.target]), baseline_outputs=base_outputs,
-        ig=ig_result, ig2=ig2_result, curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started, preview=summary)
+        # Sessions never hold accelerator memory; columns are shown summed over their slots.
+        ig=None if outcome is None else folded(loaded, to_device(outcome.result, "cpu")),
+        ig2=ig2_result,
+        curve=() if outcome is None else ig_runs.curve_points(
+            outcome, ladder_x="evaluations", ladder_source="fewer steps"),
+        seconds=time.perf_counter() - started,
+        preview=None if outcome is None else outcome.preview)
 
 
-def _own_curve(result: Attribution) -> list[CurvePoint]:
-    evaluations, relative = result.convergence_evaluations, result.convergence_relative_delta
-    if evaluations is None or relative is None:
-        return [CurvePoint(int(result.n_evaluations[0]), float(result.relative_delta[0]),
-                           "this run")]
-    return [CurvePoint(int(e), float(r), "adaptive refinement" if result.n_steps == "auto"
-                       else "this run")
-            for e, r in zip(evaluations[:, 0].tolist(), relative[:, 0].tolist(), strict=True)]
+def ig_request(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.Tensor,
+               settings: TabularSettings) -> IgRequest:
+    """The page's IG run over the model row, with the curve's ladder (1/8, 1/4, 1/2 of the
+    steps, repeats kept)."""
+    return IgRequest(
+        loaded.forward, inputs, baselines=baseline, target=settings.target,
+        n_steps=settings.n_steps, tolerance=settings.tolerance,
+        ladder=ig_runs.ladder(settings.n_steps, CURVE_DIVISORS, settings.convergence_curve,
+                              distinct=False),
+        model_key=loaded.weights_hash, device=loaded.device)
+
+
+def _ig_words(event: IgProgress) -> tuple[str, float] | None:
+    """The tabular page's progress words: the preview and the exact run's start only."""
+    if event.stage == "preview":
+        return "IG: a quick preview first", 0.0
+    if event.stage == "exact" and event.done is None:
+        return "IG: gradients along the straight path", 0.1
+    return None
 
 
 def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
@@ -295,22 +280,16 @@ def _run_ig2(loaded: LoadedModel, inputs: torch.Tensor, outputs: torch.Tensor,
         how = ("rows of the 2nd-4th most likely classes" if settings.reference_choice ==
                "relevant" else "rows of other classes than the explained one")
     references = data.inputs.index_select(0, indices).to(loaded.device, torch.float32)
-    representation = loaded.ig2_representation()
-    preview: Ig2Preview | None = None
-    if on_preview is not None:
-        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
-                              representation=representation, target=settings.target,
-                              n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
-                              clip=loaded.spec.input_box)
-        on_preview(preview)
-    # halving: a companion path at half the steps, the steps' part of the convergence.
-    result = ig2(loaded.forward, inputs, references, representation=representation,
-                 target=settings.target, n_steps=settings.ig2_steps,
-                 step_size=settings.ig2_step_size, clip=loaded.spec.input_box, cache=cache,
-                 model_key=loaded.weights_hash, halving=True)
+    outcome = explain_flow.run_ig2(
+        Ig2Request(loaded.forward, inputs, references,
+                   representation=loaded.ig2_representation(), target=settings.target,
+                   n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
+                   clip=loaded.spec.input_box, model_key=loaded.weights_hash,
+                   device=loaded.device),
+        cache=cache, on_preview=on_preview)
     targets = tuple(float(v) for v in data.labels.index_select(0, indices).tolist())
-    return TabularIg2(folded(loaded, result), tuple(int(i) for i in indices.tolist()), targets,
-                      how, summarise_ig2_preview(preview, result))
+    return TabularIg2(folded(loaded, outcome.result), tuple(int(i) for i in indices.tolist()),
+                      targets, how, outcome.trust, outcome.preview)
 
 
 def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[int],
@@ -326,10 +305,13 @@ def run_batch(loaded: LoadedModel, raw_rows: np.ndarray, row_numbers: Sequence[i
     outputs = outputs_of(loaded, inputs, "the valid CSV row")
     targets = [0] * len(inputs) if is_regression(loaded) else \
         outputs.argmax(dim=-1).tolist()
-    result = integrated_gradients(
-        loaded.forward, inputs, baselines=baseline.expand_as(inputs), target=targets,
-        n_steps=settings.n_steps, tolerance=settings.tolerance, progress=progress,
-        cache=cache, model_key=loaded.weights_hash)
+    rows_done = progress or (lambda _done, _total: None)
+    result = run_ig(
+        IgRequest(loaded.forward, inputs, baselines=baseline.expand_as(inputs), target=targets,
+                  n_steps=settings.n_steps, tolerance=settings.tolerance,
+                  model_key=loaded.weights_hash, device=loaded.device),
+        cache=cache, progress=lambda e: None if e.done is None or e.total is None
+        else rows_done(e.done, e.total)).result
     attributions = folded(loaded, result).attributions.detach().cpu().double()
     rows = []
     for i, number in enumerate(row_numbers):

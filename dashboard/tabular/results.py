@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import tabular as tab_io
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.tabular import logic
+from dashboard.tabular import keys, logic
 from dashboard.tabular import views as tabular_views
 from dashboard.tabular.inputs import TabularInput
 from dashboard.widgets import (
@@ -32,13 +31,11 @@ from dashboard.widgets import (
     trust,
 )
 
-RUNS_KEY, CURRENT_KEY, PENDING_KEY = "tab_runs", "tab_current", "tab_pending"
-BATCH_KEY = "tab_batch"
 BATCH_TOP_K = 3
 
 
 def _runs() -> OrderedDict[str, Any]:
-    return session_runs.session_runs(RUNS_KEY)
+    return session_runs.session_runs(keys.RUNS)
 
 
 def explain_section(model: LoadedModel, source: TabularInput | None,
@@ -47,12 +44,12 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
     if source is not None and settings is not None:
         key = logic.run_key(model.spec.name, model.weights_hash,
                             source.digest + source.csv_digest, settings)
-    st.session_state[PENDING_KEY] = key
+    st.session_state[keys.PENDING] = key
     estimate = None if source is None or settings is None else run_costs.tabular_cost(
         model, logic.model_row(model, source.raw_row), settings, logic.CURVE_DIVISORS,
         0 if source.csv_rows is None else len(source.csv_rows))
     run_gate.show_estimate(estimate)
-    clicked = st.button("Explain", type="primary", key="tab_explain", disabled=key is None)
+    clicked = st.button("Explain", type="primary", key=keys.EXPLAIN, disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
     preview_slot = st.empty()
@@ -76,18 +73,18 @@ def explain_section(model: LoadedModel, source: TabularInput | None,
                     0.5 + 0.5 * d / max(t, 1)))
         return run, source.name, batch
 
-    session_runs.explain_once(RUNS_KEY, CURRENT_KEY, key, compute, device=model.device,
+    session_runs.explain_once(keys.RUNS, keys.CURRENT, key, compute, device=model.device,
                               estimate=estimate, what_to_reduce=run_costs.TABULAR_REDUCE)
     preview_slot.empty()  # the exact result takes the preview's place
 
 
 def results_section(model: LoadedModel | None) -> None:
-    stored = _runs().get(st.session_state.get(CURRENT_KEY, ""))
+    stored = _runs().get(st.session_state.get(keys.CURRENT, ""))
     if stored is None:
         st.info("Press **Explain** to compute the attributions.")
         return
     run, name, batch = stored
-    if st.session_state.get(PENDING_KEY) != st.session_state.get(CURRENT_KEY):
+    if st.session_state.get(keys.PENDING) != st.session_state.get(keys.CURRENT):
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
     progressive.show_summary(run.preview)
@@ -108,7 +105,7 @@ def results_section(model: LoadedModel | None) -> None:
         st.info("This row equals the baseline, so every attribution is zero: choose another "
                 "row or baseline.")
     top_k = int(st.number_input("Features shown", 1, len(run.raw_row), min(10, len(run.raw_row)),
-                                key="tab_top_k"))
+                                key=keys.TOP_K))
     names = logic.feature_names(model)
     units = dict(zip(names, logic.units(model), strict=True))
     row_texts = logic.value_texts(model, run.raw_row)
@@ -124,19 +121,19 @@ def results_section(model: LoadedModel | None) -> None:
                                               run.baseline_raw, top_k=top_k)
             st.plotly_chart(tabular_views.ranked_bar_figure(
                 features, units, f"{label}: features by |attribution|", texts, base_of),
-                key=f"tab_bars_{label}", width="stretch")
+                key=keys.bars(label), width="stretch")
             steps = tab_io.waterfall_steps(attributions, names, f_start, f_end, top_k=top_k,
                                            start_label=start_label)
             st.plotly_chart(tabular_views.waterfall_figure(
                 steps, f"{label}: from {start_label} to f(x)"),
-                key=f"tab_waterfall_{label}", width="stretch")
+                key=keys.waterfall(label), width="stretch")
             st.dataframe(
                 [{"rank": f.rank, "feature": f.name,
                   "value": f.value if texts is None else texts[f.name],
                   "baseline value": f.baseline_value if base_of is None else base_of[f.name],
                   "attribution": f.attribution,
                   "share": f"{100 * f.share:+.1f} %"} for f in features],
-                hide_index=True, width="stretch", key=f"tab_ranked_{label}",
+                hide_index=True, width="stretch", key=keys.ranked(label),
                 column_config={"attribution": st.column_config.NumberColumn(format="%.6g")})
     _completeness(run)
     if run.ig2 is not None:
@@ -188,21 +185,21 @@ def _completeness(run: logic.TabularRun) -> None:
         relative = _relative(run, label)
         with column:
             st.plotly_chart(figures.gauge_figure(relative, f"{label}: relative error"),
-                            key=f"tab_gauge_{label}", width="stretch")
+                            key=keys.gauge(label), width="stretch")
             st.caption(f"{label}: {figures.completeness_colour(relative)}")
             if label == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
             if label == "IG2" and run.ig2 is not None:
-                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
+                ig2_trust.show_ig2_trust(run.ig2.trust)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
             st.plotly_chart(figures.convergence_figure(
                 [p.evaluations for p in points], [p.relative_delta for p in points],
                 [p.source for p in points], int(run.ig.n_evaluations[0]), "row"),
-                key="tab_curve_fig", width="stretch")
+                key=keys.CURVE_FIG, width="stretch")
     st.dataframe(completeness_rows(run), hide_index=True, width="stretch",
-                 key="tab_completeness",
+                 key=keys.COMPLETENESS,
                  column_config={m[0]: st.column_config.NumberColumn(format="%.9g")
                                 for m in methods})
 
@@ -249,22 +246,22 @@ def _ig2_details(model: LoadedModel, run: logic.TabularRun) -> None:
             "f(GradCF)": float(result.counterfactual_logits[0, index]),
             "distance start → end": f"{float(trace[0]):.4g} → {float(trace[-1]):.4g}",
             "reach D(GradCF)/D(x)": round(float(result.path_reach[0, index]), 4)})
-    st.dataframe(rows, hide_index=True, width="stretch", key="tab_ig2_refs")
+    st.dataframe(rows, hide_index=True, width="stretch", key=keys.IG2_REFS)
     labels = [f"row {i}" for i in run.ig2.reference_indices]
     st.plotly_chart(figures.distance_trace_figure(
         result.distance_trace[0].detach().cpu().double().numpy(), labels),
-        key="tab_trace_fig", width="stretch")
+        key=keys.TRACE_FIG, width="stretch")
 
 
 def _batch(batch: list[logic.BatchRow], run: logic.TabularRun) -> None:
     st.subheader(f"All CSV rows ({len(batch)}): IG at each row's predicted class")
     table = pd.DataFrame(logic.batch_table(batch, BATCH_TOP_K))
-    st.dataframe(table, hide_index=True, width="stretch", key="tab_batch_table")
+    st.dataframe(table, hide_index=True, width="stretch", key=keys.BATCH_TABLE)
     worst = max(row.relative_delta for row in batch)
     st.caption(f"Largest relative completeness error over the rows: {100 * worst:.3g} %.")
     st.download_button("All rows' top features (CSV)", data=exports.frame_csv(table),
                        file_name=f"{run.model_name}_rows_top_features.csv", mime="text/csv",
-                       key="tab_dl_batch", on_click="ignore")
+                       key=keys.DL_BATCH, on_click="ignore")
 
 
 def _downloads(run: logic.TabularRun, names: tuple[str, ...],
@@ -286,11 +283,11 @@ def _downloads(run: logic.TabularRun, names: tuple[str, ...],
     if run.ig2 is not None:
         record["ig2"] = {"delta": float(run.ig2.result.delta[0]),
                          "reference_rows": list(run.ig2.reference_indices),
-                         **ig2_trust.trust_record(trust_summary(run.ig2.result))}
+                         **ig2_trust.trust_record(run.ig2.trust)}
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=exports.frame_csv(frame), mime="text/csv",
                          file_name=f"{run.model_name}_{run.row_digest[:8]}.csv",
-                         key="tab_dl_csv", on_click="ignore")
+                         key=keys.DL_CSV, on_click="ignore")
     right.download_button("Run record (JSON)", data=exports.run_record(record),
-                          mime="application/json", key="tab_dl_json", on_click="ignore",
+                          mime="application/json", key=keys.DL_JSON, on_click="ignore",
                           file_name=f"{run.model_name}_{run.row_digest[:8]}_record.json")

@@ -13,6 +13,7 @@ import streamlit as st
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import CellProblem
 from attribution_core.models.spec import LoadedModel
+from dashboard.tabular import keys
 
 MISSING_OPTION = "(missing)"
 MAX_NOTES_SHOWN = 25
@@ -48,7 +49,7 @@ def edit_row(model: LoadedModel, schema: cat_io.TabularSchema, raw: np.ndarray, 
                      + (f"; empty: {column.missing_note}" if column.missing != "refused"
                         else ""))
     editor = pd.DataFrame(cells, columns=list(schema.names))
-    edited = st.data_editor(editor, key=f"tab_cat_editor_{model.spec.name}_{index}",
+    edited = st.data_editor(editor, key=keys.cat_editor(model.spec.name, index),
                             hide_index=True, width="stretch", num_rows="fixed",
                             column_config=config)
     values, problems, notes = cat_io.validate_edited_row(

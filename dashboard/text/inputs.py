@@ -22,8 +22,9 @@ from attribution_core.modalities import text as text_io
 from attribution_core.models.domain_text import check_text
 from attribution_core.models.sources import ModelSourceRefused, resolve_model_source
 from attribution_core.models.spec import LoadedModel, ModelSpec
-from dashboard.text import logic
-from dashboard.widgets import catalog, resources, session_models
+from dashboard.text import keys, logic
+from dashboard.widgets import catalog, digests, resources, session_models
+from dashboard.widgets import keys as widget_keys
 from dashboard.widgets.errors import log_unexpected, show_unexpected
 from dashboard.widgets.own_text import text_model_panel
 from dashboard.widgets.sidebar import selected_model_key
@@ -34,7 +35,7 @@ DEFAULT_TEXT = "The food was wonderful and the staff were friendly."
 SIDEBAR, HUGGING_FACE = "Model from the sidebar", "Hugging Face classifier"
 YOURS = "Your model"
 MEMO_ITEMS = 16
-HF_MODEL_KEY = "txt_hf_model"
+HF_MODEL_KEY = keys.HF_MODEL
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,12 @@ def _builtin_name() -> str | None:
     names = [e.spec.name for e in entries]
     titles = {e.spec.name: e.spec.title + ("" if e.status.ready else " (not ready)")
               for e in entries}
-    return st.selectbox("Model", names, key="txt_model_fallback", format_func=titles.get)
+    return st.selectbox("Model", names, key=keys.MODEL_FALLBACK, format_func=titles.get)
 
 
 def current_model() -> LoadedModel | None:
     source = st.radio("Model source", [SIDEBAR, YOURS, HUGGING_FACE], horizontal=True,
-                      key="txt_model_source",
+                      key=widget_keys.MODEL_SOURCE["text"],
                       help="Your model: a Hugging Face sequence classifier's folder uploaded "
                            "as a zip; it stays in your session. Hugging Face: a sequence "
                            "classifier by hub id (already in the server's Hugging Face cache) "
@@ -106,11 +107,11 @@ def current_model() -> LoadedModel | None:
 
 
 def _hugging_face_panel() -> LoadedModel | None:
-    source = st.text_input("Hub id or local folder", key="txt_hf_source",
+    source = st.text_input("Hub id or local folder", key=keys.HF_SOURCE,
                            placeholder="distilbert-base-uncased-finetuned-sst-2-english")
-    if st.button("Load", key="txt_hf_load") and source.strip():
-        st.session_state["txt_hf_loaded"] = source.strip()
-    loaded_source = st.session_state.get("txt_hf_loaded")
+    if st.button("Load", key=keys.HF_LOAD) and source.strip():
+        st.session_state[keys.HF_LOADED] = source.strip()
+    loaded_source = st.session_state.get(keys.HF_LOADED)
     if not loaded_source:
         st.info("Type a hub id (already in the server's Hugging Face cache) or a folder the "
                 "operator shared, and press **Load**.")
@@ -148,23 +149,23 @@ def parse_labels(text: str) -> dict[str, str]:
 
 def _zero_shot_labels(base_name: str, defaults: dict[str, str]) -> str:
     """Editable label set of a MiniLM zero-shot model; returns the model name to use."""
-    store = f"txt_zero_shot_{base_name}"
+    store = keys.zero_shot(base_name)
     with st.expander("Zero-shot labels (editable)", expanded=False):
         st.caption("One class per line as `label: description`. The class score is the "
                    "cosine similarity of the text's embedding to the description's, scaled. "
                    f"At most {MAX_ZERO_SHOT_LABELS} labels of {MAX_LABEL_CHARS} characters, "
                    f"descriptions up to {MAX_LABEL_DESCRIPTION_CHARS} characters.")
         default_text = "\n".join(f"{k}: {v}" for k, v in defaults.items())
-        typed = st.text_area("Labels", default_text, key=f"txt_labels_{base_name}", height=140)
+        typed = st.text_area("Labels", default_text, key=keys.labels(base_name), height=140)
         apply, reset = st.columns(2)
-        if apply.button("Use these labels", key=f"txt_labels_apply_{base_name}"):
+        if apply.button("Use these labels", key=keys.labels_apply(base_name)):
             try:
                 st.session_state[store] = _define_zero_shot(base_name, parse_labels(typed))
             except ValueError as error:  # TextInputError and ModelLoadError: a reason to show
                 st.error(f"The labels could not be used: {error}")
             except Exception as error:  # logged with a reference; one line on the page
                 show_unexpected(error, "Using these labels")
-        if reset.button("Back to the built-in labels", key=f"txt_labels_reset_{base_name}"):
+        if reset.button("Back to the built-in labels", key=keys.labels_reset(base_name)):
             st.session_state.pop(store, None)
     chosen = st.session_state.get(store, base_name)
     if chosen != base_name:
@@ -200,22 +201,22 @@ def input_panel(model: LoadedModel) -> TextInput | None:
     samples = _samples(model)
     modes = ["Type or paste", "Bundled example", "Upload .txt"] if samples else \
         ["Type or paste", "Upload .txt"]
-    mode = st.radio("Input", modes, horizontal=True, key="txt_input_mode")
+    mode = st.radio("Input", modes, horizontal=True, key=keys.INPUT_MODE)
     text: str | None = None
     name = "typed text"
     if mode == "Bundled example":
         labels = [s.name + (f" ({s.label_name})" if s.label_name else "") for s in samples]
-        index = st.selectbox("Example", range(len(samples)), key=f"txt_sample_{model.spec.name}",
+        index = st.selectbox("Example", range(len(samples)), key=keys.sample(model.spec.name),
                              format_func=lambda i: f"{labels[i]}: {samples[i].value[:60]}")
         text, name = samples[index].value, samples[index].name
-        st.text_area("Text", text, key=f"txt_sample_view_{model.spec.name}_{index}",
+        st.text_area("Text", text, key=keys.sample_view(model.spec.name, index),
                      disabled=True, height=90)
     elif mode == "Upload .txt":
         text, name = _uploaded_text()
     else:
-        if "txt_text" not in st.session_state:
-            st.session_state["txt_text"] = samples[0].value if samples else DEFAULT_TEXT
-        text = st.text_area("Text to explain", key="txt_text", height=110)
+        if keys.TEXT not in st.session_state:
+            st.session_state[keys.TEXT] = samples[0].value if samples else DEFAULT_TEXT
+        text = st.text_area("Text to explain", key=keys.TEXT, height=110)
     if text is None:
         return None
     try:
@@ -234,7 +235,7 @@ def input_panel(model: LoadedModel) -> TextInput | None:
     st.caption(f"{encoded.length} tokens ({encoded.n_content_tokens} without special tokens)"
                f" · model maximum {encoded.max_length}")
     _probability_table(model, probs)
-    return TextInput(text, name, encoded, probs, logic.digest_text(text))
+    return TextInput(text, name, encoded, probs, digests.text_hex(text))
 
 
 def _domain_notice(model: LoadedModel, encoded: text_io.EncodedText) -> None:
@@ -256,7 +257,7 @@ def _domain_notice(model: LoadedModel, encoded: text_io.EncodedText) -> None:
 
 def _uploaded_text() -> tuple[str | None, str]:
     upload = upload_box("Upload a .txt file (UTF-8, up to 1 MB)", type=["txt"],
-                        key="txt_upload", limit_mb=max(1, MAX_UPLOAD_BYTES // 2**20))
+                        key=keys.UPLOAD, limit_mb=max(1, MAX_UPLOAD_BYTES // 2**20))
     if upload is None:
         st.info("Upload a .txt file to explain.")
         return None, ""
@@ -273,14 +274,14 @@ def _uploaded_text() -> tuple[str | None, str]:
 
 
 def _memo() -> dict[str, Any]:
-    memo = st.session_state.setdefault("txt_memo", {})
+    memo = st.session_state.setdefault(keys.MEMO, {})
     while len(memo) > MEMO_ITEMS:
         memo.pop(next(iter(memo)))
     return memo
 
 
 def _memo_encode(model: LoadedModel, text: str) -> text_io.EncodedText:
-    key = f"enc:{model.spec.name}:{model.weights_hash}:{logic.digest_text(text)}"
+    key = f"enc:{model.spec.name}:{model.weights_hash}:{digests.text_hex(text)}"
     memo = _memo()
     if key not in memo:
         memo[key] = logic.encode(model, text)
@@ -306,7 +307,7 @@ def _probability_table(model: LoadedModel, probs: torch.Tensor) -> None:
     rows = [{"class": class_label(model.spec.class_names, c), "probability": float(p)}
             for c, p in enumerate(probs.tolist())]
     rows.sort(key=lambda r: -r["probability"])
-    st.dataframe(rows, hide_index=True, width="stretch", key="txt_probabilities",
+    st.dataframe(rows, hide_index=True, width="stretch", key=keys.PROBABILITIES,
                  column_config={"probability": st.column_config.ProgressColumn(
                      "probability", min_value=0.0, max_value=1.0, format="%.3f")})
 
@@ -320,44 +321,44 @@ def settings_panel(model: LoadedModel, source: TextInput | None) -> logic.TextSe
     target = st.selectbox(
         "Class to explain (default: the predicted class)", list(range(n_classes)),
         index=int(probs.argmax()) if probs is not None else 0,
-        key=f"txt_target_{model.spec.name}_{source.digest if source else 'none'}",
+        key=keys.target(model.spec.name, source.digest if source else "none"),
         format_func=lambda c: class_label(model.spec.class_names, c)
         + (f" (p = {float(probs[c]):.3f})" if probs is not None else ""))
-    method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key="txt_method",
+    method = st.radio("Method", ["IG", "IG2", "both"], horizontal=True, key=keys.METHOD,
                       help="IG2 walks towards reference sentences of other classes.")
     kinds = list(text_io.BASELINE_KINDS)
     default = model.spec.default_baseline if model.spec.default_baseline in kinds else "pad"
     baseline = st.selectbox("Baseline (IG)", kinds, index=kinds.index(default),
-                            key="txt_baseline", format_func=text_io.BASELINE_LABELS.get,
+                            key=keys.BASELINE, format_func=text_io.BASELINE_LABELS.get,
                             help="Every ordinary token is replaced; [CLS], [SEP] and other "
                                  "special tokens stay as in the input.")
-    auto = st.checkbox("Choose the step count automatically", key="txt_auto_steps")
+    auto = st.checkbox("Choose the step count automatically", key=keys.AUTO_STEPS)
     tolerance = 0.01
     n_steps: int | str
     if auto:
         tolerance = st.select_slider("Tolerance (relative completeness error)",
                                      [0.001, 0.005, 0.01, 0.02, 0.05], value=0.01,
-                                     key="txt_tolerance")
+                                     key=keys.TOLERANCE)
         n_steps = "auto"
     else:
-        n_steps = st.slider("Steps", 4, 512, 64, step=4, key="txt_steps")
+        n_steps = st.slider("Steps", 4, 512, 64, step=4, key=keys.STEPS)
     curve = st.checkbox("Convergence curve (also runs 1/4 and 1/2 of the steps)", value=True,
-                        key="txt_curve")
+                        key=keys.CURVE)
     n_refs, choice, ig2_steps, step_size, seed = 4, "other", 16, "auto", 0
     if method != "IG":
         with st.expander("IG2 options", expanded=False):
-            n_refs = st.slider("Reference sentences", 1, 16, 4, key="txt_ig2_refs")
+            n_refs = st.slider("Reference sentences", 1, 16, 4, key=keys.IG2_REFS)
             choice = st.radio("Reference classes", ["other", "relevant"], horizontal=True,
-                              key="txt_ig2_choice",
+                              key=keys.IG2_CHOICE,
                               format_func={"other": "any other class",
                                            "relevant": "2nd-4th most likely"}.get)
-            ig2_steps = st.slider("Path steps", 2, 128, 16, key="txt_ig2_steps")
+            ig2_steps = st.slider("Path steps", 2, 128, 16, key=keys.IG2_STEPS)
             if not st.checkbox("Automatic step size (path as long as the distance to the "
-                               "references)", value=True, key="txt_ig2_auto_eta"):
+                               "references)", value=True, key=keys.IG2_AUTO_ETA):
                 step_size = float(st.number_input(
                     "Step size (embedding units)", 1e-4, 10.0, float(model.spec.ig2_step_size),
-                    format="%.4f", key="txt_ig2_eta"))
-            seed = int(st.number_input("Seed (reference draw)", 0, 10_000, 0, key="txt_seed"))
+                    format="%.4f", key=keys.IG2_ETA))
+            seed = int(st.number_input("Seed (reference draw)", 0, 10_000, 0, key=keys.SEED))
     return logic.TextSettings(
         method=method, target=int(target), baseline=baseline, n_steps=n_steps,  # type: ignore
         tolerance=float(tolerance), convergence_curve=bool(curve), n_references=int(n_refs),

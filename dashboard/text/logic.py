@@ -6,8 +6,6 @@ attention mask passed as a forward keyword; the page sums them over the embeddin
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,15 +14,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribution_core import ig2, integrated_gradients, with_convergence
+from attribution_core import explain_flow
 from attribution_core.cache import ResultCache
 from attribution_core.engine import device_lock
-from attribution_core.fast_paths import Preview, PreviewSummary, preview_ig, summarise_preview
-from attribution_core.methods.ig2_preview import Ig2Preview, preview_ig2, summarise_ig2_preview
+from attribution_core.explain_flow import (
+    Ig2Progress,
+    Ig2Request,
+    IgOutcome,
+    IgProgress,
+    IgRequest,
+    run_ig,
+)
+from attribution_core.fast_paths import PreviewSummary
+from attribution_core.methods.ig2 import Ig2TrustSummary
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
 from attribution_core.references import select_references
 from attribution_core.results import Attribution, IG2Attribution, to_device
+from dashboard.widgets import digests, ig_runs
 from dashboard.widgets.figures import CurvePoint
 
 Method = Literal["IG", "IG2", "both"]
@@ -74,6 +81,7 @@ class TextIg2:
     reference_texts: tuple[str, ...]
     reference_labels: tuple[int, ...]
     labels_from: str  # "pool labels" or "model predictions"
+    trust: Ig2TrustSummary
     preview: PreviewSummary | None = None
 
 
@@ -129,14 +137,8 @@ def probabilities(loaded: LoadedModel, encoded: text_io.EncodedText) -> torch.Te
     return torch.softmax(out, dim=-1)[0]
 
 
-def digest_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
 def run_key(model_name: str, weights_hash: str, text_digest: str, settings: TextSettings) -> str:
-    payload = json.dumps([model_name, weights_hash, text_digest, settings.record()],
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return digests.json_hex([model_name, weights_hash, text_digest, settings.record()])
 
 
 def _forward_kwargs(loaded: LoadedModel, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -154,7 +156,6 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
     assert loaded.embed is not None
     inputs = embeddings(loaded, encoded.input_ids)
     mask = encoded.attention_mask.to(loaded.device)
-    kwargs = _forward_kwargs(loaded, mask)
     baseline = text_io.text_baseline(settings.baseline, encoded, loaded.tokenizer, loaded.embed,
                                      inputs)
     probs = torch.softmax(logits(loaded, inputs, mask), dim=-1)[0]
@@ -163,42 +164,11 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
     want_ig = settings.method in ("IG", "both")
     want_ig2 = settings.method in ("IG2", "both")
     ig_share = 0.5 if want_ig and want_ig2 else 1.0
-    ig_result: Attribution | None = None
-    preview: Preview | None = None
-    curve: list[CurvePoint] = []
+    outcome: IgOutcome | None = None
     if want_ig:
-        def ig_progress(done: int, total: int) -> None:
-            report(f"IG: gradients along the straight path ({done}/{total} rows)",
-                   ig_share * 0.8 * done / max(total, 1))
-
-        if on_preview is not None:
-            report("IG: a quick preview first", 0.0)
-            preview = preview_ig(loaded.forward, inputs, baseline, settings.target,
-                                 settings.n_steps, loaded.device, forward_kwargs=kwargs)
-            on_preview(preview)
-        ig_result = integrated_gradients(
-            loaded.forward, inputs, baselines=baseline, target=settings.target,
-            n_steps=settings.n_steps, tolerance=settings.tolerance, progress=ig_progress,
-            forward_kwargs=kwargs, cache=cache, model_key=loaded.weights_hash)
-        curve.extend(_own_curve(ig_result))
-        nearest: Attribution | None = None
-        if settings.convergence_curve and isinstance(settings.n_steps, int):
-            for divisor in CURVE_DIVISORS:
-                steps = max(2, settings.n_steps // divisor)
-                if steps == settings.n_steps:
-                    continue
-                report(f"IG: convergence curve, {steps} steps", ig_share * 0.9)
-                smaller = integrated_gradients(
-                    loaded.forward, inputs, baselines=baseline, target=settings.target,
-                    n_steps=steps, forward_kwargs=kwargs, cache=cache,
-                    model_key=loaded.weights_hash)
-                curve.append(CurvePoint(int(smaller.n_evaluations[0]),
-                                        float(smaller.relative_delta[0]), "fewer steps"))
-                if nearest is None or int(smaller.n_evaluations[0]) > int(
-                        nearest.n_evaluations[0]):
-                    nearest = smaller
-        if nearest is not None:
-            ig_result = with_convergence(ig_result, nearest)
+        outcome = run_ig(ig_request(loaded, inputs, baseline, mask, settings), cache=cache,
+                         progress=ig_runs.reporter(report, lambda e: _ig_words(e, ig_share)),
+                         on_preview=on_preview)
     ig2_result: TextIg2 | None = None
     if want_ig2:
         start = 1.0 - ig_share if want_ig else 0.0
@@ -208,23 +178,40 @@ def run_explanation(loaded: LoadedModel, encoded: text_io.EncodedText, text: str
     report("Done", 1.0)
     return TextRun(
         settings=settings, model_name=loaded.spec.name, weights_hash=loaded.weights_hash,
-        text_digest=digest_text(text), encoded=encoded, probabilities=probs,
+        text_digest=digests.text_hex(text), encoded=encoded, probabilities=probs,
         f_baseline=float(base_logits[settings.target]),
         baseline_class=int(base_probs.argmax()),
         baseline_probability=float(base_probs.max()),
-        ig=None if ig_result is None else to_device(ig_result, "cpu"), ig2=ig2_result,
-        curve=tuple(sorted(curve, key=lambda p: p.evaluations)),
-        seconds=time.perf_counter() - started, preview=summarise_preview(preview, ig_result))
+        ig=None if outcome is None else to_device(outcome.result, "cpu"), ig2=ig2_result,
+        curve=() if outcome is None else ig_runs.curve_points(
+            outcome, ladder_x="evaluations", ladder_source="fewer steps"),
+        seconds=time.perf_counter() - started,
+        preview=None if outcome is None else outcome.preview)
 
 
-def _own_curve(result: Attribution) -> list[CurvePoint]:
-    evaluations, relative = result.convergence_evaluations, result.convergence_relative_delta
-    if evaluations is None or relative is None:
-        return [CurvePoint(int(result.n_evaluations[0]), float(result.relative_delta[0]),
-                           "this run")]
-    return [CurvePoint(int(e), float(r), "adaptive refinement" if result.n_steps == "auto"
-                       else "this run")
-            for e, r in zip(evaluations[:, 0].tolist(), relative[:, 0].tolist(), strict=True)]
+def ig_request(loaded: LoadedModel, inputs: torch.Tensor, baseline: torch.Tensor,
+               mask: torch.Tensor, settings: TextSettings) -> IgRequest:
+    """The page's IG run over the embeddings (the mask as a forward keyword), with the curve's
+    ladder (1/4, 1/2 of the steps, repeats kept)."""
+    return IgRequest(
+        loaded.forward, inputs, baselines=baseline, target=settings.target,
+        n_steps=settings.n_steps, tolerance=settings.tolerance,
+        ladder=ig_runs.ladder(settings.n_steps, CURVE_DIVISORS, settings.convergence_curve,
+                              distinct=False),
+        forward_kwargs=_forward_kwargs(loaded, mask), model_key=loaded.weights_hash,
+        device=loaded.device)
+
+
+def _ig_words(event: IgProgress, share: float) -> tuple[str, float] | None:
+    """The text page's progress words: the exact run's rows, then each ladder run's start."""
+    if event.stage == "preview":
+        return "IG: a quick preview first", 0.0
+    if event.stage == "exact" and event.done is not None and event.total is not None:
+        return (f"IG: gradients along the straight path ({event.done}/{event.total} rows)",
+                share * 0.8 * event.done / max(event.total, 1))
+    if event.stage == "ladder" and event.done is None:
+        return f"IG: convergence curve, {event.steps} steps", share * 0.9
+    return None
 
 
 # -- IG2 -----------------------------------------------------------------------------------
@@ -274,32 +261,25 @@ def _run_ig2(loaded: LoadedModel, encoded: text_io.EncodedText, inputs: torch.Te
                                   class_ranking=probs.float())
     chosen = [texts[int(i)] for i in selection.indices.tolist()]
     ids, ref_mask = text_io.encode_to_length(loaded.tokenizer, chosen, encoded.length)
-    references = embeddings(loaded, ids)
-    representation = loaded.ig2_representation()
-
-    def on_progress(done: int, total: int) -> None:
-        report(f"IG2: walking {len(chosen)} gradient paths towards the reference sentences "
-               f"({done}/{total})", min(1.0, done / max(total, 1)))
-
-    ref_kwargs = {"attention_mask": ref_mask.to(loaded.device)}
-    preview: Ig2Preview | None = None
-    if on_preview is not None:
-        report("IG2: a quick preview first", 0.1)
-        preview = preview_ig2(loaded.forward, inputs, references, loaded.device,
-                              representation=representation, target=settings.target,
-                              n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
-                              forward_kwargs={"attention_mask": mask},
-                              reference_kwargs=ref_kwargs)
-        on_preview(preview)
-    # halving: a companion path at half the steps, the steps' part of the convergence.
-    result = ig2(loaded.forward, inputs, references, representation=representation,
-                 target=settings.target, n_steps=settings.ig2_steps,
-                 step_size=settings.ig2_step_size, progress=on_progress,
-                 forward_kwargs={"attention_mask": mask}, reference_kwargs=ref_kwargs,
-                 cache=cache, model_key=loaded.weights_hash, halving=True)
-    return TextIg2(result=result, reference_texts=tuple(chosen),
+    outcome = explain_flow.run_ig2(
+        Ig2Request(loaded.forward, inputs, embeddings(loaded, ids),
+                   representation=loaded.ig2_representation(), target=settings.target,
+                   n_steps=settings.ig2_steps, step_size=settings.ig2_step_size,
+                   forward_kwargs={"attention_mask": mask},
+                   reference_kwargs={"attention_mask": ref_mask.to(loaded.device)},
+                   model_key=loaded.weights_hash, device=loaded.device),
+        cache=cache, progress=ig_runs.reporter(report, _ig2_words), on_preview=on_preview)
+    return TextIg2(result=outcome.result, reference_texts=tuple(chosen),
                    reference_labels=tuple(int(v) for v in selection.labels.tolist()),
-                   labels_from=labels_from, preview=summarise_ig2_preview(preview, result))
+                   labels_from=labels_from, preview=outcome.preview, trust=outcome.trust)
+
+
+def _ig2_words(event: Ig2Progress) -> tuple[str, float]:
+    if event.stage == "preview":
+        return "IG2: a quick preview first", 0.1
+    done, total = event.done or 0, event.total or 0
+    return (f"IG2: walking {event.n_references} gradient paths towards the reference "
+            f"sentences ({done}/{total})", min(1.0, done / max(total, 1)))
 
 
 def _sample_texts(loaded: LoadedModel) -> list[str]:

@@ -13,10 +13,9 @@ from typing import Any
 
 import streamlit as st
 
-from attribution_core.methods.ig2 import trust_summary
 from attribution_core.modalities import text as text_io
 from attribution_core.models.spec import LoadedModel
-from dashboard.text import logic
+from dashboard.text import keys, logic
 from dashboard.text import views as text_views
 from dashboard.text.inputs import TextInput, class_label
 from dashboard.widgets import (
@@ -31,17 +30,13 @@ from dashboard.widgets import (
     trust,
 )
 
-RUNS_KEY = "txt_runs"
-CURRENT_KEY = "txt_current"
-PENDING_KEY = "txt_pending"
-
 
 def _runs() -> OrderedDict[str, logic.TextRun]:
-    return session_runs.session_runs(RUNS_KEY)
+    return session_runs.session_runs(keys.RUNS)
 
 
 def current_run() -> logic.TextRun | None:
-    key = st.session_state.get(CURRENT_KEY)
+    key = st.session_state.get(keys.CURRENT)
     return _runs().get(key) if key is not None else None
 
 
@@ -51,18 +46,18 @@ def explain_section(model: LoadedModel, source: TextInput | None,
     key = None
     if source is not None and settings is not None:
         key = logic.run_key(model.spec.name, model.weights_hash, source.digest, settings)
-    st.session_state[PENDING_KEY] = key
+    st.session_state[keys.PENDING] = key
     estimate = None if source is None or settings is None else run_costs.text_cost(
         model, logic.embeddings(model, source.encoded.input_ids),
         source.encoded.attention_mask, settings, logic.CURVE_DIVISORS)
     run_gate.show_estimate(estimate)
-    clicked = st.button("Explain", type="primary", key="txt_explain", disabled=key is None)
+    clicked = st.button("Explain", type="primary", key=keys.EXPLAIN, disabled=key is None)
     if not clicked or key is None or source is None or settings is None:
         return
     preview_slot = st.empty()
     tokens = list(source.encoded.tokens)
     session_runs.explain_once(
-        RUNS_KEY, CURRENT_KEY, key,
+        keys.RUNS, keys.CURRENT, key,
         lambda progress: logic.run_explanation(
             model, source.encoded, source.text, settings, cache=resources.shared_result_cache(),
             progress=progress, on_preview=progressive.feature_preview(
@@ -77,7 +72,7 @@ def results_section(model: LoadedModel | None) -> None:
     if run is None:
         st.info("Press **Explain** to compute the attributions.")
         return
-    if st.session_state.get(PENDING_KEY) != st.session_state.get(CURRENT_KEY):
+    if st.session_state.get(keys.PENDING) != st.session_state.get(keys.CURRENT):
         st.info("The inputs changed since this result was computed; it stays on screen until "
                 "you press **Explain** again.")
     progressive.show_summary(run.preview)
@@ -91,7 +86,7 @@ def results_section(model: LoadedModel | None) -> None:
         st.warning(note)
     _baseline_note(run, names)
     views = logic.method_views(run)
-    level = st.radio("Show", ["words", "tokens"], horizontal=True, key="txt_level",
+    level = st.radio("Show", ["words", "tokens"], horizontal=True, key=keys.LEVEL,
                      format_func={"words": "whole words (sums of their tokens)",
                                   "tokens": "sub-word tokens"}.get)
     limit = logic.colour_limit(views, level)  # type: ignore[arg-type]
@@ -134,18 +129,18 @@ def _baseline_note(run: logic.TextRun, names: Any) -> None:
 
 def _ranked(views: list[logic.MethodView], level: str) -> None:
     st.subheader("Ranked " + ("words" if level == "words" else "tokens"))
-    top_k = int(st.number_input("How many", 1, 200, 10, key="txt_top_k"))
+    top_k = int(st.number_input("How many", 1, 200, 10, key=keys.TOP_K))
     columns = st.columns(len(views))
     for column, view in zip(columns, views, strict=True):
         units = view.words if level == "words" else view.tokens
         ranked = text_io.ranked(units, include_special=False, top_k=top_k)
         with column:
             st.plotly_chart(text_views.ranked_bar_figure(ranked, f"{view.name}: top {level}"),
-                            key=f"txt_ranked_fig_{view.name}", width="stretch")
+                            key=keys.ranked_fig(view.name), width="stretch")
             st.dataframe(
                 [{"rank": r.rank, level[:-1]: r.text, "attribution": r.score,
                   "share": f"{100 * r.share:+.1f} %"} for r in ranked],
-                hide_index=True, width="stretch", key=f"txt_ranked_{view.name}",
+                hide_index=True, width="stretch", key=keys.ranked(view.name),
                 column_config={"attribution": st.column_config.NumberColumn(format="%.6g")})
 
 
@@ -175,13 +170,13 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
         with column:
             st.plotly_chart(figures.gauge_figure(view.relative_delta,
                                                  f"{view.name}: relative error"),
-                            key=f"txt_gauge_{view.name}", width="stretch")
+                            key=keys.gauge(view.name), width="stretch")
             # No "(from cache)": a shared-cache hit would reveal another user's input.
             st.caption(f"{view.name}: {figures.completeness_colour(view.relative_delta)}")
             if view.name == "IG" and run.ig is not None:
                 trust.show_map_convergence(run.ig)
             if view.name == "IG2" and run.ig2 is not None:
-                ig2_trust.show_ig2_trust(trust_summary(run.ig2.result))
+                ig2_trust.show_ig2_trust(run.ig2.trust)
     if run.ig is not None:
         with columns[-1]:
             points = list(run.curve)
@@ -189,9 +184,9 @@ def _completeness(run: logic.TextRun, views: list[logic.MethodView]) -> None:
             st.plotly_chart(figures.convergence_figure(
                 [p.evaluations for p in points], [p.relative_delta for p in points],
                 [p.source for p in points], current, "text"),
-                key="txt_curve_fig", width="stretch")
+                key=keys.CURVE_FIG, width="stretch")
     st.dataframe(completeness_rows(views), hide_index=True, width="stretch",
-                 key="txt_completeness",
+                 key=keys.COMPLETENESS,
                  column_config={v.name: st.column_config.NumberColumn(format="%.9g")
                                 for v in views})
 
@@ -215,12 +210,12 @@ def _ig2_details(run: logic.TextRun, names: Any) -> None:
             "distance start → end": f"{float(trace[0]):.4g} → {float(trace[-1]):.4g}",
             "reach D(GradCF)/D(x)": round(float(result.path_reach[0, index]), 4),
         })
-    st.dataframe(rows, hide_index=True, width="stretch", key="txt_ig2_refs_table")
+    st.dataframe(rows, hide_index=True, width="stretch", key=keys.IG2_REFS_TABLE)
     labels = [f"ref {i + 1} ({class_label(names, c)})"
               for i, c in enumerate(run.ig2.reference_labels)]
     st.plotly_chart(figures.distance_trace_figure(
         result.distance_trace[0].detach().cpu().double().numpy(), labels),
-        key="txt_trace_fig", width="stretch")
+        key=keys.TRACE_FIG, width="stretch")
 
 
 def attributions_csv(views: list[logic.MethodView]) -> str:
@@ -250,12 +245,12 @@ def _downloads(run: logic.TextRun, views: list[logic.MethodView]) -> None:
     if run.ig2 is not None:
         record["ig2_references"] = list(run.ig2.reference_texts)
         record["methods"]["IG2"].update(
-            ig2_trust.trust_record(trust_summary(run.ig2.result)))
+            ig2_trust.trust_record(run.ig2.trust))
     stem = f"{run.model_name}_{run.text_digest[:8]}"
     left, right = st.columns(2)
     left.download_button("Attributions (CSV)", data=attributions_csv(views), mime="text/csv",
-                         file_name=f"{stem}_attributions.csv", key="txt_dl_csv",
+                         file_name=f"{stem}_attributions.csv", key=keys.DL_CSV,
                          on_click="ignore")
     right.download_button("Run record (JSON)", data=exports.run_record(record),
                           mime="application/json", file_name=f"{stem}_record.json",
-                          key="txt_dl_json", on_click="ignore")
+                          key=keys.DL_JSON, on_click="ignore")

@@ -17,6 +17,8 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard.widgets import keys
+
 LOG = logging.getLogger("dashboard.access")
 
 
@@ -42,7 +44,7 @@ def require_login() -> None:
     if settings is None:
         return
     if getattr(st.user, "is_logged_in", False):  # absent where no user info exists (AppTest)
-        st.sidebar.button("Log out", key="access_logout", on_click=st.logout)
+        st.sidebar.button("Log out", key=keys.ACCESS_LOGOUT, on_click=st.logout)
         return
     st.title("Why did the model say that?")
     if importlib.util.find_spec("authlib") is None:  # fail closed: configured but unusable
@@ -52,6 +54,6 @@ def require_login() -> None:
         st.stop()
     st.info("This dashboard is shared: log in to use it.")
     provider = _provider(settings)
-    st.button("Log in", key="access_login", type="primary",
+    st.button("Log in", key=keys.ACCESS_LOGIN, type="primary",
               on_click=st.login, args=(provider,) if provider else ())
     st.stop()

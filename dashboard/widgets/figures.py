@@ -16,6 +16,7 @@ import streamlit as st
 
 from attribution_core.evaluation.figure_style import plotly_text
 from attribution_core.modalities.image import View
+from dashboard.widgets import keys
 
 GREEN_BELOW = 0.01
 AMBER_BELOW = 0.05
@@ -167,5 +168,5 @@ def warm_up_charts() -> None:
     (Streamlit loads Plotly on the first chart a page shows)."""
     blank = go.Figure(layout={"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
                               "xaxis": {"visible": False}, "yaxis": {"visible": False}})
-    st.plotly_chart(blank, key="chart_renderer_warm_up", config={"staticPlot": True},
+    st.plotly_chart(blank, key=keys.CHART_RENDERER_WARM_UP, config={"staticPlot": True},
                     width="stretch")

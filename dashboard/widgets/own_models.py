@@ -33,7 +33,7 @@ from attribution_core.models.uploads import (
     parse_class_names,
     torchvision_upload_spec,
 )
-from dashboard.widgets import resources, session_models
+from dashboard.widgets import keys, resources, session_models
 from dashboard.widgets.errors import show_unexpected
 from dashboard.widgets.upload_guard import upload_box
 
@@ -41,7 +41,6 @@ SIDEBAR, YOURS = "Model from the sidebar", "Your model"
 TORCHVISION, HUGGING_FACE = "torchvision + .safetensors", "Hugging Face image classifier"
 ONNX = "ONNX (.onnx)"
 NORMALISATIONS = {"none": "pixels in [0, 1]", "imagenet": "ImageNet mean / std"}
-IMAGE_MODEL_KEY = "img_own_model_name"
 
 
 def upload_limit_mb() -> int:
@@ -50,25 +49,25 @@ def upload_limit_mb() -> int:
 
 def image_source() -> str:
     return str(st.radio("Model source", [SIDEBAR, YOURS], horizontal=True,
-                        key="img_model_source",
+                        key=keys.MODEL_SOURCE["image"],
                         help="Your model: a torchvision network with your own weights, or a "
                              "Hugging Face image classifier. It stays in your session."))
 
 
 def image_model_panel() -> LoadedModel | None:
     """Load the user's own image model (kept in this session) and return it, or None."""
-    name = st.session_state.get(IMAGE_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_IMAGE_MODEL)
     sandbox.warm_up()  # the converters' process starts now, not at the first upload
     with st.expander("Your model", expanded=name is None):
         kind = st.radio("Format", [TORCHVISION, HUGGING_FACE, ONNX], horizontal=True,
-                        key="img_own_kind")
+                        key=keys.OWN_IMAGE_KIND)
         if kind == TORCHVISION:
             _torchvision_form()
         elif kind == ONNX:
             _onnx_form()
         else:
             _hugging_face_form()
-    name = st.session_state.get(IMAGE_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_IMAGE_MODEL)
     spec = session_models.get(name) if name is not None else None
     if spec is not None:
         st.caption(f"Using **{spec.title}** (yours: other sessions do not see it).")
@@ -94,7 +93,7 @@ def _define(build: Callable[[], ModelSpec], what: str) -> None:
         show_unexpected(error, f"Loading {what}")
         return
     session_models.define(spec)
-    st.session_state[IMAGE_MODEL_KEY] = spec.name
+    st.session_state[keys.OWN_IMAGE_MODEL] = spec.name
     show_evicted()
 
 
@@ -115,16 +114,16 @@ def _class_names_box(key: str) -> UploadedFile | None:
 def _torchvision_form() -> None:
     limit = upload_limit_mb()
     architecture = st.selectbox("Architecture", list(UPLOAD_ARCHITECTURES),
-                                key="img_own_architecture",
+                                key=keys.OWN_IMAGE_ARCHITECTURE,
                                 help="The head size (number of classes) is read from the "
                                      "weights.")
     weights = upload_box(
         f"Weights: a state dict saved with safetensors (up to {limit} MB)",
-        type=["safetensors"], key="img_own_weights", limit_mb=limit,
+        type=["safetensors"], key=keys.OWN_IMAGE_WEIGHTS, limit_mb=limit,
         help="safetensors.torch.save_file(model.state_dict(), 'model.safetensors'). Pickled "
              "checkpoints (.pt, .pth) are refused: loading them can run code.")
-    classes = _class_names_box("img_own_classes")
-    if st.button("Load this model", key="img_own_load", disabled=weights is None):
+    classes = _class_names_box(keys.OWN_IMAGE_CLASSES)
+    if st.button("Load this model", key=keys.OWN_IMAGE_LOAD, disabled=weights is None):
         assert weights is not None  # the button is disabled otherwise
 
         def build() -> ModelSpec:
@@ -137,12 +136,12 @@ def _torchvision_form() -> None:
 
 
 def _hugging_face_form() -> None:
-    typed = st.text_input("Hub id or folder", key="img_own_hf_source",
+    typed = st.text_input("Hub id or folder", key=keys.OWN_IMAGE_HF_SOURCE,
                           placeholder="google/vit-base-patch16-224",
                           help="A hub id already in the server's Hugging Face cache, or a "
                                "folder under the model folders the operator shared; loaded "
                                "with trust_remote_code=False.")
-    if st.button("Load this model", key="img_own_hf_load", disabled=not typed.strip()):
+    if st.button("Load this model", key=keys.OWN_IMAGE_HF_LOAD, disabled=not typed.strip()):
         from attribution_core.models.hf_images import hugging_face_image_spec
 
         _define(lambda: hugging_face_image_spec(typed.strip()), typed.strip())
@@ -156,15 +155,15 @@ def _onnx_form() -> None:
         st.warning(problem)
     limit = upload_limit_mb()
     model_file = upload_box(f"ONNX image classifier (up to {limit} MB)", type=["onnx"],
-                            key="img_own_onnx", limit_mb=limit,
+                            key=keys.OWN_IMAGE_ONNX, limit_mb=limit,
                             help="Input [batch, channels, height, width] (at most "
                                  f"{MAX_IMAGE_MODEL_SIDE:,} pixels a side); the graph is "
                                  "converted to PyTorch with onnx2torch after a trial run in a "
                                  f"separate process (at most {MODEL_CHECK_SECONDS:g} s).")
     normalisation = st.radio("The model expects", list(NORMALISATIONS), horizontal=True,
-                             key="img_own_onnx_norm", format_func=NORMALISATIONS.get)
-    classes = _class_names_box("img_own_onnx_classes")
-    if st.button("Load this model", key="img_own_onnx_load",
+                             key=keys.OWN_IMAGE_ONNX_NORM, format_func=NORMALISATIONS.get)
+    classes = _class_names_box(keys.OWN_IMAGE_ONNX_CLASSES)
+    if st.button("Load this model", key=keys.OWN_IMAGE_ONNX_LOAD,
                  disabled=model_file is None or problem is not None):
         assert model_file is not None  # the button is disabled otherwise
 

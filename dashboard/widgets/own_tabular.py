@@ -25,19 +25,18 @@ from attribution_core.models.onnx_models import (
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
 from attribution_core.models.tabular_uploads import encoded_upload_spec
 from attribution_core.models.uploads import check_model_upload_size
-from dashboard.widgets import resources, session_models
+from dashboard.widgets import keys, resources, session_models
 from dashboard.widgets.errors import show_unexpected
 from dashboard.widgets.own_models import SIDEBAR, YOURS, show_evicted, upload_limit_mb
 from dashboard.widgets.upload_guard import upload_box
 
 ONNX, MLP = "ONNX (.onnx)", "safetensors MLP + JSON config"
-TABULAR_MODEL_KEY = "tab_own_model_name"
 LABEL_COLUMNS = ("label", "target", "class", "y")
 
 
 def model_source() -> str:
     return str(st.radio("Model source", [SIDEBAR, YOURS], horizontal=True,
-                        key="tab_model_source",
+                        key=keys.MODEL_SOURCE["tabular"],
                         help="Your model: an ONNX file (e.g. scikit-learn via skl2onnx, "
                              "pipelines with categorical columns and imputation included, or "
                              "torch.onnx.export) or a safetensors MLP (with embeddings for "
@@ -45,17 +44,17 @@ def model_source() -> str:
 
 
 def model_panel() -> LoadedModel | None:
-    name = st.session_state.get(TABULAR_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_TABULAR_MODEL)
     sandbox.warm_up()  # the converters' process starts now, not at the first upload
     with st.expander("Your model", expanded=name is None):
         problem = onnx_support_problem()
-        kind = st.radio("Format", [ONNX, MLP], horizontal=True, key="tab_own_kind")
+        kind = st.radio("Format", [ONNX, MLP], horizontal=True, key=keys.OWN_TABULAR_KIND)
         if kind == ONNX and problem is not None:
             st.warning(problem)
         limit = upload_limit_mb()
         model_file = upload_box(
             f"Model file (up to {limit} MB)", type=["onnx"] if kind == ONNX else
-            ["safetensors"], key=f"tab_own_file_{kind == ONNX}", limit_mb=limit,
+            ["safetensors"], key=keys.own_tabular_file(kind == ONNX), limit_mb=limit,
             help="ONNX: the model's first floating-point output is explained (a classifier's "
                  "probabilities); it is converted after a trial run in a separate process (at "
                  f"most {MODEL_CHECK_SECONDS:g} s). MLP: an nn.Sequential saved as the "
@@ -66,19 +65,20 @@ def model_panel() -> LoadedModel | None:
             config = upload_box(
                 "Config (.json): activation, and optionally feature_names, class_names, "
                 "output_kind, mean, std, categorical (column -> categories: an embedding "
-                "per categorical column)", type=["json"], key="tab_own_config",
+                "per categorical column)", type=["json"], key=keys.OWN_TABULAR_CONFIG,
                 limit_mb=max(1, MAX_CONFIG_BYTES // 2**20))
         reference = upload_box(
             "Reference rows (.csv, recommended): the header names the features; an optional "
-            f"{'/'.join(LABEL_COLUMNS)} column holds labels", type=["csv"], key="tab_own_csv",
+            f"{'/'.join(LABEL_COLUMNS)} column holds labels", type=["csv"],
+            key=keys.OWN_TABULAR_CSV,
             limit_mb=max(1, tab_io.MAX_CSV_BYTES // 2**20),
             help="Baselines (mean, median, a reference row), IG2's references and the "
                  "out-of-domain notice come from these rows.")
         blocked = model_file is None or (kind == ONNX and problem is not None) or (
             kind == MLP and config is None)
-        if st.button("Load this model", key="tab_own_load", disabled=blocked):
+        if st.button("Load this model", key=keys.OWN_TABULAR_LOAD, disabled=blocked):
             _load(model_file, config, reference)
-    name = st.session_state.get(TABULAR_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_TABULAR_MODEL)
     spec = session_models.get(name) if name is not None else None
     if spec is not None:
         st.caption(f"Using **{spec.title}** (yours: other sessions do not see it).")
@@ -112,7 +112,7 @@ def _load(model_file: Any, config_file: Any, reference_file: Any) -> None:
         show_unexpected(error, f"Loading {model_file.name}")
         return
     session_models.define(spec)
-    st.session_state[TABULAR_MODEL_KEY] = spec.name
+    st.session_state[keys.OWN_TABULAR_MODEL] = spec.name
     show_evicted()
 
 

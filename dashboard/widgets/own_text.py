@@ -26,22 +26,19 @@ from attribution_core.limits import (
 )
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
 from attribution_core.models.uploads import check_model_upload_size
-from dashboard.widgets import resources, session_models
+from dashboard.widgets import keys, resources, session_models
 from dashboard.widgets.errors import show_unexpected
 from dashboard.widgets.own_models import upload_limit_mb
 from dashboard.widgets.upload_guard import upload_box
 
-TEXT_MODEL_KEY = "txt_own_model_name"
-NOTES_KEY = "txt_own_notes"
-
 
 def text_model_panel() -> LoadedModel | None:
     """Load the user's own text classifier (kept in this session) and return it, or None."""
-    name = st.session_state.get(TEXT_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_TEXT_MODEL)
     with st.expander("Your model", expanded=name is None):
         limit = upload_limit_mb()
         archive = upload_box(
-            f"Model folder as a .zip (up to {limit} MB)", type=["zip"], key="txt_own_zip",
+            f"Model folder as a .zip (up to {limit} MB)", type=["zip"], key=keys.OWN_TEXT_ZIP,
             limit_mb=limit,
             help="Zip the folder that model.save_pretrained() and tokenizer.save_pretrained() "
                  "wrote: config.json, model.safetensors and the tokenizer files. Loaded with "
@@ -54,17 +51,17 @@ def text_model_panel() -> LoadedModel | None:
                    f"{MAX_MODEL_TOKENIZER_BYTES // 2**20} MB each.")
         references = upload_box(
             f"Reference texts (optional .csv, up to {MAX_REFERENCE_TEXTS} rows): a text column, "
-            "optionally a label column (class numbers)", type=["csv"], key="txt_own_refs",
+            "optionally a label column (class numbers)", type=["csv"], key=keys.OWN_TEXT_REFS,
             limit_mb=OTHER_UPLOADS_MB,
             help="IG2 walks towards reference texts of other classes; the Evaluate page can "
                  "audit the model on them, and the out-of-domain notice compares your text "
                  "with them. Without them IG2 draws from the bundled sentences.")
-        if st.button("Load this model", key="txt_own_load", disabled=archive is None):
+        if st.button("Load this model", key=keys.OWN_TEXT_LOAD, disabled=archive is None):
             assert archive is not None  # the button is disabled otherwise
             _load(archive, references)
-        for note in st.session_state.get(NOTES_KEY, ()):
+        for note in st.session_state.get(keys.OWN_TEXT_NOTES, ()):
             st.warning(note)
-    name = st.session_state.get(TEXT_MODEL_KEY)
+    name = st.session_state.get(keys.OWN_TEXT_MODEL)
     spec = session_models.get(name) if name is not None else None
     if spec is None:
         st.info("Give the model folder as a .zip and press **Load this model**.")
@@ -114,5 +111,5 @@ def _load(archive: Any, references: Any) -> None:
         show_unexpected(error, f"Loading {archive.name}")
         return
     session_models.define(spec)
-    st.session_state[TEXT_MODEL_KEY] = spec.name
-    st.session_state[NOTES_KEY] = tuple(notes)
+    st.session_state[keys.OWN_TEXT_MODEL] = spec.name
+    st.session_state[keys.OWN_TEXT_NOTES] = tuple(notes)

@@ -13,17 +13,16 @@ import streamlit as st
 
 from attribution_core.fast_paths import Preview, PreviewSummary
 from attribution_core.methods.ig2_preview import Ig2Preview
-from dashboard.widgets import figures
+from dashboard.widgets import figures, keys
 
 AnyPreview = Preview | Ig2Preview
 
-PREVIEW_KEY = "preview_first"
 _BAR_LIMIT = 20
 
 
 def preview_toggle() -> None:
     """The sidebar switch (one per session, for every page)."""
-    st.toggle("Quick preview first", value=True, key=PREVIEW_KEY,
+    st.toggle("Quick preview first", value=True, key=keys.PREVIEW_FIRST,
               help="Show a fast approximate map while the exact one is computed: IG on a "
                    "quarter of the steps, IG2 on a quarter of the references (both in bf16 "
                    "on hardware with bf16 units). The preview is never cached, downloaded or "
@@ -31,7 +30,7 @@ def preview_toggle() -> None:
 
 
 def preview_wanted() -> bool:
-    return bool(st.session_state.get(PREVIEW_KEY, True))
+    return bool(st.session_state.get(keys.PREVIEW_FIRST, True))
 
 
 def image_preview(slot: st.delta_generator.DeltaGenerator
@@ -77,7 +76,7 @@ def _draw(slot: st.delta_generator.DeltaGenerator, preview: AnyPreview, figure: 
     (IG's and then IG2's preview may take turns in one slot: one chart key each)."""
     with slot.container():
         st.caption(f":orange[PREVIEW] {preview.label}, {preview.seconds:.2f} s")
-        key = "preview_chart" if isinstance(preview, Preview) else "preview_chart_ig2"
+        key = keys.PREVIEW_CHART if isinstance(preview, Preview) else keys.PREVIEW_CHART_IG2
         st.plotly_chart(figure, key=key, width="stretch")
 
 

@@ -17,6 +17,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from attribution_core.cost import CostEstimate, budget_message, evaluation_budget
 from attribution_core.work_queue import Job, JobCancelled, queue_for
+from dashboard.widgets import keys
 
 T = TypeVar("T")
 NO_SESSION = "no-session"
@@ -73,7 +74,7 @@ def run_queued(device: torch.device, label: str, work: Callable[[Job], T], *,
             with slot.container(border=True):
                 note.append(st.empty())
                 if cancel_button:  # pages with their own Cancel / Stop button pass False
-                    st.button("Cancel", key=f"queue_cancel_{label}",
+                    st.button("Cancel", key=keys.queue_cancel(label),
                               help="Leave the queue; nothing is computed.")
         # Redrawn at every poll: an st call is where a click (Cancel) stops this script.
         note[0].info(f"Waiting for the {queue.key} device: place {job.position()} in the "

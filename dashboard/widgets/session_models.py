@@ -16,10 +16,8 @@ import torch
 from attribution_core.cost import RowCost, remember_row_cost
 from attribution_core.limits import MAX_OWN_MODELS_PER_SESSION
 from attribution_core.models.spec import LoadedModel, ModelSpec
+from dashboard.widgets import keys
 
-SPECS_KEY = "session_model_specs"
-LOADED_KEY = "session_loaded_models"
-EVICTED_KEY = "session_models_evicted"
 # A session keeps at most this many of its own models in memory (least recently used leave).
 MAX_LOADED_PER_SESSION = 2
 # Specs of uploaded and Hugging Face models hold their weights (the module is built when the
@@ -29,7 +27,7 @@ WEIGHTED_SOURCES = ("upload", "huggingface")
 
 def specs() -> dict[str, ModelSpec]:
     """This session's own model specs, by name."""
-    store: dict[str, ModelSpec] = st.session_state.setdefault(SPECS_KEY, {})
+    store: dict[str, ModelSpec] = st.session_state.setdefault(keys.SESSION_MODEL_SPECS, {})
     return store
 
 
@@ -45,13 +43,13 @@ def define(spec: ModelSpec) -> ModelSpec:
     gone = weighted[:max(0, len(weighted) - MAX_OWN_MODELS_PER_SESSION)]
     for name in gone:
         _loaded().pop(name, None)
-    st.session_state[EVICTED_KEY] = tuple(store.pop(name).title for name in gone)
+    st.session_state[keys.SESSION_MODELS_EVICTED] = tuple(store.pop(name).title for name in gone)
     return spec
 
 
 def evicted() -> tuple[str, ...]:
     """Titles of the models the last :func:`define` let go."""
-    return tuple(st.session_state.get(EVICTED_KEY, ()))
+    return tuple(st.session_state.get(keys.SESSION_MODELS_EVICTED, ()))
 
 
 def held_modules() -> int:
@@ -78,7 +76,7 @@ def listed(modality: str | None = None) -> list[ModelSpec]:
 
 def _loaded() -> OrderedDict[str, tuple[str, LoadedModel]]:
     store: OrderedDict[str, tuple[str, LoadedModel]] = st.session_state.setdefault(
-        LOADED_KEY, OrderedDict())
+        keys.SESSION_LOADED_MODELS, OrderedDict())
     return store
 
 

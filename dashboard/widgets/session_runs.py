@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from attribution_core.cost import CostEstimate
-from dashboard.widgets import run_gate
+from dashboard.widgets import keys, run_gate
 
 MAX_RUNS = 8
 PageProgress = Callable[[str, float], None]
@@ -50,7 +50,7 @@ def explain_once(runs_key: str, current_key: str, key: str,
         bar = bar_column.progress(0.0, text="Starting…")
         # Any click stops this script at its next st call (the bar's next update): the run ends
         # there and gives its queue turn back; the button needs no handler.
-        cancel_column.button("Cancel", key=f"{runs_key}_cancel_running")
+        cancel_column.button("Cancel", key=keys.cancel_running(runs_key))
 
     def progress(text: str, fraction: float) -> None:
         bar.progress(float(np.clip(fraction, 0.0, 1.0)), text=text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.widgets import catalog, progressive, resources
+from dashboard.widgets import catalog, keys, progressive, resources
 
 HELP = {
     None: (
@@ -45,7 +45,7 @@ HELP = {
 
 def selected_model_key(modality: str) -> str:
     """Session-state key holding the model chosen for ``modality`` (read by the pages)."""
-    return f"selected_model_{modality}"
+    return keys.selected_model(modality)
 
 
 def render_sidebar(modality: str | None, topic: str | None = None) -> None:
@@ -63,14 +63,12 @@ def render_sidebar(modality: str | None, topic: str | None = None) -> None:
             st.markdown(HELP.get(topic) or HELP.get(modality) or HELP[None])
 
 
-OWN_SOURCE_KEYS = {"image": "img_model_source", "tabular": "tab_model_source",
-                   "text": "txt_model_source"}
 
 
 def _own_model_in_use(modality: str) -> bool:
     """Whether the page's "Model source" radio is on "Your model" (its value from the last
     interaction: the sidebar is drawn before the page)."""
-    key = OWN_SOURCE_KEYS.get(modality)
+    key = keys.MODEL_SOURCE.get(modality)
     return key is not None and st.session_state.get(key) == "Your model"
 
 
@@ -89,7 +87,7 @@ def _model_picker(modality: str) -> None:
         ready = [entry.spec.name for entry in entries if entry.status.ready]
         remembered = ready[0] if ready else names[0]
     chosen = st.selectbox(
-        "Model", names, index=names.index(remembered), key=f"sidebar_model_{modality}",
+        "Model", names, index=names.index(remembered), key=keys.sidebar_model(modality),
         format_func=lambda name: by_name[name].spec.title
         + ("" if by_name[name].status.ready else " (not ready)"),
     )
