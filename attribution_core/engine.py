@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from attribution_core.forward import ForwardFn, module_behind
 from attribution_core.validation import check_batch_size
 
-ForwardFn = Callable[..., Any]
 ProgressFn = Callable[[int, int], None]
 ChunkBuilder = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 ChunkConsumer = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -133,16 +133,10 @@ def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
                     _FROZEN[id(parameter)] = (count - 1, saved, parameter)
 
 
-def module_of(forward: ForwardFn) -> nn.Module | None:
-    """The module behind ``forward``: itself, or the owner of a bound method."""
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    return module if isinstance(module, nn.Module) else None
-
-
 def model_device(forward: ForwardFn, fallback: torch.device) -> torch.device:
     """The device of a module's first parameter, else ``fallback``."""
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    if isinstance(module, nn.Module):
+    module = module_behind(forward)
+    if module is not None:
         for tensor in module.parameters():
             return tensor.device
     return fallback
@@ -389,7 +383,7 @@ class GradientEngine:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
                 torch.enable_grad(), device_lock(self.device), \
-                frozen_parameters(module_of(self.forward)):
+                frozen_parameters(module_behind(self.forward)):
             point = points.detach().requires_grad_(True)
             out = as_output_tensor(self.forward(point, **self._kwargs_for(owners)))
         return saved, out.numel() * out.element_size()
@@ -441,7 +435,7 @@ class GradientEngine:
             if self.progress is not None:
                 self.progress(stop, n_rows)
 
-        with device_lock(self.device), frozen_parameters(module_of(self.forward)):
+        with device_lock(self.device), frozen_parameters(module_behind(self.forward)):
             rows = evaluate_in_chunks(n_rows, rows, self.device, evaluate, take,
                                       align=1 if self.batch_size is not None else align)
             if pending_tail[0] is not None and consume_tail is not None:

@@ -27,8 +27,8 @@ from attribution_core.engine import (
     device_lock,
     frozen_parameters,
     model_device,
-    module_of,
 )
+from attribution_core.forward import module_behind
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
 from attribution_core.methods._ig2_path import Bound, PathRunner, WalkSettings
 from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trust API)
@@ -114,7 +114,7 @@ def ig2(
                             autocast, halving)
     runner = PathRunner(forward, probe, inputs.detach().to(device), refs.detach().to(device),
                         target, forward_kwargs, reference_kwargs, clip, device, settings)
-    with device_lock(device), frozen_parameters(module_of(forward)), \
+    with device_lock(device), frozen_parameters(module_behind(forward)), \
             probe.attached() as capture:
         runner.capture = capture
         runner.plan_rows(batch_size)
