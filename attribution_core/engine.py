@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from attribution_core.forward import ForwardFn, module_behind
-from attribution_core.validation import check_batch_size
+from attribution_core.validation import check_batch_size, check_target_count, check_target_range
 
 ProgressFn = Callable[[int, int], None]
 ChunkBuilder = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -176,32 +176,14 @@ def select_target(output: Any, target_rows: torch.Tensor | None) -> torch.Tensor
     return out.gather(1, target_rows.view(-1, 1)).squeeze(1)
 
 
-def check_target_range(target_rows: torch.Tensor, n_outputs: int) -> None:
-    """Raise a ValueError naming the target and the class count when 0 <= target < C fails.
-
-    Checked before ``gather``: on CUDA an out-of-range index is a device-side assert that breaks
-    the CUDA context of every session in the process, not only this request.
-    """
-    if target_rows.numel() == 0:
-        return
-    low, high = int(target_rows.min()), int(target_rows.max())
-    if low < 0 or high >= n_outputs:
-        bad = low if low < 0 else high
-        raise ValueError(f"target {bad} is out of range: the model has {n_outputs} outputs "
-                         f"(valid targets are 0 to {n_outputs - 1}).")
-
-
 def normalise_target(target: int | torch.Tensor | list[int] | None, n: int, device: torch.device
                      ) -> torch.Tensor | None:
     """Turn an int / list / tensor target into a [n] long tensor on ``device`` (None stays None)."""
     if target is None:
         return None
     tensor = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
-    if tensor.numel() == 1:
-        return tensor.expand(n).clone()
-    if tensor.numel() != n:
-        raise ValueError(f"target has {tensor.numel()} entries for {n} inputs.")
-    return tensor
+    check_target_count(tensor, n)
+    return tensor.expand(n).clone() if tensor.numel() == 1 else tensor
 
 
 def is_per_row(value: Any, rows: int) -> bool:

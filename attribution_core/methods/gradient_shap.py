@@ -34,7 +34,14 @@ from attribution_core.methods._gradients import (
     seeded_normal,
 )
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_batch_size,
+    check_inputs,
+    check_int,
+    check_non_negative_number,
+    check_positive_int,
+    check_reference_rows,
+)
 
 
 def gradient_shap(
@@ -60,17 +67,9 @@ def gradient_shap(
     check_inputs(inputs)
     check_batch_size(batch_size)
     check_positive_int("n_samples", n_samples)
-    if not isinstance(baselines, torch.Tensor) or baselines.dim() != inputs.dim() \
-            or tuple(baselines.shape[1:]) != tuple(inputs.shape[1:]) or baselines.shape[0] < 1:
-        raise ValueError(
-            "baselines must be a tensor [R, ...] of reference rows shaped like the inputs' rows "
-            f"{tuple(inputs.shape[1:])}; got "
-            f"{tuple(baselines.shape) if isinstance(baselines, torch.Tensor) else baselines!r}."
-        )
-    if not isinstance(stdev, int | float) or isinstance(stdev, bool) or stdev < 0:
-        raise ValueError(f"stdev must be a non-negative number, got {stdev!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
+    check_reference_rows(inputs, baselines)
+    check_non_negative_number("stdev", stdev)
+    check_int("seed", seed)
     return _gradient_shap(forward, inputs, baselines, target, n_samples, float(stdev), seed,
                           batch_size, progress, forward_kwargs)
 

@@ -38,7 +38,14 @@ from attribution_core.quadrature import (
     quadrature,
 )
 from attribution_core.results import Attribution, completeness, to_device
-from attribution_core.validation import check_inputs
+from attribution_core.validation import (
+    check_choice,
+    check_inputs,
+    check_int_at_least,
+    check_open_unit_interval,
+    check_same_shape,
+    check_step_count,
+)
 
 
 def integrated_gradients(
@@ -67,17 +74,13 @@ def integrated_gradients(
     weights for plain callables (modules are fingerprinted from their weights).
     """
     check_inputs(inputs)
-    if n_steps != "auto" and alphas is None and method not in QUADRATURE_METHODS:
-        raise ValueError(
-            f"Unknown method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."
-        )
+    if n_steps != "auto" and alphas is None:
+        check_choice("method", method, QUADRATURE_METHODS)
     if n_steps == "auto":
-        if not 0 < tolerance < 1:
-            raise ValueError(f"tolerance must be in (0, 1), got {tolerance}.")
-        if max_evaluations < AUTO_INITIAL_INTERVALS + 1:
-            raise ValueError(f"max_evaluations must be at least {AUTO_INITIAL_INTERVALS + 1}.")
-    elif alphas is None and (not isinstance(n_steps, int) or isinstance(n_steps, bool)):
-        raise TypeError(f"n_steps must be an int or 'auto', got {n_steps!r}.")
+        check_open_unit_interval("tolerance", tolerance)
+        check_int_at_least("max_evaluations", max_evaluations, AUTO_INITIAL_INTERVALS + 1)
+    elif alphas is None:
+        check_step_count(n_steps, auto=True)
     expanded = expand_baselines(inputs, baselines)
 
     adaptive = n_steps == "auto" and alphas is None
@@ -218,8 +221,8 @@ def attribution_change(fine: Attribution, coarse: Attribution) -> torch.Tensor:
     The per-feature convergence estimate of a fixed step count, from a run at fewer steps: the
     completeness error can be tiny while this is large (errors that cancel in the sum).
     """
-    if fine.attributions.shape != coarse.attributions.shape:
-        raise ValueError("Both results must explain the same inputs.")
+    check_same_shape("Both results must explain the same inputs.", fine.attributions,
+                     coarse.attributions)
     a = fine.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
     b = coarse.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
     scale = a.abs().amax(1).clamp_min(1e-300)

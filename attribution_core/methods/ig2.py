@@ -37,7 +37,15 @@ from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trus
     trust_summary,
 )
 from attribution_core.results import IG2Attribution, to_device
-from attribution_core.validation import check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_choice,
+    check_inputs,
+    check_positive_int,
+    check_positive_number,
+    check_references,
+    check_step_size,
+    check_step_size_tensor,
+)
 
 Rule = Literal["trapezoid", "middle", "left"]
 Norm = Literal["l2", "l1"]
@@ -97,9 +105,6 @@ def ig2(
     n_explicands = inputs.shape[0]
     refs = references if references.dim() == inputs.dim() + 1 else \
         references.unsqueeze(0).expand(n_explicands, *references.shape)
-    if refs.shape[0] != n_explicands or refs.shape[2:] != inputs.shape[1:]:
-        raise ValueError(f"references of shape {tuple(references.shape)} do not match inputs of "
-                         f"shape {tuple(inputs.shape)}: use [B, ...] or [N, B, ...].")
     probe = resolve_representation(forward, representation)
     step_sizes = _step_sizes(step_size, inputs, refs, n_steps, norm)
     if autocast is not None:
@@ -133,9 +138,7 @@ def _step_sizes(step_size: float | str | torch.Tensor, inputs: torch.Tensor,
     n_explicands = inputs.shape[0]
     if isinstance(step_size, torch.Tensor):
         sizes = step_size.detach().to("cpu", torch.float64).reshape(-1)
-        if sizes.numel() != n_explicands or not bool((sizes > 0).all()):
-            raise ValueError(f"a step_size tensor needs {n_explicands} positive entries (one "
-                             f"per explicand), got {tuple(step_size.shape)}.")
+        check_step_size_tensor(sizes, n_explicands, tuple(step_size.shape))
         return sizes.clone()
     if step_size == "auto":
         return auto_step_size(inputs, refs, n_steps, norm)
@@ -162,21 +165,12 @@ def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
               step_size: float | str | torch.Tensor,
               norm: str, rule: str, eps: float) -> None:
     check_inputs(inputs)
-    if not isinstance(references, torch.Tensor) or references.dim() not in (
-            inputs.dim(), inputs.dim() + 1):
-        raise ValueError("references must be a tensor [B, ...] or [N, B, ...] matching inputs.")
-    if references.shape[references.dim() - inputs.dim()] == 0:
-        raise ValueError("references holds no reference (B is 0).")
+    check_references(inputs, references)
     check_positive_int("n_steps", n_steps)
-    if not isinstance(step_size, torch.Tensor) and step_size != "auto" and \
-            not (isinstance(step_size, int | float) and step_size > 0):
-        raise ValueError(f"step_size must be positive, got {step_size!r}.")
-    if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
-    if rule not in RULES:
-        raise ValueError(f"Unknown rule {rule!r}; choose one of {', '.join(RULES)}.")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps!r}.")
+    check_step_size(step_size)
+    check_choice("norm", norm, NORMS)
+    check_choice("rule", rule, RULES)
+    check_positive_number("eps", eps)
 
 
 def _lookup(cache: ResultCache | None, forward: ForwardFn, model_key: str | None,

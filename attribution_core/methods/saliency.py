@@ -18,7 +18,7 @@ from attribution_core.methods._gradients import (
     plain_gradient_attribution,
 )
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs
+from attribution_core.validation import check_batch_size, check_bool, check_inputs
 
 
 def saliency(
@@ -38,8 +38,7 @@ def saliency(
     """
     check_inputs(inputs)
     check_batch_size(batch_size)
-    if not isinstance(abs, bool):
-        raise TypeError(f"abs must be a bool, got {abs!r}.")
+    check_bool("abs", abs)
     return _saliency(forward, inputs, target, abs, batch_size, progress, forward_kwargs)
 
 

@@ -35,7 +35,15 @@ from attribution_core.methods._gradients import (
 from attribution_core.methods.ig import integrated_gradients
 from attribution_core.quadrature import QUADRATURE_METHODS
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_batch_size,
+    check_choice,
+    check_inputs,
+    check_int,
+    check_non_negative_number,
+    check_positive_int,
+    check_requirement,
+)
 
 SmoothGradInner = Literal["integrated_gradients", "gradient"]
 SMOOTHGRAD_INNER: tuple[str, ...] = ("integrated_gradients", "gradient")
@@ -66,18 +74,14 @@ def smoothgrad(
     """
     check_inputs(inputs)
     check_batch_size(batch_size)
-    if inner not in SMOOTHGRAD_INNER:
-        raise ValueError(f"inner must be one of {SMOOTHGRAD_INNER}, got {inner!r}.")
+    check_choice("inner", inner, SMOOTHGRAD_INNER)
     check_positive_int("n_samples", n_samples)
     check_positive_int("n_steps", n_steps)
-    if not isinstance(stdev, int | float) or isinstance(stdev, bool) or stdev < 0:
-        raise ValueError(f"stdev must be a non-negative number, got {stdev!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
-    if method not in QUADRATURE_METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {QUADRATURE_METHODS}.")
-    if inner == "gradient" and baselines is not None:
-        raise ValueError("inner='gradient' has no baseline; pass baselines=None.")
+    check_non_negative_number("stdev", stdev)
+    check_int("seed", seed)
+    check_choice("method", method, QUADRATURE_METHODS)
+    check_requirement(inner != "gradient" or baselines is None,
+                      "inner='gradient' has no baseline; pass baselines=None.")
     return _smoothgrad(forward, inputs, expand_baselines(inputs, baselines), target, inner,
                        n_samples, float(stdev), seed, n_steps, method, batch_size, progress,
                        forward_kwargs)
