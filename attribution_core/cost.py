@@ -27,12 +27,8 @@ from typing import Any, Literal
 
 import torch
 
-from attribution_core.engine import (
-    CPU_MAX_ROWS,
-    MEMORY_PROBE_CALLS,
-    as_output_tensor,
-    device_lock,
-)
+from attribution_core.devices import device_lock
+from attribution_core.engine import CPU_MAX_ROWS, MEMORY_PROBE_CALLS
 from attribution_core.evaluation.types import (
     METHOD_GRAD_X_INPUT,
     METHOD_GRADIENT_SHAP,
@@ -44,6 +40,7 @@ from attribution_core.evaluation.types import (
     EvaluationSettings,
 )
 from attribution_core.forward import module_behind
+from attribution_core.model_outputs import as_output_tensor
 
 BUDGET_VARIABLE = "IG_DASHBOARD_MAX_EVALUATIONS"
 # The default allows the image page's largest run (IG with 1,024 steps and its curve plus IG2

@@ -26,14 +26,9 @@ from typing import Any, Literal
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    device_lock,
-    evaluate_in_chunks,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import device_lock, model_device
+from attribution_core.engine import GradientEngine, evaluate_in_chunks
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import expand_baselines, seeded_normal
 from attribution_core.metrics_checks import (
     Agreement,
@@ -45,6 +40,7 @@ from attribution_core.metrics_checks import (
     rank_correlation,
     sensitivity_max,
 )
+from attribution_core.model_outputs import normalise_target
 from attribution_core.validation import (
     check_attributions,
     check_batch_size,

@@ -99,36 +99,3 @@ def custom_rule(alphas: np.ndarray) -> QuadratureRule:
     """A trapezoid rule on the given nodes (used to replay an adaptive grid in one shot)."""
     nodes = np.sort(np.asarray(alphas, dtype=np.float64))
     return QuadratureRule("riemann_trapezoid", nodes, trapezoid_weights(nodes))
-
-
-@dataclass(frozen=True)
-class NestedGrid:
-    """A trapezoid grid refined by bisecting chosen intervals; every earlier node stays a node.
-
-    ``refine`` returns only the new nodes, so a caller evaluates each alpha exactly once.
-    """
-
-    nodes: np.ndarray
-
-    @classmethod
-    def uniform(cls, n_intervals: int) -> NestedGrid:
-        if n_intervals < 1:
-            raise ValueError("A nested grid needs at least one interval.")
-        return cls(np.linspace(0.0, 1.0, n_intervals + 1))
-
-    @property
-    def n_intervals(self) -> int:
-        return int(self.nodes.shape[0] - 1)
-
-    def weights(self) -> np.ndarray:
-        return trapezoid_weights(self.nodes)
-
-    def refine(self, interval_indices: np.ndarray | None = None) -> tuple[NestedGrid, np.ndarray]:
-        """Bisect the given intervals (all when None); return the new grid and the new nodes."""
-        if interval_indices is None:
-            interval_indices = np.arange(self.n_intervals)
-        chosen = np.unique(np.asarray(interval_indices, dtype=np.int64))
-        if chosen.size and (chosen[0] < 0 or chosen[-1] >= self.n_intervals):
-            raise IndexError("Interval index out of range.")
-        midpoints = 0.5 * (self.nodes[chosen] + self.nodes[chosen + 1])
-        return NestedGrid(np.sort(np.concatenate([self.nodes, midpoints]))), midpoints

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from attribution_core.cache import ResultCache
-from attribution_core.engine import describe_device, device_lock
+from attribution_core.devices import describe_device, device_lock
 from attribution_core.evaluation.cases import expected_area_share
 from attribution_core.evaluation.ig2_method import run_ig2, run_ig2_best_path
 from attribution_core.evaluation.types import (

@@ -13,16 +13,10 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    device_lock,
-    evaluate_in_chunks,
-    is_per_row,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import device_lock, model_device
+from attribution_core.engine import GradientEngine, ProgressFn, evaluate_in_chunks
+from attribution_core.forward import ForwardFn
+from attribution_core.model_outputs import is_per_row, normalise_target
 from attribution_core.results import Attribution, completeness
 from attribution_core.validation import check_baselines
 

@@ -19,13 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import model_device
+from attribution_core.engine import GradientEngine, ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import (
     TargetLike,
     finish,
@@ -33,6 +29,7 @@ from attribution_core.methods._gradients import (
     outputs_in_chunks,
     seeded_normal,
 )
+from attribution_core.model_outputs import normalise_target
 from attribution_core.results import Attribution
 from attribution_core.validation import (
     check_batch_size,

@@ -18,19 +18,16 @@ import numpy as np
 import torch
 
 from attribution_core.cache import ResultCache, lookup
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import model_device
+from attribution_core.engine import GradientEngine, ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import expand_baselines
 from attribution_core.methods._ig_adaptive import (
     AUTO_INITIAL_INTERVALS,
     accumulation_dtype,
     adaptive_ig,
 )
+from attribution_core.model_outputs import normalise_target
 from attribution_core.quadrature import (
     QUADRATURE_METHODS,
     QuadratureRule,

@@ -21,14 +21,9 @@ import torch
 from torch import nn
 
 from attribution_core.cache import ResultCache, lookup
-from attribution_core.engine import (
-    ForwardFn,
-    ProgressFn,
-    device_lock,
-    frozen_parameters,
-    model_device,
-)
-from attribution_core.forward import module_behind
+from attribution_core.devices import device_lock, frozen_parameters, model_device
+from attribution_core.engine import ProgressFn
+from attribution_core.forward import ForwardFn, module_behind
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
 from attribution_core.methods._ig2_path import Bound, PathRunner, WalkSettings
 from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trust API)

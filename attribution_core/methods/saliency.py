@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import ForwardFn, ProgressFn
+from attribution_core.engine import ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import (
     TargetLike,
     plain_gradient_attribution,
