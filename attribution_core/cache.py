@@ -186,8 +186,17 @@ def _code_digest(code: Any, hasher: Any) -> None:
 def fingerprint_model(forward: Any) -> str:
     """Identity of ``forward`` plus the content hash of the module behind it.
 
-    A module or a bound method of one is fingerprinted by its parameters and buffers; a plain
-    callable raises, since nothing says which weights it uses (pass ``model_key=``).
+    Parameters
+    ----------
+    forward : module or bound method of one
+        A plain callable raises ValueError, since nothing says which weights it uses (pass
+        ``model_key=`` to the method instead).
+
+    Returns
+    -------
+    str
+        The callable's identity (type, code, closure contents) joined with the module's
+        parameters' and buffers' hash; a cache key part.
     """
     module = module_behind(forward)
     if module is None:

@@ -22,7 +22,18 @@ _DEVICE_LOCKS_GUARD = threading.Lock()
 
 
 def pick_device(preference: str | torch.device | None = None) -> torch.device:
-    """CUDA when present, else Apple's MPS, else the CPU; an explicit preference wins if usable."""
+    """CUDA when present, else Apple's MPS, else the CPU; an explicit preference wins if usable.
+
+    Parameters
+    ----------
+    preference : str, torch.device or None, optional
+        "cpu", "cuda", "cuda:1", "mps"...; None picks the best available.
+
+    Returns
+    -------
+    torch.device
+        The device; a CUDA preference without CUDA raises RuntimeError.
+    """
     if preference is not None:
         device = torch.device(preference)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -37,7 +48,17 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """A human label: the GPU's name, or the CPU with its thread count."""
+    """A human label of ``device``.
+
+    Parameters
+    ----------
+    device : torch.device
+
+    Returns
+    -------
+    str
+        "GPU: <name>" for CUDA, "GPU: Apple MPS", or "CPU (<n> threads)".
+    """
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":

@@ -56,10 +56,52 @@ def gradient_shap(
 ) -> Attribution:
     """Expected gradients of ``forward``'s target output over a baseline distribution.
 
-    ``baselines`` is the distribution: a tensor [R, ...] of reference rows shaped like one
-    input row each (R >= 1). The result's ``baselines`` holds the mean reference (for display)
-    and ``f_baselines`` the mean of f over *all* R references, the quantity completeness is
-    measured against; ``delta`` shrinks as ``n_samples`` grows (Monte Carlo error).
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    baselines : tensor
+        The distribution: [R, ...] reference rows shaped like one input row each (R >= 1).
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    n_samples : int, optional
+        (reference, alpha) draws per explicand; ``delta`` shrinks as it grows (Monte Carlo).
+    stdev : float, optional
+        Noise added to each explicand copy (0: none).
+    seed : int, optional
+        Seeds a private generator.
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+
+    Returns
+    -------
+    Attribution
+        A frozen result: ``attributions`` [N, ...] (the inputs' shape), ``f_inputs`` and
+        ``f_baselines`` [N] (the target output at the explicand and at the baseline),
+        ``delta`` [N] (sum of attributions minus ``f_inputs - f_baselines``, Captum's
+        convergence delta) and ``relative_delta`` [N] (``|delta| / |f_inputs - f_baselines|``),
+        ``n_evaluations`` [N] (gradient evaluations per explicand), ``baselines`` [N, ...],
+        ``target``, ``method``, ``quadrature``, ``n_steps``, ``alphas`` (the nodes used),
+        ``params`` and ``from_cache``; IG also ``convergence`` [N] (how far the map may still
+        move, per feature, relative to its largest attribution; None when unknown).
+        Here ``baselines`` holds the mean reference (for display) and ``f_baselines`` the mean
+        of f over *all* R references, the quantity completeness is measured against.
     """
     check_inputs(inputs)
     check_batch_size(batch_size)

@@ -76,25 +76,77 @@ def ig2(
 ) -> IG2Attribution:
     """IG2 attributions of ``forward``'s target output for explicands ``inputs`` [N, ...].
 
-    ``references``: [B, ...] shared by every explicand, or [N, B, ...] per explicand.
-    ``representation``: a module name from ``named_modules()`` (its output; ``"name:input"`` for
-    its input), a module, or a callable ``representation(z, **kwargs) -> [rows, ...]``; None takes
-    the input of the last registered ``nn.Linear``. ``step_size`` (eta) is in input units, in
-    the chosen norm; "auto": eta = mean_r ||x - x_r|| / n_steps (a path as long as the
-    straight line to the references; ReLU kinks make completeness error grow with eta); a
-    tensor [N]: one eta per explicand.
-    ``rule``: "trapezoid" (default), "middle", or "left" (the authors' code). ``clip``: the
-    valid input box (lo, hi), scalars or tensors broadcastable to one input. ``early_stop``
-    freezes a reference's path once its distance stops falling. ``reference_kwargs``: forward
-    kwargs for the references (e.g. their attention masks); by default the explicand's are used.
-    Without ``batch_size`` one extra forward pass measures memory to plan the chunk size.
+    Each reference is walked towards the explicand along the gradient of the distance in a
+    representation layer (GradPath); the gradients on the way are integrated as in IG.
 
-    ``convergence`` (per explicand, like IG's) adds the references' part (their spread) and
-    the steps' part: with ``halving`` a companion path per reference walks the same length in
-    T // 2 steps in the same model calls (about 50 % more rows; it measures the path's own
-    discretisation too); without it the same path integrated on every other point (no extra
-    row; the quadrature's error only). ``autocast`` (e.g. torch.bfloat16) runs the model under
-    autocast for a preview: never cached. The attributions do not depend on ``halving``.
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    references : tensor
+        [B, ...] shared by every explicand, or [N, B, ...] one set per explicand (B >= 1).
+    representation : str, module, callable or None, optional
+        Where the distance is measured: a module name from ``named_modules()`` (its output;
+        ``"name:input"`` for its input), a module, or ``representation(z, **kwargs)``; None
+        takes the input of the last registered ``nn.Linear``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    n_steps : int, optional
+        Path steps T per reference.
+    step_size : float, "auto" or tensor, optional
+        eta, in input units in the chosen norm: "auto" is mean_r ||x - x_r|| / n_steps (a path
+        as long as the straight line to the references); a tensor [N] gives one per explicand.
+    norm : str, optional
+        "l2" (default) or another of ``NORMS``, for the step and the distance.
+    rule : str, optional
+        "trapezoid" (default), "middle", or "left" (the authors' code).
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+    reference_kwargs : mapping or None, optional
+        Forward kwargs of the references (e.g. their attention masks); by default the
+        explicand's are used.
+    clip : (lo, hi) or None, optional
+        The valid input box, scalars or tensors broadcastable to one input.
+    eps : float, optional
+        Guard against division by a zero gradient norm (positive).
+    early_stop : bool, optional
+        Freeze a reference's path once its distance stops falling.
+    halving : bool, optional
+        Measure the steps' part of ``convergence`` with a companion path per reference in
+        T // 2 steps (about 50 % more rows) instead of every other point of the same path.
+    autocast : torch.dtype or None, optional
+        Run the model under autocast (a preview); never cached.
+    cache, model_key : optional
+        As for :func:`integrated_gradients`.
+
+    Returns
+    -------
+    IG2Attribution
+        A frozen result: ``attributions`` [N, ...]; ``counterfactuals`` [N, B, ...] (GradCF of
+        each reference) with their ``counterfactual_classes`` and ``counterfactual_logits``
+        [N, B]; ``distance_trace`` and ``f_path`` [N, B, T + 1] along each path;
+        ``f_inputs`` and ``f_counterfactuals`` [N]; ``delta`` and ``relative_delta`` [N]
+        (completeness against the counterfactuals); ``f_references`` and
+        ``reference_classes`` [N, B]; ``steps_taken`` [N, B]; ``n_evaluations`` [N];
+        ``step_sizes`` [N] (eta per explicand); ``convergence`` [N] with its references' and
+        steps' parts; ``rule``, ``norm``, ``n_steps``, ``representation``, ``params`` and
+        ``from_cache``.
     """
     _validate(inputs, references, n_steps, step_size, norm, rule, eps)
     n_explicands = inputs.shape[0]
