@@ -4,7 +4,7 @@ This package never imports Streamlit; the dashboard is one client of it among ot
 """
 
 from attribution_core.cache import ResultCache, fingerprint_model
-from attribution_core.engine import describe_device, pick_device
+from attribution_core.devices import describe_device, pick_device
 from attribution_core.methods.ig import attribution_change, integrated_gradients, with_convergence
 from attribution_core.methods.ig2 import ig2
 from attribution_core.results import Attribution, IG2Attribution

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from attribution_core.forward import module_behind
 from attribution_core.identity import execution_context, module_structure
 from attribution_core.results import (
     clone_result,
@@ -185,11 +186,20 @@ def _code_digest(code: Any, hasher: Any) -> None:
 def fingerprint_model(forward: Any) -> str:
     """Identity of ``forward`` plus the content hash of the module behind it.
 
-    A module or a bound method of one is fingerprinted by its parameters and buffers; a plain
-    callable raises, since nothing says which weights it uses (pass ``model_key=``).
+    Parameters
+    ----------
+    forward : module or bound method of one
+        A plain callable raises ValueError, since nothing says which weights it uses (pass
+        ``model_key=`` to the method instead).
+
+    Returns
+    -------
+    str
+        The callable's identity (type, code, closure contents) joined with the module's
+        parameters' and buffers' hash; a cache key part.
     """
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    if not isinstance(module, nn.Module):
+    module = module_behind(forward)
+    if module is None:
         raise ValueError(
             "Caching a plain callable needs model_key= (a hash of the weights it uses)."
         )
@@ -203,8 +213,8 @@ def model_identity(forward: Any, model_key: str | None) -> str:
     fingerprint when no key is given."""
     if model_key is None:
         return fingerprint_model(forward)
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    structure = module_structure(module) if isinstance(module, nn.Module) else "-"
+    module = module_behind(forward)
+    structure = module_structure(module) if module is not None else "-"
     return f"{callable_identity(forward)}|{model_key}|{structure}"
 
 

@@ -26,14 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
-from attribution_core.engine import (
-    CPU_MAX_ROWS,
-    MEMORY_PROBE_CALLS,
-    as_output_tensor,
-    device_lock,
-)
+from attribution_core.devices import device_lock
+from attribution_core.engine import CPU_MAX_ROWS, MEMORY_PROBE_CALLS
 from attribution_core.evaluation.types import (
     METHOD_GRAD_X_INPUT,
     METHOD_GRADIENT_SHAP,
@@ -44,6 +39,8 @@ from attribution_core.evaluation.types import (
     METHOD_SMOOTHGRAD,
     EvaluationSettings,
 )
+from attribution_core.forward import module_behind
+from attribution_core.model_outputs import as_output_tensor
 
 BUDGET_VARIABLE = "IG_DASHBOARD_MAX_EVALUATIONS"
 # The default allows the image page's largest run (IG with 1,024 steps and its curve plus IG2
@@ -296,9 +293,9 @@ def _signature(inputs: torch.Tensor, forward_kwargs: Mapping[str, Any]) -> tuple
 
 def _owner(forward: Callable[..., Any]) -> Any:
     """What the memo is keyed by: the module (a bound method's owner) or the callable itself."""
-    if isinstance(forward, nn.Module):
-        return forward
-    return getattr(forward, "__self__", forward)
+    module = module_behind(forward)
+    # A bound method of some other object: that object, which outlives the method object.
+    return module if module is not None else getattr(forward, "__self__", forward)
 
 
 def row_cost(forward: Callable[..., Any], example: torch.Tensor, *,

@@ -1,29 +1,32 @@
-"""Batched gradient evaluation of a target output at many points, on the chosen device.
+"""The sweep: batched gradient evaluation of a target output at many points, with its memory plan.
 
 The engine is the one place that calls the model. Methods describe *which rows* to evaluate
 (a point and the explicand that owns it) and *what to do with each chunk's gradients*; the engine
-chunks rows by memory, retries a chunk with half the rows after an out-of-memory error, reports
-progress, and serialises work on an accelerator with a per-device lock so that several dashboard
-sessions cannot interleave on one GPU.
+plans the chunk size from measured activation memory, retries a chunk with half the rows after
+an out-of-memory error, reports progress, and holds the per-device lock and frozen parameters
+(:mod:`attribution_core.devices`) while it runs. What a model returned and which output is
+explained is :mod:`attribution_core.model_outputs`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from attribution_core.devices import device_lock, frozen_parameters
+from attribution_core.forward import ForwardFn, module_behind
+from attribution_core.model_outputs import as_output_tensor, select_target, split_forward_kwargs
 from attribution_core.validation import check_batch_size
 
-ForwardFn = Callable[..., Any]
+# The dashboard takes the device lock from here (its import path since the engine was one file).
+__all__ = ["BatchPlan", "GradientEngine", "ProgressFn", "device_lock", "evaluate_in_chunks"]
+
 ProgressFn = Callable[[int, int], None]
 ChunkBuilder = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 ChunkConsumer = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -36,197 +39,8 @@ CPU_MEMORY_BUDGET_BYTES = 2 * 1024**3
 FOLD_MAX_ROW_ELEMENTS = 4096
 # The memory planner probes with 1 and 2 rows (see GradientEngine._measure_row_bytes).
 MEMORY_PROBE_CALLS = 2
-_DEVICE_LOCKS: dict[str, threading.RLock] = {}
 _ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = (
     weakref.WeakKeyDictionary())
-_DEVICE_LOCKS_GUARD = threading.Lock()
-
-
-def pick_device(preference: str | torch.device | None = None) -> torch.device:
-    """CUDA when present, else Apple's MPS, else the CPU; an explicit preference wins if usable."""
-    if preference is not None:
-        device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA was requested but no CUDA device is available.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def describe_device(device: torch.device) -> str:
-    """A human label: the GPU's name, or the CPU with its thread count."""
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
-        return "GPU: Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """The concrete device: ``cuda`` becomes ``cuda:<current index>`` (one GPU, one name)."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
-        return torch.device("cuda", index)
-    if device.type == "mps" and device.index is None:
-        return torch.device("mps", 0)
-    return device
-
-
-@contextmanager
-def device_lock(device: torch.device | str) -> Iterator[None]:
-    """Serialise work on an accelerator; the CPU needs no lock (threads share it fairly).
-
-    The lock is keyed on the resolved device, so ``cuda`` (what callers pass) and ``cuda:0``
-    (where the parameters live) are the same lock.
-    """
-    resolved = resolve_device(device)
-    if resolved.type == "cpu":
-        yield
-        return
-    with _DEVICE_LOCKS_GUARD:
-        lock = _DEVICE_LOCKS.setdefault(str(resolved), threading.RLock())
-    with lock:
-        yield
-
-
-_FREEZE_GUARD = threading.Lock()
-# Per parameter (id -> count, requires_grad found by the first one in, the parameter itself, held
-# so that its id cannot be reused while counted): sessions explaining a wrapper and its backbone
-# at once share the backbone's parameters, and the last one out of each restores it.
-_FROZEN: dict[int, tuple[int, bool, nn.Parameter]] = {}
-
-
-@contextmanager
-def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
-    """Parameters of ``module`` do not require grad inside the block.
-
-    Gradients are wanted with respect to the inputs only: with frozen parameters autograd
-    neither saves the activations a weight gradient needs nor computes one. Reference-counted
-    per parameter, because several sessions explain shared modules at once (one a wrapper, one
-    the backbone inside it) and the last one out must restore what the first one found.
-    """
-    if module is None:
-        yield
-        return
-    parameters = list(module.parameters())
-    with _FREEZE_GUARD:
-        for parameter in parameters:
-            count, saved, _ = _FROZEN.get(id(parameter), (0, parameter.requires_grad, parameter))
-            if count == 0:
-                parameter.requires_grad_(False)
-            _FROZEN[id(parameter)] = (count + 1, saved, parameter)
-    try:
-        yield
-    finally:
-        with _FREEZE_GUARD:
-            for parameter in parameters:
-                count, saved, _ = _FROZEN[id(parameter)]
-                if count == 1:
-                    del _FROZEN[id(parameter)]
-                    parameter.requires_grad_(saved)
-                else:
-                    _FROZEN[id(parameter)] = (count - 1, saved, parameter)
-
-
-def module_of(forward: ForwardFn) -> nn.Module | None:
-    """The module behind ``forward``: itself, or the owner of a bound method."""
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    return module if isinstance(module, nn.Module) else None
-
-
-def model_device(forward: ForwardFn, fallback: torch.device) -> torch.device:
-    """The device of a module's first parameter, else ``fallback``."""
-    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
-    if isinstance(module, nn.Module):
-        for tensor in module.parameters():
-            return tensor.device
-    return fallback
-
-
-def as_output_tensor(output: Any) -> torch.Tensor:
-    """Accept a tensor, a tuple whose first item is the output, or an object with ``.logits``."""
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(
-        f"The model returned {type(output).__name__}; expected a tensor [rows, classes] or [rows]."
-    )
-
-
-def select_target(output: Any, target_rows: torch.Tensor | None) -> torch.Tensor:
-    """The explained scalar of every row: output[row, target[row]], or the output if scalar."""
-    out = as_output_tensor(output)
-    if target_rows is None:
-        if out.dim() == 2 and out.shape[1] == 1:
-            return out[:, 0]
-        if out.dim() == 1:
-            return out
-        raise ValueError(
-            f"The model has {out.shape[1] if out.dim() > 1 else '?'} outputs per row: "
-            "pass target= to choose the output to explain."
-        )
-    if out.dim() != 2:
-        raise ValueError(
-            f"target= needs an output of shape [rows, classes], got {tuple(out.shape)}."
-        )
-    check_target_range(target_rows, out.shape[1])
-    return out.gather(1, target_rows.view(-1, 1)).squeeze(1)
-
-
-def check_target_range(target_rows: torch.Tensor, n_outputs: int) -> None:
-    """Raise a ValueError naming the target and the class count when 0 <= target < C fails.
-
-    Checked before ``gather``: on CUDA an out-of-range index is a device-side assert that breaks
-    the CUDA context of every session in the process, not only this request.
-    """
-    if target_rows.numel() == 0:
-        return
-    low, high = int(target_rows.min()), int(target_rows.max())
-    if low < 0 or high >= n_outputs:
-        bad = low if low < 0 else high
-        raise ValueError(f"target {bad} is out of range: the model has {n_outputs} outputs "
-                         f"(valid targets are 0 to {n_outputs - 1}).")
-
-
-def normalise_target(target: int | torch.Tensor | list[int] | None, n: int, device: torch.device
-                     ) -> torch.Tensor | None:
-    """Turn an int / list / tensor target into a [n] long tensor on ``device`` (None stays None)."""
-    if target is None:
-        return None
-    tensor = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
-    if tensor.numel() == 1:
-        return tensor.expand(n).clone()
-    if tensor.numel() != n:
-        raise ValueError(f"target has {tensor.numel()} entries for {n} inputs.")
-    return tensor
-
-
-def is_per_row(value: Any, rows: int) -> bool:
-    """The one rule for forward kwargs: a tensor whose leading dimension is ``rows`` belongs to
-    those rows (an attention mask per explicand); anything else is shared by every row."""
-    return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows
-
-
-def split_forward_kwargs(forward_kwargs: Mapping[str, Any] | None, n: int
-                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Per-explicand tensors (:func:`is_per_row`) and the shared rest."""
-    per_row: dict[str, torch.Tensor] = {}
-    shared: dict[str, Any] = {}
-    for name, value in (forward_kwargs or {}).items():
-        if is_per_row(value, n):
-            per_row[name] = value
-        else:
-            shared[name] = value
-    return per_row, shared
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -389,7 +203,7 @@ class GradientEngine:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
                 torch.enable_grad(), device_lock(self.device), \
-                frozen_parameters(module_of(self.forward)):
+                frozen_parameters(module_behind(self.forward)):
             point = points.detach().requires_grad_(True)
             out = as_output_tensor(self.forward(point, **self._kwargs_for(owners)))
         return saved, out.numel() * out.element_size()
@@ -441,7 +255,7 @@ class GradientEngine:
             if self.progress is not None:
                 self.progress(stop, n_rows)
 
-        with device_lock(self.device), frozen_parameters(module_of(self.forward)):
+        with device_lock(self.device), frozen_parameters(module_behind(self.forward)):
             rows = evaluate_in_chunks(n_rows, rows, self.device, evaluate, take,
                                       align=1 if self.batch_size is not None else align)
             if pending_tail[0] is not None and consume_tail is not None:
@@ -456,11 +270,6 @@ def _fits_slack(chunk_rows: int, tail_rows: int, batch_rows: int) -> bool:
 
 def _aligned(rows: int, align: int) -> int:
     return rows - rows % align if rows >= align > 1 else rows
-
-
-def chunks_needed(n_rows: int, batch_size: int) -> int:
-    """The number of model calls a sweep of ``n_rows`` rows makes at ``batch_size`` rows."""
-    return math.ceil(n_rows / batch_size)
 
 
 # -- chunked evaluation with out-of-memory back-off: the one loop every method uses -------------

@@ -26,14 +26,9 @@ from typing import Any, Literal
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    device_lock,
-    evaluate_in_chunks,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import device_lock, model_device
+from attribution_core.engine import GradientEngine, evaluate_in_chunks
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import expand_baselines, seeded_normal
 from attribution_core.metrics_checks import (
     Agreement,
@@ -45,7 +40,19 @@ from attribution_core.metrics_checks import (
     rank_correlation,
     sensitivity_max,
 )
-from attribution_core.validation import check_batch_size
+from attribution_core.model_outputs import normalise_target
+from attribution_core.validation import (
+    check_attributions,
+    check_batch_size,
+    check_count,
+    check_groups,
+    check_inputs,
+    check_int_at_least,
+    check_positive_int,
+    check_positive_number,
+    check_subset_sizes,
+    check_unit_ids,
+)
 
 TargetLike = int | list[int] | torch.Tensor | None
 CurveKind = Literal["deletion", "insertion"]
@@ -117,8 +124,7 @@ class SensitivityN:
 def patch_groups(height: int, width: int, patch: int) -> torch.Tensor:
     """Unit ids [height, width] of ``patch`` x ``patch`` squares, row-major (edges may be cut)."""
     for name, value in (("height", height), ("width", width), ("patch", patch)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_positive_int(name, value)
     per_row = math.ceil(width / patch)
     rows = torch.arange(height).div(patch, rounding_mode="floor")
     cols = torch.arange(width).div(patch, rounding_mode="floor")
@@ -127,8 +133,7 @@ def patch_groups(height: int, width: int, patch: int) -> torch.Tensor:
 
 def token_groups(n_tokens: int) -> torch.Tensor:
     """Unit ids [n_tokens, 1]: one unit per token, shared by its whole embedding vector."""
-    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 1:
-        raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}.")
+    check_positive_int("n_tokens", n_tokens)
     return torch.arange(n_tokens).view(-1, 1)
 
 
@@ -138,8 +143,7 @@ def _unit_map(inputs: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.
     n_features = math.prod(feature_shape)
     if groups is None:
         return torch.arange(n_features, device=inputs.device).view(1, -1), n_features
-    if not isinstance(groups, torch.Tensor) or groups.is_floating_point() or groups.is_complex():
-        raise TypeError("groups must be an integer tensor of unit ids.")
+    check_groups(groups)
     try:
         if groups.dim() == inputs.dim():
             expanded = torch.broadcast_to(groups, (groups.shape[0], *feature_shape))
@@ -153,13 +157,7 @@ def _unit_map(inputs: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.
             f"{feature_shape} (nor to the inputs {tuple(inputs.shape)})."
         ) from error
     flat = expanded.reshape(expanded.shape[0], -1).to(inputs.device, torch.long)
-    if int(flat.min()) < 0:
-        raise ValueError("groups must hold non-negative unit ids.")
-    n_units = int(flat.max()) + 1
-    for row in flat:
-        if int((torch.bincount(row, minlength=n_units) == 0).sum()) > 0:
-            raise ValueError(f"groups must use every unit id 0..{n_units - 1}.")
-    return flat, n_units
+    return flat, check_unit_ids(flat)
 
 
 def _unit_scores(attributions: torch.Tensor, unit_map: torch.Tensor, n_units: int
@@ -209,19 +207,8 @@ class _RowEvaluator:
         return torch.cat(values)
 
 
-def _check_pair(inputs: torch.Tensor, attributions: torch.Tensor | None) -> None:
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[0] == 0:
-        raise ValueError("inputs must be a tensor [B, ...] with at least one row.")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}.")
-    if attributions is not None and tuple(attributions.shape) != tuple(inputs.shape):
-        raise ValueError(f"attributions {tuple(attributions.shape)} must have the inputs' "
-                         f"shape {tuple(inputs.shape)}.")
-
-
 def _curve_counts(n_units: int, n_points: int) -> torch.Tensor:
-    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 2:
-        raise ValueError(f"n_points must be an int >= 2, got {n_points!r}.")
+    check_int_at_least("n_points", n_points, 2)
     if n_points >= n_units + 1:
         return torch.arange(n_units + 1)
     return torch.linspace(0, n_units, n_points, dtype=torch.float64).round().long().unique()
@@ -312,7 +299,8 @@ def _attribution_curve(kind: CurveKind, forward: ForwardFn, x: torch.Tensor,
                        target: TargetLike, groups: torch.Tensor | None, n_points: int,
                        batch_size: int | None, forward_kwargs: Mapping[str, Any] | None,
                        absolute: bool) -> PerturbationCurve:
-    _check_pair(x, attributions)
+    check_inputs(x)
+    check_attributions(x, attributions)
     unit_map, n_units = _unit_map(x, groups)
     scores = _unit_scores(attributions.detach().to(x.device, x.dtype), unit_map, n_units)
     ranks = _ranks_from_scores(scores.abs() if absolute else scores)
@@ -351,17 +339,15 @@ def _random_curve(kind: CurveKind, forward: ForwardFn, x: torch.Tensor,
                   groups: torch.Tensor | None, n_points: int, n_orders: int,
                   seed: int | Sequence[int], batch_size: int | None,
                   forward_kwargs: Mapping[str, Any] | None) -> PerturbationCurve:
-    _check_pair(x, None)
-    if not isinstance(n_orders, int) or isinstance(n_orders, bool) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive int, got {n_orders!r}.")
+    check_inputs(x)
+    check_positive_int("n_orders", n_orders)
     unit_map, n_units = _unit_map(x, groups)
     if isinstance(seed, int):
         generator = torch.Generator().manual_seed(seed)
         ranks = torch.rand(n_orders, x.shape[0], n_units, generator=generator).argsort(dim=-1)
     else:
         seeds = [int(s) for s in seed]
-        if len(seeds) != x.shape[0]:
-            raise ValueError(f"{len(seeds)} seeds for {x.shape[0]} explicands.")
+        check_count("seeds", len(seeds), x.shape[0], "explicands")
         # Per-explicand generators: a row's orders do not depend on its batch mates (one seed
         # per row draws exactly what a batch of that row alone would draw).
         ranks = torch.stack([torch.rand(n_orders, n_units,
@@ -383,13 +369,11 @@ def sensitivity_n(forward: ForwardFn, x: torch.Tensor, attributions: torch.Tenso
     ``n_subsets`` random unit subsets S of each size n. 1 for every n only when the attribution
     is exactly additive (e.g. a linear model with IG). Costs
     ``ceil(B * (1 + len(ns) * n_subsets) / batch_size)`` model calls."""
-    _check_pair(x, attributions)
+    check_inputs(x)
+    check_attributions(x, attributions)
     unit_map, n_units = _unit_map(x, groups)
-    sizes = tuple(int(size) for size in ns)
-    if not sizes or any(size < 1 or size > n_units for size in sizes):
-        raise ValueError(f"ns must hold subset sizes in 1..{n_units}, got {ns!r}.")
-    if not isinstance(n_subsets, int) or n_subsets < 2:
-        raise ValueError(f"n_subsets must be an int >= 2, got {n_subsets!r}.")
+    sizes = check_subset_sizes(ns, n_units)
+    check_int_at_least("n_subsets", n_subsets, 2)
     n = x.shape[0]
     scores = _unit_scores(attributions.detach().to(x.device, x.dtype), unit_map, n_units)
     generator = torch.Generator().manual_seed(seed)
@@ -443,11 +427,10 @@ def infidelity(forward: ForwardFn, x: torch.Tensor, attributions: torch.Tensor,
     apply; the noise is ``torch.normal(0, noise_std)`` of shape [B * n_samples, ...] (row =
     explicand * n_samples + sample) from a generator seeded with ``seed``. Lower is better.
     """
-    _check_pair(x, attributions)
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if not noise_std > 0:
-        raise ValueError(f"noise_std must be positive, got {noise_std!r}.")
+    check_inputs(x)
+    check_attributions(x, attributions)
+    check_positive_int("n_samples", n_samples)
+    check_positive_number("noise_std", noise_std)
     n = x.shape[0]
     evaluator = _RowEvaluator(forward, x, target, forward_kwargs, batch_size)
     device = evaluator.device

@@ -13,6 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from attribution_core.validation import (
+    check_attribution_batch,
+    check_feature_indices,
+    check_int_in_range,
+    check_positive_int,
+    check_positive_number,
+    check_requirement,
+)
+
 # Methods whose ``delta`` is bookkeeping against the zero input, not a completeness promise.
 NO_BASELINE_COMPLETENESS = frozenset(
     {"saliency", "saliency_abs", "gradient_x_input", "smoothgrad_gradient"})
@@ -129,10 +138,10 @@ def randomisation_check(model_or_factory: ModelOrFactory, explain: Explain,
     names = tuple(layers) if layers is not None else _default_layers(randomised)
     modules = dict(randomised.named_modules())
     for name in names:
-        if name not in modules or not callable(getattr(modules[name], "reset_parameters", None)):
-            raise ValueError(f"{name!r} is not a module with reset_parameters() in the model.")
-    if not names:
-        raise ValueError("The model has no layer with reset_parameters() to randomise.")
+        check_requirement(
+            name in modules and callable(getattr(modules[name], "reset_parameters", None)),
+            f"{name!r} is not a module with reset_parameters() in the model.")
+    check_requirement(bool(names), "The model has no layer with reset_parameters() to randomise.")
     reference = _attributions_of(explain(trained)).abs()
     correlations = [rank_correlation(reference, reference)]
     for step, name in enumerate(names, start=1):
@@ -230,13 +239,11 @@ def agreement(attributions: torch.Tensor, expected: torch.Tensor | Sequence[int]
     * a float tensor of true contributions (the expected set is then the k largest |values|);
     * a sequence of flat feature indices shared by all rows.
     """
-    if not isinstance(attributions, torch.Tensor) or attributions.dim() < 2:
-        raise ValueError("attributions must be a tensor [B, ...].")
+    check_attribution_batch(attributions)
     n = attributions.shape[0]
     flat = attributions.detach().reshape(n, -1).double()
     n_features = flat.shape[1]
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n_features:
-        raise ValueError(f"k must be an int in 1..{n_features}, got {k!r}.")
+    check_int_in_range("k", k, 1, n_features)
     truth = _expected_as_tensor(expected, attributions)
     if truth.dtype == torch.bool:
         mask, target_values = truth, truth.double()
@@ -262,8 +269,7 @@ def _expected_as_tensor(expected: torch.Tensor | Sequence[int], attributions: to
     n_features = attributions[0].numel()
     if not isinstance(expected, torch.Tensor):
         indices = torch.as_tensor(list(expected), dtype=torch.long)
-        if indices.numel() == 0 or int(indices.min()) < 0 or int(indices.max()) >= n_features:
-            raise ValueError(f"expected feature indices must lie in 0..{n_features - 1}.")
+        check_feature_indices(indices, n_features)
         mask = torch.zeros(n_features, dtype=torch.bool)
         mask[indices] = True
         return mask.to(attributions.device).expand(n, -1)
@@ -298,10 +304,8 @@ def sensitivity_max(explain: Callable[..., Any], inputs: torch.Tensor, radius: f
     """
     from captum.metrics import sensitivity_max as captum_sensitivity_max
 
-    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius!r}.")
+    check_positive_int("n_samples", n_samples)
+    check_positive_number("radius", radius)
     generator = torch.Generator().manual_seed(seed)
 
     def perturb(rows: torch.Tensor | tuple[torch.Tensor, ...], perturb_radius: float

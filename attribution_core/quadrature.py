@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from attribution_core.validation import check_choice, check_requirement, check_step_count
+
 QuadratureMethod = Literal[
     "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"
 ]
@@ -44,8 +46,7 @@ class QuadratureRule:
 
 def quadrature(method: str, n_steps: int) -> QuadratureRule:
     """Return the step sizes and alphas of ``method`` with ``n_steps`` nodes (float64)."""
-    if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool):
-        raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}.")
+    check_step_count(int(n_steps) if isinstance(n_steps, np.integer) else n_steps, auto=False)
     return _quadrature(method, int(n_steps))
 
 
@@ -59,13 +60,9 @@ def _quadrature(method: str, n_steps: int) -> QuadratureRule:
 
 
 def _build_rule(method: str, n_steps: int) -> QuadratureRule:
-    if method not in QUADRATURE_METHODS:
-        raise ValueError(
-            f"Unknown quadrature method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."
-        )
+    check_choice("quadrature method", method, QUADRATURE_METHODS)
     minimum = 2 if method == "riemann_trapezoid" else 1
-    if n_steps < minimum:
-        raise ValueError(f"{method} needs n_steps >= {minimum}, got {n_steps}.")
+    check_requirement(n_steps >= minimum, f"{method} needs n_steps >= {minimum}, got {n_steps}.")
     n = int(n_steps)
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
@@ -87,10 +84,10 @@ def _build_rule(method: str, n_steps: int) -> QuadratureRule:
 def trapezoid_weights(nodes: np.ndarray) -> np.ndarray:
     """Trapezoid weights for sorted, possibly non-uniform nodes covering [0, 1]."""
     nodes = np.asarray(nodes, dtype=np.float64)
-    if nodes.ndim != 1 or nodes.shape[0] < 2:
-        raise ValueError("A trapezoid grid needs at least two nodes.")
-    if nodes[0] != 0.0 or nodes[-1] != 1.0 or np.any(np.diff(nodes) <= 0):
-        raise ValueError("Trapezoid nodes must be strictly increasing from 0 to 1.")
+    check_requirement(nodes.ndim == 1 and nodes.shape[0] >= 2,
+                      "A trapezoid grid needs at least two nodes.")
+    check_requirement(bool(nodes[0] == 0.0 and nodes[-1] == 1.0 and np.all(np.diff(nodes) > 0)),
+                      "Trapezoid nodes must be strictly increasing from 0 to 1.")
     widths = np.diff(nodes)
     weights = np.zeros_like(nodes)
     weights[:-1] += 0.5 * widths
@@ -102,36 +99,3 @@ def custom_rule(alphas: np.ndarray) -> QuadratureRule:
     """A trapezoid rule on the given nodes (used to replay an adaptive grid in one shot)."""
     nodes = np.sort(np.asarray(alphas, dtype=np.float64))
     return QuadratureRule("riemann_trapezoid", nodes, trapezoid_weights(nodes))
-
-
-@dataclass(frozen=True)
-class NestedGrid:
-    """A trapezoid grid refined by bisecting chosen intervals; every earlier node stays a node.
-
-    ``refine`` returns only the new nodes, so a caller evaluates each alpha exactly once.
-    """
-
-    nodes: np.ndarray
-
-    @classmethod
-    def uniform(cls, n_intervals: int) -> NestedGrid:
-        if n_intervals < 1:
-            raise ValueError("A nested grid needs at least one interval.")
-        return cls(np.linspace(0.0, 1.0, n_intervals + 1))
-
-    @property
-    def n_intervals(self) -> int:
-        return int(self.nodes.shape[0] - 1)
-
-    def weights(self) -> np.ndarray:
-        return trapezoid_weights(self.nodes)
-
-    def refine(self, interval_indices: np.ndarray | None = None) -> tuple[NestedGrid, np.ndarray]:
-        """Bisect the given intervals (all when None); return the new grid and the new nodes."""
-        if interval_indices is None:
-            interval_indices = np.arange(self.n_intervals)
-        chosen = np.unique(np.asarray(interval_indices, dtype=np.int64))
-        if chosen.size and (chosen[0] < 0 or chosen[-1] >= self.n_intervals):
-            raise IndexError("Interval index out of range.")
-        midpoints = 0.5 * (self.nodes[chosen] + self.nodes[chosen + 1])
-        return NestedGrid(np.sort(np.concatenate([self.nodes, midpoints]))), midpoints

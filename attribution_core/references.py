@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from attribution_core.validation import check_choice, check_positive_int, check_requirement
+
 Strategy = Literal["other", "relevant"]
 RELEVANT_RANKS = (1, 4)  # ranks 2nd..4th, 0-based, end exclusive
 
@@ -46,21 +48,19 @@ def select_references(pool_inputs: torch.Tensor, pool_labels: torch.Tensor | Seq
     over them (round robin, topping up from the others when a class runs short).
     """
     labels = torch.as_tensor(pool_labels).reshape(-1).to("cpu", torch.long)
-    if pool_inputs.shape[0] != labels.shape[0]:
-        raise ValueError(f"The pool has {pool_inputs.shape[0]} inputs but {labels.shape[0]} "
-                         "labels.")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
+    check_requirement(pool_inputs.shape[0] == labels.shape[0],
+                      f"The pool has {pool_inputs.shape[0]} inputs but {labels.shape[0]} labels.")
+    check_positive_int("k", k)
+    check_choice("strategy", strategy, ("other", "relevant"))
     if strategy == "other":
         classes = tuple(int(c) for c in torch.unique(labels).tolist() if c != explicand_class)
     elif strategy == "relevant":
-        if class_ranking is None:
-            raise ValueError('strategy="relevant" needs class_ranking (the model\'s output '
-                             "for the explicand, or ranked class ids).")
+        check_requirement(class_ranking is not None,
+                          'strategy="relevant" needs class_ranking (the model\'s output for '
+                          "the explicand, or ranked class ids).")
+        assert class_ranking is not None
         ranked = [c for c in _ranked_classes(class_ranking) if c != explicand_class]
         classes = tuple(ranked[RELEVANT_RANKS[0] - 1:RELEVANT_RANKS[1] - 1])
-    else:
-        raise ValueError(f"Unknown strategy {strategy!r}; choose 'other' or 'relevant'.")
     generator = torch.Generator().manual_seed(seed)
     per_class = {c: _shuffled(torch.nonzero(labels == c).reshape(-1), generator)
                  for c in classes}

@@ -27,6 +27,8 @@ from typing import Literal, TypeVar
 
 import torch
 
+from attribution_core.validation import check_positive_int
+
 CPU_WORKERS_VARIABLE = "IG_DASHBOARD_CPU_WORKERS"
 DEFAULT_CPU_WORKERS = 2
 MAX_CPU_WORKERS = 8
@@ -114,8 +116,7 @@ class WorkQueue:
     """Round-robin-over-sessions queue of one device with ``workers`` concurrent turns."""
 
     def __init__(self, key: str, workers: int = 1) -> None:
-        if workers < 1:
-            raise ValueError(f"A queue needs at least one worker, got {workers}.")
+        check_positive_int("workers", workers)
         self.key = key
         self.workers = workers
         self._lock = threading.Lock()

@@ -168,7 +168,7 @@ def rule_change(folder: Path) -> dict[str, Any]:
 
 def preview_then_exact() -> dict[str, Any]:
     """9: a bf16 preview on the page, then the exact run through the shared cache."""
-    from attribution_core import fast_paths
+    from attribution_core import preview as fast_paths
 
     model, cache = _net(nn.Tanh()), ResultCache()
     writes: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attribution_core.engine import select_target
+from attribution_core.model_outputs import select_target
 
 
 def synchronise(device: torch.device) -> None:

@@ -27,15 +27,9 @@ import torch
 from torch import nn
 
 from attribution_core import integrated_gradients, pick_device
-from attribution_core.fast_paths import (
-    best_thread_count,
-    bf16_preview_supported,
-    compile_for_attribution,
-    prefer_channels_last,
-    preview_deviation,
-    preview_ig,
-)
+from attribution_core.preview import bf16_preview_supported, preview_deviation, preview_ig
 from attribution_core.quadrature import quadrature
+from attribution_core.tuning import best_thread_count, compile_for_attribution, prefer_channels_last
 from benchmarks.common import (
     dump_report,
     environment,

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from attribution_core.engine import frozen_parameters, select_target
+from attribution_core.devices import frozen_parameters
+from attribution_core.model_outputs import select_target
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from attribution_core.engine import device_lock
+from attribution_core.devices import device_lock
 from attribution_core.evaluation.types import EvaluationInputError, ImageItem, RowItem, TextItem
 from attribution_core.models.inputs import feature_names, image_tensor, model_rows
 from attribution_core.models.spec import LoadedModel, ModelSpec, ReferencePool

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attribution_core.engine import device_lock
+from attribution_core.devices import device_lock
 from attribution_core.evaluation.types import (
     EvalCase,
     EvaluationInputError,

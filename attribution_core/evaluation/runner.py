@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from attribution_core.cache import ResultCache
-from attribution_core.engine import describe_device, device_lock
+from attribution_core.devices import describe_device, device_lock
 from attribution_core.evaluation.cases import expected_area_share
 from attribution_core.evaluation.ig2_method import run_ig2, run_ig2_best_path
 from attribution_core.evaluation.types import (
@@ -373,7 +373,8 @@ def _method_outcome(method: str, result: Any, i: int, scores: np.ndarray, deleti
         deletion=_normalised(deletion, i), insertion=_normalised(insertion, i),
         deletion_auc=float(deletion.normalised_auc[i]),
         insertion_auc=float(insertion.normalised_auc[i]), delta=delta, relative_delta=relative,
-        precision_at_k=fit[0], rank_correlation=fit[1], mask_share=fit[2], pointing_game=fit[3],
+        precision_at_k=fit.precision_at_k, rank_correlation=fit.rank_correlation,
+        mask_share=fit.mask_share, pointing_game=fit.pointing_game,
         seconds=seconds, n_evaluations=int(_item(getattr(result, "n_evaluations", None), i, 0)),
         convergence=_item(getattr(result, "convergence", None), i),
         **_path_figures(result, i))
@@ -405,17 +406,26 @@ def _normalised(curve: Any, i: int) -> np.ndarray:
     return (outputs - float(curve.f_baselines[i])) / gap
 
 
-def _agreement(scores: np.ndarray, expected: torch.Tensor | None
-               ) -> tuple[float, float, float, float]:
+@dataclass(frozen=True)
+class _Fit:
+    """One map's agreement with the case's expected features (NaN without any)."""
+
+    precision_at_k: float = math.nan
+    rank_correlation: float = math.nan
+    mask_share: float = math.nan
+    pointing_game: float = math.nan
+
+
+def _agreement(scores: np.ndarray, expected: torch.Tensor | None) -> _Fit:
     if expected is None:
-        return (math.nan,) * 4
+        return _Fit()
     mask = expected.reshape(1, -1).bool()
     k = int(mask.sum())
     if k == 0:
-        return (math.nan,) * 4
+        return _Fit()
     fit = agreement(torch.from_numpy(scores).reshape(1, -1), mask, k=k)
-    return (float(fit.precision_at_k[0]), float(fit.rank_correlation[0]),
-            float(fit.positive_share_in_mask[0]), float(fit.pointing_game[0]))
+    return _Fit(float(fit.precision_at_k[0]), float(fit.rank_correlation[0]),
+                float(fit.positive_share_in_mask[0]), float(fit.pointing_game[0]))
 
 
 def _case_outcome(case: EvalCase, i: int, predicted: int, random_del: Any, random_ins: Any,

@@ -101,6 +101,17 @@ def _bundled_shards(n_cases: int, shard_size: int) -> Iterator[ShardInput]:
 
 # -- images --------------------------------------------------------------------------------------
 
+def _visible_files(source: Path, archive: zipfile.ZipFile | None) -> list[PurePosixPath]:
+    """Every file of the zip or folder, hidden ones (".x", __MACOSX) left out."""
+    if archive is not None:
+        paths = [PurePosixPath(info.filename) for info in archive.infolist()
+                 if not info.is_dir()]
+    else:
+        paths = [PurePosixPath(p.relative_to(source).as_posix()) for p in source.rglob("*")
+                 if p.is_file()]
+    return [p for p in paths if not any(part.startswith((".", "__MACOSX")) for part in p.parts)]
+
+
 def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | None,
                   skip: frozenset[int]) -> tuple[int, Iterator[ShardInput]]:
     from attribution_core.evaluation.uploads_images import (
@@ -112,13 +123,7 @@ def _image_shards(source: Path, n_cases: int, shard_size: int, expected: Path | 
     from attribution_core.modalities.image import UPLOAD_EXTENSIONS
 
     archive = zipfile.ZipFile(source) if source.is_file() else None
-    if archive is not None:
-        paths = [PurePosixPath(info.filename) for info in archive.infolist()
-                 if not info.is_dir()]
-    else:
-        paths = [PurePosixPath(p.relative_to(source).as_posix()) for p in source.rglob("*")
-                 if p.is_file()]
-    paths = [p for p in paths if not any(part.startswith((".", "__MACOSX")) for part in p.parts)]
+    paths = _visible_files(source, archive)
     images = [p for p in paths if p.suffix.lower().lstrip(".") in UPLOAD_EXTENSIONS
               and _mask_stem(p) is None]
     # "<folder>/<stem>" -> its mask (x_mask.png beside the image, or masks/x.png below it).

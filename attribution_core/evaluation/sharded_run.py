@@ -69,7 +69,7 @@ class ShardWorker:
         self._bundled: tuple[Any, ...] | None = None
 
     def describe(self) -> dict[str, Any]:
-        from attribution_core.engine import describe_device
+        from attribution_core.devices import describe_device
 
         spec = self.loaded.spec
         return {"weights_hash": self.loaded.weights_hash, "device": describe_device(

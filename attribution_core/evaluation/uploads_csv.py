@@ -200,14 +200,8 @@ def read_text_csv(data: bytes, *, max_cases: int = 500) -> TextUpload:
     return TextUpload(_deduplicated(items), tuple(skipped))
 
 
-def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int = 500,
-                  schema: TabularSchema | None = None) -> RowUpload:
-    """A CSV of table rows in raw units: every model feature as a column, optional
-    ``expected`` (feature names separated by ``;`` or ``|``), ``label`` and ``name``/``id``.
-    With a ``schema`` (a model with categorical columns) categorical cells hold category names
-    (read as category codes) and imputed columns may be empty."""
-    names = [str(n) for n in feature_names]
-    header, rows = _read_csv_records(data)
+def _check_header(header: Sequence[str], names: Sequence[str]) -> None:
+    """Every model feature is a column, and every other column is an optional known one."""
     in_header = set(header)  # sets: a long header stays linear
     missing = [n for n in names if n not in in_header]
     if missing:
@@ -221,6 +215,18 @@ def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int =
         raise EvaluationInputError(
             f"The CSV has column(s) this model does not know: {_with_hints(extra, names)}. Valid "
             f"columns: {_listing(names, 40)}, plus optional expected, label, name or id.")
+
+
+def read_rows_csv(data: bytes, feature_names: Sequence[str], *, max_cases: int = 500,
+                  schema: TabularSchema | None = None) -> RowUpload:
+    """A CSV of table rows in raw units: every model feature as a column, optional
+    ``expected`` (feature names separated by ``;`` or ``|``), ``label`` and ``name``/``id``.
+    With a ``schema`` (a model with categorical columns) categorical cells hold category names
+    (read as category codes) and imputed columns may be empty."""
+    names = [str(n) for n in feature_names]
+    header, rows = _read_csv_records(data)
+    _check_header(header, names)
+    known = set(names)
     role = {j: c for j, c in enumerate(header) if c in known}
 
     def column(name: str) -> int | None:

@@ -13,17 +13,12 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    device_lock,
-    evaluate_in_chunks,
-    is_per_row,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import device_lock, model_device
+from attribution_core.engine import GradientEngine, ProgressFn, evaluate_in_chunks
+from attribution_core.forward import ForwardFn
+from attribution_core.model_outputs import is_per_row, normalise_target
 from attribution_core.results import Attribution, completeness
+from attribution_core.validation import check_baselines
 
 TargetLike = int | list[int] | torch.Tensor | None
 
@@ -31,19 +26,12 @@ TargetLike = int | list[int] | torch.Tensor | None
 def expand_baselines(inputs: torch.Tensor, baselines: torch.Tensor | float | None
                      ) -> torch.Tensor:
     """None -> zeros, a number -> that constant, a tensor -> broadcast to the inputs' shape."""
+    check_baselines(inputs, baselines)
     if baselines is None:
         return torch.zeros_like(inputs)
     if isinstance(baselines, int | float):
         return torch.full_like(inputs, float(baselines))
-    if not isinstance(baselines, torch.Tensor):
-        raise TypeError(f"baselines must be a tensor, a number or None, got {type(baselines)}.")
-    try:
-        return torch.broadcast_to(baselines.to(inputs.dtype), inputs.shape).to(inputs.device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"baselines of shape {tuple(baselines.shape)} do not broadcast to inputs of shape "
-            f"{tuple(inputs.shape)}."
-        ) from error
+    return torch.broadcast_to(baselines.to(inputs.dtype), inputs.shape).to(inputs.device)
 
 
 def repeat_rows(value: Any, n_explicands: int, repeats: int) -> Any:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attribution_core.cache import callable_identity
-from attribution_core.engine import ForwardFn
+from attribution_core.forward import ForwardFn, module_behind
 
 INPUT_SUFFIX = ":input"
 
@@ -80,19 +80,11 @@ def _first_tensor(value: Any, name: str) -> torch.Tensor:
                     "not a tensor.")
 
 
-def root_module(forward: ForwardFn) -> nn.Module | None:
-    """The module behind ``forward`` (itself, or the owner of a bound method)."""
-    if isinstance(forward, nn.Module):
-        return forward
-    owner = getattr(forward, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
-
-
 def resolve_representation(forward: ForwardFn,
                            representation: str | nn.Module | Callable[..., torch.Tensor] | None
                            ) -> RepresentationProbe:
     """Turn IG2's ``representation=`` argument into a probe (see :func:`ig2`)."""
-    root = root_module(forward)
+    root = module_behind(forward)
     if representation is None:
         if root is None:
             raise ValueError("forward is not an nn.Module: pass representation= (a module or a "

@@ -19,16 +19,8 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    as_output_tensor,
-    evaluate_in_chunks,
-    normalise_target,
-    select_target,
-    split_forward_kwargs,
-)
+from attribution_core.engine import GradientEngine, ProgressFn, evaluate_in_chunks
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._ig2_model import RepresentationProbe
 from attribution_core.methods._ig2_rows import (
     Bound,
@@ -39,6 +31,12 @@ from attribution_core.methods._ig2_rows import (
     reference_kwargs_per_row,
 )
 from attribution_core.methods._ig2_trust import CoarseGrid, estimate
+from attribution_core.model_outputs import (
+    as_output_tensor,
+    normalise_target,
+    select_target,
+    split_forward_kwargs,
+)
 from attribution_core.results import IG2Attribution
 from attribution_core.validation import check_batch_size
 

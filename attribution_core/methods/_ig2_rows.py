@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import is_per_row
+from attribution_core.model_outputs import is_per_row
 
 Bound = float | torch.Tensor | None
 

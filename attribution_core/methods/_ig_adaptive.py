@@ -114,8 +114,6 @@ def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
     n_explicands = x.shape[0]
     acc_dtype = accumulation_dtype(x.dtype)
     diffs = x - x_base
-    flat_diffs = diffs.reshape(n_explicands, -1).to(acc_dtype)
-    feature_shape = (1,) * (x.dim() - 1)
     store = _NodeStore(acc_dtype)
     states = [_ExplicandState() for _ in range(n_explicands)]
     eps = _rounding(x)
@@ -128,32 +126,8 @@ def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
     while pending:
         owners_np = np.concatenate([np.full(len(a), b, dtype=np.int64) for b, a in pending])
         alphas_np = np.concatenate([a for _b, a in pending])
-        owners_t = torch.as_tensor(owners_np, device=x.device)
-        alphas_t = torch.as_tensor(alphas_np, dtype=acc_dtype, device=x.device)
-        first_id = store.size
-        f_parts: list[torch.Tensor] = []
-
-        def build(start: int, stop: int, owners_t: torch.Tensor = owners_t,
-                  alphas_t: torch.Tensor = alphas_t) -> tuple[torch.Tensor, torch.Tensor]:
-            owners = owners_t[start:stop]
-            points = x_base.index_select(0, owners).to(acc_dtype) + alphas_t[start:stop].view(
-                -1, *feature_shape) * diffs.index_select(0, owners).to(acc_dtype)
-            return points.to(x.dtype), owners
-
-        def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor,
-                    owners_t: torch.Tensor = owners_t, f_parts: list[torch.Tensor] = f_parts
-                    ) -> None:
-            owners = owners_t[start:stop]
-            weighted = grads.reshape(grads.shape[0], -1).to(acc_dtype) * \
-                flat_diffs.index_select(0, owners)
-            store.append(weighted)
-            f_parts.append(outputs.detach().to("cpu", torch.float64))
-
-        engine.sweep(len(owners_np), build, consume)
-        new_ids = np.arange(first_id, store.size)
-        new_f = torch.cat(f_parts).numpy()
-        new_phi = np.concatenate([chunk.double().sum(1).numpy()
-                                  for chunk in store.chunks[_chunk_index(store, first_id):]])
+        new_ids, new_f, new_phi = _evaluate_nodes(engine, x, x_base, diffs, store, owners_np,
+                                                  alphas_np)
         pending = []
         for b, state in enumerate(states):
             mine = owners_np == b
@@ -176,6 +150,42 @@ def adaptive_ig(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
                      history_relative, history_change, tolerance, engine)
 
 
+def _evaluate_nodes(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
+                    diffs: torch.Tensor, store: _NodeStore, owners_np: np.ndarray,
+                    alphas_np: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One round: gradients at the new nodes (owner, alpha) in one sweep, stored in ``store``.
+
+    Returns the new nodes' ids in the store, f there and the sum of their weighted gradients.
+    """
+    acc_dtype = store.dtype
+    flat_diffs = diffs.reshape(x.shape[0], -1).to(acc_dtype)
+    feature_shape = (1,) * (x.dim() - 1)
+    owners_t = torch.as_tensor(owners_np, device=x.device)
+    alphas_t = torch.as_tensor(alphas_np, dtype=acc_dtype, device=x.device)
+    first_id = store.size
+    f_parts: list[torch.Tensor] = []
+
+    def build(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        owners = owners_t[start:stop]
+        points = x_base.index_select(0, owners).to(acc_dtype) + alphas_t[start:stop].view(
+            -1, *feature_shape) * diffs.index_select(0, owners).to(acc_dtype)
+        return points.to(x.dtype), owners
+
+    def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor) -> None:
+        owners = owners_t[start:stop]
+        weighted = grads.reshape(grads.shape[0], -1).to(acc_dtype) * \
+            flat_diffs.index_select(0, owners)
+        store.append(weighted)
+        f_parts.append(outputs.detach().to("cpu", torch.float64))
+
+    engine.sweep(len(owners_np), build, consume)
+    new_ids = np.arange(first_id, store.size)
+    new_f = torch.cat(f_parts).numpy()
+    new_phi = np.concatenate([chunk.double().sum(1).numpy()
+                              for chunk in store.chunks[_chunk_index(store, first_id):]])
+    return new_ids, new_f, new_phi
+
+
 def _chunk_index(store: _NodeStore, first_id: int) -> int:
     return int(np.searchsorted(np.asarray(store.starts), first_id, side="left"))
 
@@ -195,8 +205,8 @@ def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: 
     widths = np.diff(state.alphas)
     state.trapezoid = 0.5 * widths * (state.phi[:-1] + state.phi[1:])
     state.completeness = state.trapezoid - np.diff(state.f)
-    total, error, leaf_error = feature_error(state.alphas, state.ids, store,
-                                             1.0 / AUTO_INITIAL_INTERVALS)
+    estimate = feature_error(state.alphas, state.ids, store, 1.0 / AUTO_INITIAL_INTERVALS)
+    total, error = estimate.total, estimate.error
     state.resolution = RESOLUTION_FACTOR * eps * (float(total.abs().sum()) + abs(state.f[0])
                                                   + abs(state.f[-1]))
     # Relative to a lower bound of the true max_i |A_i|, never to less than float arithmetic
@@ -204,7 +214,7 @@ def _update(state: _ExplicandState, store: _NodeStore, alphas: np.ndarray, ids: 
     lower = float((total.abs() - error).max())
     scale = max(lower, state.resolution, _TINY)
     state.change = float(error.max()) / scale
-    state.interval_error = leaf_error / scale
+    state.interval_error = estimate.leaf_error / scale
 
 
 def _scale(state: _ExplicandState, tolerance: float) -> float:

@@ -28,6 +28,7 @@ least ``AUTO_MIN_NODES`` nodes it stayed at or below 0.74.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -44,10 +45,19 @@ class NodeRows(Protocol):
     def gather(self, indices: np.ndarray) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class FeatureError:
+    """One explicand's trapezoid estimate on its grid, and how wrong it may be."""
+
+    total: torch.Tensor  # [F] the trapezoid attributions
+    error: torch.Tensor  # [F] the per-feature error estimate
+    leaf_error: np.ndarray  # [intervals] each leaf interval's max over features of its share
+
+
 def feature_error(alphas: np.ndarray, ids: np.ndarray, store: NodeRows, initial_width: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """(A: the trapezoid attributions, E: the per-feature error estimate, each leaf's max_i
-    estimate), in blocks over the nodes."""
+                  ) -> FeatureError:
+    """The trapezoid attributions and their per-feature error estimate, in blocks over the
+    nodes."""
     widths = np.diff(alphas)
     weights = trapezoid_weights(alphas)
     first = store.gather(ids[:1])
@@ -69,36 +79,47 @@ def feature_error(alphas: np.ndarray, ids: np.ndarray, store: NodeRows, initial_
     triples = _parents(alphas, widths, initial_width)
     for start in range(0, len(triples), _BLOCK):
         block = triples[start:start + _BLOCK]
-        nodes = np.searchsorted(alphas, np.array([t[:3] for t in block]))
+        nodes = np.searchsorted(alphas, np.array([(t.start, t.middle, t.end) for t in block]))
         rows = store.gather(ids[nodes.reshape(-1)]).view(len(block), 3, width)
-        half = 0.5 * torch.as_tensor([t[3] for t in block]).view(-1, 1)
+        half = 0.5 * torch.as_tensor([t.width for t in block]).view(-1, 1)
         change = half * (rows[:, 0] + rows[:, 2] - 2 * rows[:, 1]).abs()
         spreads = (half * (rows[:, 1] - rows[:, 0]).abs(), half * (rows[:, 2] - rows[:, 1]).abs())
         both = spreads[0] + spreads[1]
         rho = torch.where(both > 0, change / both.clamp_min(1e-300), torch.ones_like(both))
         pair = AUTO_SAFETY * change * (SMOOTH_SHARE + (1 - SMOOTH_SHARE) * rho)
-        for index, (p, _m, _q, _w, leaves) in enumerate(block):
-            for leaf in leaves:
-                side = 0 if abs(alphas[leaf] - p) < 1e-12 else 1
+        for index, parent in enumerate(block):
+            for leaf in parent.leaves:
+                side = 0 if abs(alphas[leaf] - parent.start) < 1e-12 else 1
                 share = torch.where(both[index] > 0, pair[index] * spreads[side][index]
                                     / both[index].clamp_min(1e-300), 0.5 * pair[index])
                 if piecewise:
                     share = torch.maximum(share, spreads[side][index])
                 error += share
                 leaf_error[leaf] = float(share.max())
-    return total, error, leaf_error
+    return FeatureError(total, error, leaf_error)
 
 
-def _parents(alphas: np.ndarray, widths: np.ndarray, initial_width: float
-             ) -> list[tuple[float, float, float, float, list[int]]]:
-    """(p, m, q, w, leaf children) of every parent with a child that is still a leaf: the
-    aligned interval of twice a leaf's width."""
+@dataclass(frozen=True)
+class _Parent:
+    """An interval [start, end] of width 2 * ``width`` whose halves were refined, and which of
+    its children (interval indices) are still leaves."""
+
+    start: float
+    middle: float
+    end: float
+    width: float
+    leaves: tuple[int, ...]
+
+
+def _parents(alphas: np.ndarray, widths: np.ndarray, initial_width: float) -> list[_Parent]:
+    """Every parent with a child that is still a leaf: the aligned interval of twice a leaf's
+    width."""
     child = np.flatnonzero(widths < initial_width * (1 - 1e-9))
     parent_start = np.floor(alphas[child] / (2 * widths[child]) + 1e-9) * 2 * widths[child]
     parents: dict[tuple[float, float], list[int]] = {}
     for leaf, start_alpha in zip(child, parent_start, strict=True):
         parents.setdefault((float(widths[leaf]), float(start_alpha)), []).append(int(leaf))
-    return [(p, p + w, p + 2 * w, w, leaves) for (w, p), leaves in parents.items()]
+    return [_Parent(p, p + w, p + 2 * w, w, tuple(leaves)) for (w, p), leaves in parents.items()]
 
 
 def _piecewise_constant(ids: np.ndarray, store: NodeRows) -> bool:

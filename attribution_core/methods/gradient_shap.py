@@ -19,13 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import model_device
+from attribution_core.engine import GradientEngine, ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import (
     TargetLike,
     finish,
@@ -33,8 +29,16 @@ from attribution_core.methods._gradients import (
     outputs_in_chunks,
     seeded_normal,
 )
+from attribution_core.model_outputs import normalise_target
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_batch_size,
+    check_inputs,
+    check_int,
+    check_non_negative_number,
+    check_positive_int,
+    check_reference_rows,
+)
 
 
 def gradient_shap(
@@ -52,25 +56,59 @@ def gradient_shap(
 ) -> Attribution:
     """Expected gradients of ``forward``'s target output over a baseline distribution.
 
-    ``baselines`` is the distribution: a tensor [R, ...] of reference rows shaped like one
-    input row each (R >= 1). The result's ``baselines`` holds the mean reference (for display)
-    and ``f_baselines`` the mean of f over *all* R references, the quantity completeness is
-    measured against; ``delta`` shrinks as ``n_samples`` grows (Monte Carlo error).
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    baselines : tensor
+        The distribution: [R, ...] reference rows shaped like one input row each (R >= 1).
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    n_samples : int, optional
+        (reference, alpha) draws per explicand; ``delta`` shrinks as it grows (Monte Carlo).
+    stdev : float, optional
+        Noise added to each explicand copy (0: none).
+    seed : int, optional
+        Seeds a private generator.
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+
+    Returns
+    -------
+    Attribution
+        A frozen result: ``attributions`` [N, ...] (the inputs' shape), ``f_inputs`` and
+        ``f_baselines`` [N] (the target output at the explicand and at the baseline),
+        ``delta`` [N] (sum of attributions minus ``f_inputs - f_baselines``, Captum's
+        convergence delta) and ``relative_delta`` [N] (``|delta| / |f_inputs - f_baselines|``),
+        ``n_evaluations`` [N] (gradient evaluations per explicand), ``baselines`` [N, ...],
+        ``target``, ``method``, ``quadrature``, ``n_steps``, ``alphas`` (the nodes used),
+        ``params`` and ``from_cache``; IG also ``convergence`` [N] (how far the map may still
+        move, per feature, relative to its largest attribution; None when unknown).
+        Here ``baselines`` holds the mean reference (for display) and ``f_baselines`` the mean
+        of f over *all* R references, the quantity completeness is measured against.
     """
     check_inputs(inputs)
     check_batch_size(batch_size)
     check_positive_int("n_samples", n_samples)
-    if not isinstance(baselines, torch.Tensor) or baselines.dim() != inputs.dim() \
-            or tuple(baselines.shape[1:]) != tuple(inputs.shape[1:]) or baselines.shape[0] < 1:
-        raise ValueError(
-            "baselines must be a tensor [R, ...] of reference rows shaped like the inputs' rows "
-            f"{tuple(inputs.shape[1:])}; got "
-            f"{tuple(baselines.shape) if isinstance(baselines, torch.Tensor) else baselines!r}."
-        )
-    if not isinstance(stdev, int | float) or isinstance(stdev, bool) or stdev < 0:
-        raise ValueError(f"stdev must be a non-negative number, got {stdev!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
+    check_reference_rows(inputs, baselines)
+    check_non_negative_number("stdev", stdev)
+    check_int("seed", seed)
     return _gradient_shap(forward, inputs, baselines, target, n_samples, float(stdev), seed,
                           batch_size, progress, forward_kwargs)
 

@@ -18,27 +18,30 @@ import numpy as np
 import torch
 
 from attribution_core.cache import ResultCache, lookup
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import model_device
+from attribution_core.engine import GradientEngine, ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import expand_baselines
 from attribution_core.methods._ig_adaptive import (
     AUTO_INITIAL_INTERVALS,
-    accumulation_dtype,
     adaptive_ig,
 )
+from attribution_core.methods._ig_fixed import fixed_ig
+from attribution_core.model_outputs import normalise_target
 from attribution_core.quadrature import (
     QUADRATURE_METHODS,
-    QuadratureRule,
     custom_rule,
     quadrature,
 )
-from attribution_core.results import Attribution, completeness, to_device
-from attribution_core.validation import check_inputs
+from attribution_core.results import Attribution, to_device
+from attribution_core.validation import (
+    check_choice,
+    check_inputs,
+    check_int_at_least,
+    check_open_unit_interval,
+    check_same_shape,
+    check_step_count,
+)
 
 
 def integrated_gradients(
@@ -60,24 +63,73 @@ def integrated_gradients(
 ) -> Attribution:
     """Integrated Gradients of ``forward``'s target output for a batch of explicands.
 
-    ``n_steps="auto"`` refines a nested trapezoid grid until the relative completeness error is
-    at most ``tolerance`` (or ``max_evaluations`` gradient evaluations per explicand are spent).
-    ``alphas`` replays a given grid (e.g. an adaptive run's final one) with trapezoid weights.
-    With ``cache``, results are stored under a content key; ``model_key`` names the model's
-    weights for plain callables (modules are fingerprinted from their weights).
+    Modelled on Captum's ``IntegratedGradients.attribute``; the rows of every path point of
+    every explicand are evaluated together, chunked by the engine.
+
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    baselines : tensor, float or None, optional
+        The path's start: None (zeros), a number, or a tensor broadcastable to ``inputs``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    n_steps : int or "auto", optional
+        Quadrature nodes per explicand (default 64). "auto" refines a nested trapezoid grid
+        until the relative completeness error and the per-feature estimate are at most
+        ``tolerance`` or ``max_evaluations`` gradient evaluations per explicand are spent.
+    method : str, optional
+        The quadrature rule for a fixed ``n_steps``: "gausslegendre" (default),
+        "riemann_trapezoid", "riemann_left", "riemann_right" or "riemann_middle".
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+    tolerance : float, optional
+        "auto"'s target, in (0, 1) (default 0.01).
+    max_evaluations : int, optional
+        "auto"'s budget of gradient evaluations per explicand (default 1024).
+    alphas : array or tensor, optional
+        Replay a given grid (e.g. an "auto" run's final one) with trapezoid weights.
+    cache : ResultCache or None, optional
+        Store and reuse results under a content key (inputs, baselines, settings, model).
+    model_key : str or None, optional
+        Names the weights of a plain callable for the cache (modules are fingerprinted).
+
+    Returns
+    -------
+    Attribution
+        A frozen result: ``attributions`` [N, ...] (the inputs' shape), ``f_inputs`` and
+        ``f_baselines`` [N] (the target output at the explicand and at the baseline),
+        ``delta`` [N] (sum of attributions minus ``f_inputs - f_baselines``, Captum's
+        convergence delta) and ``relative_delta`` [N] (``|delta| / |f_inputs - f_baselines|``),
+        ``n_evaluations`` [N] (gradient evaluations per explicand), ``baselines`` [N, ...],
+        ``target``, ``method``, ``quadrature``, ``n_steps``, ``alphas`` (the nodes used),
+        ``params`` and ``from_cache``; IG also ``convergence`` [N] (how far the map may still
+        move, per feature, relative to its largest attribution; None when unknown).
     """
     check_inputs(inputs)
-    if n_steps != "auto" and alphas is None and method not in QUADRATURE_METHODS:
-        raise ValueError(
-            f"Unknown method {method!r}; choose one of {', '.join(QUADRATURE_METHODS)}."
-        )
+    if n_steps != "auto" and alphas is None:
+        check_choice("method", method, QUADRATURE_METHODS)
     if n_steps == "auto":
-        if not 0 < tolerance < 1:
-            raise ValueError(f"tolerance must be in (0, 1), got {tolerance}.")
-        if max_evaluations < AUTO_INITIAL_INTERVALS + 1:
-            raise ValueError(f"max_evaluations must be at least {AUTO_INITIAL_INTERVALS + 1}.")
-    elif alphas is None and (not isinstance(n_steps, int) or isinstance(n_steps, bool)):
-        raise TypeError(f"n_steps must be an int or 'auto', got {n_steps!r}.")
+        check_open_unit_interval("tolerance", tolerance)
+        check_int_at_least("max_evaluations", max_evaluations, AUTO_INITIAL_INTERVALS + 1)
+    elif alphas is None:
+        check_step_count(n_steps, auto=True)
     expanded = expand_baselines(inputs, baselines)
 
     adaptive = n_steps == "auto" and alphas is None
@@ -106,120 +158,31 @@ def integrated_gradients(
         result = adaptive_ig(engine, x, x_base, tolerance, max_evaluations)
     else:
         rule = custom_rule(_as_numpy(alphas)) if alphas is not None else quadrature(method, n_steps)
-        result = _fixed(engine, x, x_base, rule)
+        result = fixed_ig(engine, x, x_base, rule)
     result = to_device(result, inputs.device)
     if cache is not None and key is not None:
         cache.put(key, result)
     return result
 
 
-def _fixed(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor, rule: QuadratureRule
-           ) -> Attribution:
-    n_explicands = x.shape[0]
-    acc_dtype = accumulation_dtype(x.dtype)
-    diffs = x.to(acc_dtype) - x_base.to(acc_dtype)
-    base = x_base.to(acc_dtype)
-    feature_shape = (1,) * (x.dim() - 1)
-    alphas = torch.tensor(rule.alphas, dtype=acc_dtype, device=x.device)
-    weights = torch.tensor(rule.step_sizes, dtype=acc_dtype, device=x.device)
-    # Contiguous whatever the input's strides (a permuted image tensor must not break view()).
-    accumulated = torch.zeros(x.shape, dtype=acc_dtype, device=x.device)
-    flat_accumulated = accumulated.view(n_explicands, -1)
-    endpoint_steps = [k for k, a in enumerate(rule.alphas) if a in (0.0, 1.0)]
-    endpoint_outputs: dict[int, torch.Tensor] = {}
-
-    # Rows are step-major (row = step * B + explicand). A chunk of whole steps is built by
-    # broadcasting and reduced by one matmul; other chunks fall back to gather / index_add.
-    def whole_steps(start: int, stop: int) -> tuple[int, int] | None:
-        if start % n_explicands or stop % n_explicands:
-            return None
-        return start // n_explicands, stop // n_explicands
-
-    def build(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.arange(start, stop, device=x.device)
-        owners = rows % n_explicands
-        steps = whole_steps(start, stop)
-        if steps is not None:
-            points = base.unsqueeze(0) + alphas[steps[0]:steps[1]].view(
-                -1, 1, *feature_shape) * diffs.unsqueeze(0)
-            return points.reshape(-1, *x.shape[1:]).to(x.dtype), owners
-        points = base.index_select(0, owners) + alphas[rows // n_explicands].view(
-            -1, *feature_shape) * diffs.index_select(0, owners)
-        return points.to(x.dtype), owners
-
-    def consume(start: int, stop: int, outputs: torch.Tensor, grads: torch.Tensor) -> None:
-        steps = whole_steps(start, stop)
-        if steps is not None:
-            first, last = steps
-            per_step = grads.reshape(last - first, n_explicands * flat_accumulated.shape[1]
-                                     ).to(acc_dtype)
-            flat_accumulated.add_((weights[first:last] @ per_step).view_as(flat_accumulated))
-            for step in endpoint_steps:
-                if first <= step < last:
-                    offset = (step - first) * n_explicands
-                    endpoint_outputs[step] = outputs[offset:offset + n_explicands]
-            return
-        rows = torch.arange(start, stop, device=x.device)
-        step_of_row, owners = rows // n_explicands, rows % n_explicands
-        accumulated.index_add_(0, owners, grads.to(acc_dtype) * weights[step_of_row].view(
-            -1, *feature_shape))
-        for step in endpoint_steps:
-            mask = step_of_row == step
-            if bool(mask.any()):
-                partial = endpoint_outputs.setdefault(
-                    step, torch.full((n_explicands,), float("nan"), dtype=outputs.dtype,
-                                     device=outputs.device))
-                partial[owners[mask]] = outputs[mask]
-
-    by_alpha: dict[float, torch.Tensor] = {}
-    tail = None
-    if len(endpoint_steps) < 2:  # f(x) and f(x') are not both path nodes: evaluate them
-        owners = torch.arange(n_explicands, device=x.device)
-        tail = (torch.cat([x, x_base]), torch.cat([owners, owners]))
-
-    def consume_tail(outputs: torch.Tensor) -> None:
-        by_alpha[1.0], by_alpha[0.0] = outputs[:n_explicands], outputs[n_explicands:]
-
-    engine.sweep(rule.n_steps * n_explicands, build, consume, align=n_explicands, tail=tail,
-                 consume_tail=consume_tail)
-    by_alpha.update({float(rule.alphas[step]): values
-                     for step, values in endpoint_outputs.items()})
-    f_inputs, f_baselines = (values.to(acc_dtype)
-                             for values in _endpoint_values(engine, x, x_base, by_alpha))
-    attributions = accumulated * diffs
-    delta, relative = completeness(attributions, f_inputs, f_baselines)
-    node_alphas = torch.tensor(rule.alphas, dtype=torch.float64)
-    evaluations = torch.full((n_explicands,), rule.n_steps, dtype=torch.long)
-    return Attribution(
-        attributions=attributions, f_inputs=f_inputs, f_baselines=f_baselines, delta=delta,
-        relative_delta=relative, n_evaluations=evaluations, method="integrated_gradients",
-        quadrature=rule.method, n_steps=rule.n_steps, baselines=x_base,
-        target=engine.target, alphas=tuple(node_alphas for _ in range(n_explicands)),
-        convergence_evaluations=evaluations.view(1, -1),
-        convergence_relative_delta=relative.detach().to("cpu", torch.float64).view(1, -1),
-        params={"quadrature": rule.method, "n_steps": rule.n_steps},
-    )
-
-
-def _endpoint_values(engine: GradientEngine, x: torch.Tensor, x_base: torch.Tensor,
-                     by_alpha: dict[float, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(x) and f(x'), reusing path nodes at alpha 1 and 0 when the rule has them."""
-    if 1.0 in by_alpha and 0.0 in by_alpha:
-        return by_alpha[1.0], by_alpha[0.0]
-    n = x.shape[0]
-    owners = torch.arange(n, device=x.device)
-    both = engine.outputs(torch.cat([x, x_base]), torch.cat([owners, owners]))
-    return both[:n], both[n:]
-
-
 def attribution_change(fine: Attribution, coarse: Attribution) -> torch.Tensor:
-    """Per explicand [N] (float64, CPU): max_i |A_i(fine) - A_i(coarse)| / max_i |A_i(fine)|.
+    """Per explicand: max_i |A_i(fine) - A_i(coarse)| / max_i |A_i(fine)|.
 
     The per-feature convergence estimate of a fixed step count, from a run at fewer steps: the
     completeness error can be tiny while this is large (errors that cancel in the sum).
+
+    Parameters
+    ----------
+    fine, coarse : Attribution
+        Two results for the same inputs (same attribution shape).
+
+    Returns
+    -------
+    tensor
+        [N], float64 on the CPU.
     """
-    if fine.attributions.shape != coarse.attributions.shape:
-        raise ValueError("Both results must explain the same inputs.")
+    check_same_shape("Both results must explain the same inputs.", fine.attributions,
+                     coarse.attributions)
     a = fine.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
     b = coarse.attributions.detach().to("cpu", torch.float64).reshape(fine.batch_size, -1)
     scale = a.abs().amax(1).clamp_min(1e-300)
@@ -227,7 +190,21 @@ def attribution_change(fine: Attribution, coarse: Attribution) -> torch.Tensor:
 
 
 def with_convergence(result: Attribution, coarse: Attribution) -> Attribution:
-    """``result`` carrying the per-feature convergence estimate against ``coarse``."""
+    """``result`` carrying the per-feature convergence estimate against ``coarse``.
+
+    Parameters
+    ----------
+    result : Attribution
+        A fixed-step IG result.
+    coarse : Attribution
+        The same explanation at fewer steps (e.g. half).
+
+    Returns
+    -------
+    Attribution
+        ``result`` with ``convergence`` [N] = :func:`attribution_change` (fine, coarse) and
+        ``convergence_reference_steps`` set to the coarse run's ``n_steps``.
+    """
     return dataclasses.replace(result, convergence=attribution_change(result, coarse),
                                convergence_reference_steps=coarse.n_steps)
 

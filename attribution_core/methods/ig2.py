@@ -21,14 +21,9 @@ import torch
 from torch import nn
 
 from attribution_core.cache import ResultCache, lookup
-from attribution_core.engine import (
-    ForwardFn,
-    ProgressFn,
-    device_lock,
-    frozen_parameters,
-    model_device,
-    module_of,
-)
+from attribution_core.devices import device_lock, frozen_parameters, model_device
+from attribution_core.engine import ProgressFn
+from attribution_core.forward import ForwardFn, module_behind
 from attribution_core.methods._ig2_model import RepresentationProbe, resolve_representation
 from attribution_core.methods._ig2_path import Bound, PathRunner, WalkSettings
 from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trust API)
@@ -37,7 +32,15 @@ from attribution_core.methods._ig2_trust import (  # noqa: F401 (the public trus
     trust_summary,
 )
 from attribution_core.results import IG2Attribution, to_device
-from attribution_core.validation import check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_choice,
+    check_inputs,
+    check_positive_int,
+    check_positive_number,
+    check_references,
+    check_step_size,
+    check_step_size_tensor,
+)
 
 Rule = Literal["trapezoid", "middle", "left"]
 Norm = Literal["l2", "l1"]
@@ -73,33 +76,82 @@ def ig2(
 ) -> IG2Attribution:
     """IG2 attributions of ``forward``'s target output for explicands ``inputs`` [N, ...].
 
-    ``references``: [B, ...] shared by every explicand, or [N, B, ...] per explicand.
-    ``representation``: a module name from ``named_modules()`` (its output; ``"name:input"`` for
-    its input), a module, or a callable ``representation(z, **kwargs) -> [rows, ...]``; None takes
-    the input of the last registered ``nn.Linear``. ``step_size`` (eta) is in input units, in
-    the chosen norm; "auto": eta = mean_r ||x - x_r|| / n_steps (a path as long as the
-    straight line to the references; ReLU kinks make completeness error grow with eta); a
-    tensor [N]: one eta per explicand.
-    ``rule``: "trapezoid" (default), "middle", or "left" (the authors' code). ``clip``: the
-    valid input box (lo, hi), scalars or tensors broadcastable to one input. ``early_stop``
-    freezes a reference's path once its distance stops falling. ``reference_kwargs``: forward
-    kwargs for the references (e.g. their attention masks); by default the explicand's are used.
-    Without ``batch_size`` one extra forward pass measures memory to plan the chunk size.
+    Each reference is walked towards the explicand along the gradient of the distance in a
+    representation layer (GradPath); the gradients on the way are integrated as in IG.
 
-    ``convergence`` (per explicand, like IG's) adds the references' part (their spread) and
-    the steps' part: with ``halving`` a companion path per reference walks the same length in
-    T // 2 steps in the same model calls (about 50 % more rows; it measures the path's own
-    discretisation too); without it the same path integrated on every other point (no extra
-    row; the quadrature's error only). ``autocast`` (e.g. torch.bfloat16) runs the model under
-    autocast for a preview: never cached. The attributions do not depend on ``halving``.
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    references : tensor
+        [B, ...] shared by every explicand, or [N, B, ...] one set per explicand (B >= 1).
+    representation : str, module, callable or None, optional
+        Where the distance is measured: a module name from ``named_modules()`` (its output;
+        ``"name:input"`` for its input), a module, or ``representation(z, **kwargs)``; None
+        takes the input of the last registered ``nn.Linear``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    n_steps : int, optional
+        Path steps T per reference.
+    step_size : float, "auto" or tensor, optional
+        eta, in input units in the chosen norm: "auto" is mean_r ||x - x_r|| / n_steps (a path
+        as long as the straight line to the references); a tensor [N] gives one per explicand.
+    norm : str, optional
+        "l2" (default) or another of ``NORMS``, for the step and the distance.
+    rule : str, optional
+        "trapezoid" (default), "middle", or "left" (the authors' code).
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+    reference_kwargs : mapping or None, optional
+        Forward kwargs of the references (e.g. their attention masks); by default the
+        explicand's are used.
+    clip : (lo, hi) or None, optional
+        The valid input box, scalars or tensors broadcastable to one input.
+    eps : float, optional
+        Guard against division by a zero gradient norm (positive).
+    early_stop : bool, optional
+        Freeze a reference's path once its distance stops falling.
+    halving : bool, optional
+        Measure the steps' part of ``convergence`` with a companion path per reference in
+        T // 2 steps (about 50 % more rows) instead of every other point of the same path.
+    autocast : torch.dtype or None, optional
+        Run the model under autocast (a preview); never cached.
+    cache, model_key : optional
+        As for :func:`integrated_gradients`.
+
+    Returns
+    -------
+    IG2Attribution
+        A frozen result: ``attributions`` [N, ...]; ``counterfactuals`` [N, B, ...] (GradCF of
+        each reference) with their ``counterfactual_classes`` and ``counterfactual_logits``
+        [N, B]; ``distance_trace`` and ``f_path`` [N, B, T + 1] along each path;
+        ``f_inputs`` and ``f_counterfactuals`` [N]; ``delta`` and ``relative_delta`` [N]
+        (completeness against the counterfactuals); ``f_references`` and
+        ``reference_classes`` [N, B]; ``steps_taken`` [N, B]; ``n_evaluations`` [N];
+        ``step_sizes`` [N] (eta per explicand); ``convergence`` [N] with its references' and
+        steps' parts; ``rule``, ``norm``, ``n_steps``, ``representation``, ``params`` and
+        ``from_cache``.
     """
     _validate(inputs, references, n_steps, step_size, norm, rule, eps)
     n_explicands = inputs.shape[0]
     refs = references if references.dim() == inputs.dim() + 1 else \
         references.unsqueeze(0).expand(n_explicands, *references.shape)
-    if refs.shape[0] != n_explicands or refs.shape[2:] != inputs.shape[1:]:
-        raise ValueError(f"references of shape {tuple(references.shape)} do not match inputs of "
-                         f"shape {tuple(inputs.shape)}: use [B, ...] or [N, B, ...].")
     probe = resolve_representation(forward, representation)
     step_sizes = _step_sizes(step_size, inputs, refs, n_steps, norm)
     if autocast is not None:
@@ -114,7 +166,7 @@ def ig2(
                             autocast, halving)
     runner = PathRunner(forward, probe, inputs.detach().to(device), refs.detach().to(device),
                         target, forward_kwargs, reference_kwargs, clip, device, settings)
-    with device_lock(device), frozen_parameters(module_of(forward)), \
+    with device_lock(device), frozen_parameters(module_behind(forward)), \
             probe.attached() as capture:
         runner.capture = capture
         runner.plan_rows(batch_size)
@@ -133,9 +185,7 @@ def _step_sizes(step_size: float | str | torch.Tensor, inputs: torch.Tensor,
     n_explicands = inputs.shape[0]
     if isinstance(step_size, torch.Tensor):
         sizes = step_size.detach().to("cpu", torch.float64).reshape(-1)
-        if sizes.numel() != n_explicands or not bool((sizes > 0).all()):
-            raise ValueError(f"a step_size tensor needs {n_explicands} positive entries (one "
-                             f"per explicand), got {tuple(step_size.shape)}.")
+        check_step_size_tensor(sizes, n_explicands, tuple(step_size.shape))
         return sizes.clone()
     if step_size == "auto":
         return auto_step_size(inputs, refs, n_steps, norm)
@@ -162,21 +212,12 @@ def _validate(inputs: torch.Tensor, references: torch.Tensor, n_steps: int,
               step_size: float | str | torch.Tensor,
               norm: str, rule: str, eps: float) -> None:
     check_inputs(inputs)
-    if not isinstance(references, torch.Tensor) or references.dim() not in (
-            inputs.dim(), inputs.dim() + 1):
-        raise ValueError("references must be a tensor [B, ...] or [N, B, ...] matching inputs.")
-    if references.shape[references.dim() - inputs.dim()] == 0:
-        raise ValueError("references holds no reference (B is 0).")
+    check_references(inputs, references)
     check_positive_int("n_steps", n_steps)
-    if not isinstance(step_size, torch.Tensor) and step_size != "auto" and \
-            not (isinstance(step_size, int | float) and step_size > 0):
-        raise ValueError(f"step_size must be positive, got {step_size!r}.")
-    if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
-    if rule not in RULES:
-        raise ValueError(f"Unknown rule {rule!r}; choose one of {', '.join(RULES)}.")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps!r}.")
+    check_step_size(step_size)
+    check_choice("norm", norm, NORMS)
+    check_choice("rule", rule, RULES)
+    check_positive_number("eps", eps)
 
 
 def _lookup(cache: ResultCache | None, forward: ForwardFn, model_key: str | None,

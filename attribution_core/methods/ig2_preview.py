@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import torch
 
-from attribution_core.engine import ForwardFn, ProgressFn
-from attribution_core.fast_paths import PreviewSummary, bf16_preview_supported, preview_deviation
+from attribution_core.engine import ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods.ig2 import Norm, Representation, Rule, auto_step_size, ig2
+from attribution_core.preview import PreviewSummary, bf16_preview_supported, preview_deviation
 from attribution_core.results import IG2Attribution
 
 PREVIEW_REFERENCE_DIVISOR = 4

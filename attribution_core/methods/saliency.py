@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from attribution_core.engine import ForwardFn, ProgressFn
+from attribution_core.engine import ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import (
     TargetLike,
     plain_gradient_attribution,
 )
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs
+from attribution_core.validation import check_batch_size, check_bool, check_inputs
 
 
 def saliency(
@@ -35,11 +36,49 @@ def saliency(
 
     A gradient has no baseline: ``baselines`` holds zeros and ``delta`` is
     ``sum(attr) - (f(x) - f(0))``, which is *not* expected to be small.
+
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    abs : bool, optional
+        Return |gradient| (Captum's ``Saliency`` name for it).
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+
+    Returns
+    -------
+    Attribution
+        A frozen result: ``attributions`` [N, ...] (the inputs' shape), ``f_inputs`` and
+        ``f_baselines`` [N] (the target output at the explicand and at the baseline),
+        ``delta`` [N] (sum of attributions minus ``f_inputs - f_baselines``, Captum's
+        convergence delta) and ``relative_delta`` [N] (``|delta| / |f_inputs - f_baselines|``),
+        ``n_evaluations`` [N] (gradient evaluations per explicand), ``baselines`` [N, ...],
+        ``target``, ``method``, ``quadrature``, ``n_steps``, ``alphas`` (the nodes used),
+        ``params`` and ``from_cache``; IG also ``convergence`` [N] (how far the map may still
+        move, per feature, relative to its largest attribution; None when unknown).
     """
     check_inputs(inputs)
     check_batch_size(batch_size)
-    if not isinstance(abs, bool):
-        raise TypeError(f"abs must be a bool, got {abs!r}.")
+    check_bool("abs", abs)
     return _saliency(forward, inputs, target, abs, batch_size, progress, forward_kwargs)
 
 

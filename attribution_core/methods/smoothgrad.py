@@ -16,13 +16,9 @@ from typing import Any, Literal
 
 import torch
 
-from attribution_core.engine import (
-    ForwardFn,
-    GradientEngine,
-    ProgressFn,
-    model_device,
-    normalise_target,
-)
+from attribution_core.devices import model_device
+from attribution_core.engine import GradientEngine, ProgressFn
+from attribution_core.forward import ForwardFn
 from attribution_core.methods._gradients import (
     TargetLike,
     expand_baselines,
@@ -33,9 +29,18 @@ from attribution_core.methods._gradients import (
     seeded_normal,
 )
 from attribution_core.methods.ig import integrated_gradients
+from attribution_core.model_outputs import normalise_target
 from attribution_core.quadrature import QUADRATURE_METHODS
 from attribution_core.results import Attribution
-from attribution_core.validation import check_batch_size, check_inputs, check_positive_int
+from attribution_core.validation import (
+    check_batch_size,
+    check_choice,
+    check_inputs,
+    check_int,
+    check_non_negative_number,
+    check_positive_int,
+    check_requirement,
+)
 
 SmoothGradInner = Literal["integrated_gradients", "gradient"]
 SMOOTHGRAD_INNER: tuple[str, ...] = ("integrated_gradients", "gradient")
@@ -59,25 +64,70 @@ def smoothgrad(
 ) -> Attribution:
     """Mean of the ``inner`` attribution over ``n_samples`` copies ``x + N(0, stdev^2)``.
 
-    ``stdev`` is absolute, in input units (the paper suggests 10-20% of the input's range).
     Completeness fields are against the *clean* input: ``delta = sum(attr) - (f(x) - f(x'))``
     with ``x'`` the baseline for IG and zeros for gradients, so the smoothing's own deviation
     shows in it; it is not expected to be small for ``inner="gradient"``.
+
+    Parameters
+    ----------
+    forward : callable
+        The model: an ``nn.Module``, a bound method of one, or any callable
+        ``forward(points, **forward_kwargs)`` returning a tensor [rows, classes] or [rows] (or a
+        tuple whose first item is, or an object with ``.logits``). Its parameters are frozen
+        while it runs; the device is that of its first parameter (else the inputs').
+    inputs : tensor
+        Explicands [N, ...], floating point, N >= 1; the result comes back on their device.
+    baselines : tensor, float or None, optional
+        IG's baseline (``inner="integrated_gradients"`` only; None for gradients).
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand, checked to be
+        in 0..C-1. None for a model with one output per row.
+    inner : str, optional
+        "integrated_gradients" (default) or "gradient".
+    n_samples : int, optional
+        Noisy copies per explicand.
+    stdev : float, optional
+        The noise's standard deviation, absolute, in input units (the paper suggests 10-20 %
+        of the input's range).
+    seed : int, optional
+        Seeds a private generator (the global RNG is neither read nor reseeded).
+    n_steps, method : optional
+        The inner IG's quadrature.
+    batch_size : int or None, optional
+        Rows per model call. None (default) plans it from one row's measured activation memory
+        (one extra forward pass, memoised per model and row shape); an int is honoured exactly.
+        The result does not depend on it.
+    progress : callable or None, optional
+        ``progress(done, total)`` after every chunk of rows (model calls), from the calling
+        thread.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``. The per-row rule: a tensor whose first dimension
+        is the number of explicands N belongs to the explicands (an attention mask) and follows
+        each explicand through every row made from it; anything else is passed unchanged to
+        every call.
+
+    Returns
+    -------
+    Attribution
+        A frozen result: ``attributions`` [N, ...] (the inputs' shape), ``f_inputs`` and
+        ``f_baselines`` [N] (the target output at the explicand and at the baseline),
+        ``delta`` [N] (sum of attributions minus ``f_inputs - f_baselines``, Captum's
+        convergence delta) and ``relative_delta`` [N] (``|delta| / |f_inputs - f_baselines|``),
+        ``n_evaluations`` [N] (gradient evaluations per explicand), ``baselines`` [N, ...],
+        ``target``, ``method``, ``quadrature``, ``n_steps``, ``alphas`` (the nodes used),
+        ``params`` and ``from_cache``; IG also ``convergence`` [N] (how far the map may still
+        move, per feature, relative to its largest attribution; None when unknown).
     """
     check_inputs(inputs)
     check_batch_size(batch_size)
-    if inner not in SMOOTHGRAD_INNER:
-        raise ValueError(f"inner must be one of {SMOOTHGRAD_INNER}, got {inner!r}.")
+    check_choice("inner", inner, SMOOTHGRAD_INNER)
     check_positive_int("n_samples", n_samples)
     check_positive_int("n_steps", n_steps)
-    if not isinstance(stdev, int | float) or isinstance(stdev, bool) or stdev < 0:
-        raise ValueError(f"stdev must be a non-negative number, got {stdev!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
-    if method not in QUADRATURE_METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {QUADRATURE_METHODS}.")
-    if inner == "gradient" and baselines is not None:
-        raise ValueError("inner='gradient' has no baseline; pass baselines=None.")
+    check_non_negative_number("stdev", stdev)
+    check_int("seed", seed)
+    check_choice("method", method, QUADRATURE_METHODS)
+    check_requirement(inner != "gradient" or baselines is None,
+                      "inner='gradient' has no baseline; pass baselines=None.")
     return _smoothgrad(forward, inputs, expand_baselines(inputs, baselines), target, inner,
                        n_samples, float(stdev), seed, n_steps, method, batch_size, progress,
                        forward_kwargs)

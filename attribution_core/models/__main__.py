@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from attribution_core.models.plugins import PLUGIN_VARIABLE
+from attribution_core.models.plugin_discovery import PLUGIN_VARIABLE
 from attribution_core.models.registry import list_specs, plugin_failures
 from attribution_core.models.sources import MODEL_DIRS_VARIABLE, model_roots
 

@@ -10,7 +10,7 @@ import threading
 
 import torch
 
-from attribution_core.engine import pick_device
+from attribution_core.devices import pick_device
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}

@@ -111,14 +111,7 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
     """The spec of ``module`` (see the module docstring); raises :class:`ModelLoadError` with a
     reason a user can act on when an argument does not fit the modality. ``max_length``: the
     longest token sequence a text model takes (default ``MAX_LENGTH``)."""
-    if not isinstance(module, nn.Module):
-        raise ModelLoadError(f"{name}: module must be a torch.nn.Module, got "
-                             f"{type(module).__name__}.")
-    if modality not in ("image", "text", "tabular"):
-        raise ModelLoadError(f"{name}: modality must be 'image', 'text' or 'tabular', "
-                             f"got {modality!r}.")
-    if output_kind not in ("classification", "regression"):
-        raise ModelLoadError(f"{name}: output_kind must be 'classification' or 'regression'.")
+    _check_kinds(name, module, modality, output_kind)
     module = module.eval()
     builder = {"image": _image_parts, "tabular": _tabular_parts, "text": _text_parts}[modality]
     parts = builder(name, module, reference_data=reference_data, input_size=input_size,
@@ -136,7 +129,33 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
     if representation and parts.pop("prefix", ""):
         representation = f"model.{representation}"
     spec_holder: list[ModelSpec] = []
+    loader = _loader(spec_holder, wrapped, parts, weights_sha256, tokenizer)
+    spec = ModelSpec(
+        name=name, title=title or name, modality=modality, output_kind=output_kind,
+        class_names=names, loader=loader, description=description,
+        weights_sha256=weights_sha256, default_baseline=parts["default_baseline"],
+        baselines=parts["baselines"], representation_module=representation,
+        input_box=parts.get("input_box"), ig2_step_size=parts["step_size"],
+        reference_pool=parts.get("pool"), metadata=dict(metadata or {}), source=source,
+    )
+    spec_holder.append(spec)
+    return spec
 
+
+def _check_kinds(name: str, module: Any, modality: str, output_kind: str) -> None:
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{name}: module must be a torch.nn.Module, got "
+                             f"{type(module).__name__}.")
+    if modality not in ("image", "text", "tabular"):
+        raise ModelLoadError(f"{name}: modality must be 'image', 'text' or 'tabular', "
+                             f"got {modality!r}.")
+    if output_kind not in ("classification", "regression"):
+        raise ModelLoadError(f"{name}: output_kind must be 'classification' or 'regression'.")
+
+
+def _loader(spec_holder: list[ModelSpec], wrapped: nn.Module, parts: dict[str, Any],
+            weights_sha256: str | None, tokenizer: Any) -> Callable[[torch.device], LoadedModel]:
+    """The spec's loader: ``wrapped`` placed on a device (the spec itself is filled in after)."""
     def loader(device: torch.device) -> LoadedModel:
         placed = _placed(wrapped, device)
         extras = dict(parts["extras"])
@@ -149,17 +168,7 @@ def build_spec(name: str, module: nn.Module, modality: Modality, *,
             device=device, embed=embed, tokenizer=tokenizer,
             preprocess=parts["preprocess"], postprocess=parts.get("postprocess"),
             extras=extras)
-
-    spec = ModelSpec(
-        name=name, title=title or name, modality=modality, output_kind=output_kind,
-        class_names=names, loader=loader, description=description,
-        weights_sha256=weights_sha256, default_baseline=parts["default_baseline"],
-        baselines=parts["baselines"], representation_module=representation,
-        input_box=parts.get("input_box"), ig2_step_size=parts["step_size"],
-        reference_pool=parts.get("pool"), metadata=dict(metadata or {}), source=source,
-    )
-    spec_holder.append(spec)
-    return spec
+    return loader
 
 
 def _image_parts(name: str, module: nn.Module, *, reference_data: Any,
@@ -268,39 +277,66 @@ def _tabular_parts(name: str, module: nn.Module, *, reference_data: Any,
     return parts
 
 
+def _text_model(name: str, module: nn.Module, embedding_module: str | nn.Module | None
+                ) -> tuple[nn.Module, Callable[[nn.Module], Any], tuple[str, ...] | None]:
+    """The module a text spec runs, how to find its embedding on a placed copy, and the class
+    names a transformers classifier declares (None otherwise)."""
+    from transformers import PreTrainedModel
+
+    if isinstance(module, PreTrainedModel):
+        def embedded(placed: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+            return placed.embed  # type: ignore[return-value]
+
+        labels = getattr(module.config, "id2label", None) or {}
+        count = int(getattr(module.config, "num_labels", len(labels)))
+        return HFTextClassifier(module).eval(), embedded, tuple(
+            str(labels.get(i, f"class {i}")) for i in range(count))
+    if embedding_module is None:
+        raise ModelLoadError(f"{name}: a text model that is not a transformers classifier "
+                             "needs embedding_module (the nn.Embedding of its token ids).")
+    layer = embedding_module
+
+    def embed_for(placed: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        if isinstance(layer, str):
+            found = dict(placed.named_modules()).get(layer)
+            if found is None:
+                raise ModelLoadError(f"{name}: no module named {layer!r} to embed with.")
+            return found
+        return layer
+
+    return module, embed_for, None
+
+
+def _text_reference_pool(wrapped: nn.Module, embed: Any, tokenizer: Any, texts: list[str],
+                         labels: Any) -> Callable[[], ReferencePool]:
+    """IG2's reference pool of a text model, built on first use (labels predicted if absent)."""
+    from attribution_core.models.builtin_text import _text_pool
+
+    @lru_cache(maxsize=1)
+    def pool() -> ReferencePool:
+        device = _module_device(wrapped)
+        stand_in = LoadedModel(spec=None, module=wrapped, forward=wrapped,  # type: ignore
+                               weights_hash="", device=device, embed=embed,
+                               tokenizer=tokenizer)
+        found = [int(v) for v in labels] if labels is not None else None
+        if found is None:
+            batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
+            with torch.no_grad():
+                outputs = wrapped(embed(batch["input_ids"].to(device)),
+                                  attention_mask=batch["attention_mask"].to(device))
+            found = outputs.argmax(dim=-1).tolist()
+        return _text_pool(stand_in, texts, found)
+
+    return pool
+
+
 def _text_parts(name: str, module: nn.Module, *, reference_data: Any, tokenizer: Any,
                 embedding_module: str | nn.Module | None, max_length: int = MAX_LENGTH,
                 **_: Any) -> dict[str, Any]:
     if tokenizer is None:
         raise ModelLoadError(f"{name}: a text model needs its tokenizer.")
-    class_names: tuple[str, ...] | None = None
-    from transformers import PreTrainedModel
-
-    if isinstance(module, PreTrainedModel):
-        wrapped: nn.Module = HFTextClassifier(module).eval()
-
-        def embed_for(placed: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-            return placed.embed  # type: ignore[return-value]
-
-        labels = getattr(module.config, "id2label", None) or {}
-        count = int(getattr(module.config, "num_labels", len(labels)))
-        class_names = tuple(str(labels.get(i, f"class {i}")) for i in range(count))
-    else:
-        if embedding_module is None:
-            raise ModelLoadError(f"{name}: a text model that is not a transformers classifier "
-                                 "needs embedding_module (the nn.Embedding of its token ids).")
-        wrapped = module
-        layer = embedding_module
-
-        def embed_for(placed: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-            if isinstance(layer, str):
-                found = dict(placed.named_modules()).get(layer)
-                if found is None:
-                    raise ModelLoadError(f"{name}: no module named {layer!r} to embed with.")
-                return found
-            return layer
-
-    from attribution_core.models.builtin_text import _text_pool, _tokenize
+    wrapped, embed_for, class_names = _text_model(name, module, embedding_module)
+    from attribution_core.models.builtin_text import _tokenize
 
     parts: dict[str, Any] = {
         "module": wrapped, "prefix": isinstance(wrapped, HFTextClassifier),
@@ -314,21 +350,5 @@ def _text_parts(name: str, module: nn.Module, *, reference_data: Any, tokenizer:
     texts, labels = _split_reference(reference_data)
     if texts is not None:
         texts = [str(t) for t in texts]
-
-        @lru_cache(maxsize=1)
-        def pool() -> ReferencePool:
-            device = _module_device(wrapped)
-            stand_in = LoadedModel(spec=None, module=wrapped, forward=wrapped,  # type: ignore
-                                   weights_hash="", device=device, embed=parts["embed"],
-                                   tokenizer=tokenizer)
-            found = [int(v) for v in labels] if labels is not None else None
-            if found is None:
-                batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
-                with torch.no_grad():
-                    outputs = wrapped(parts["embed"](batch["input_ids"].to(device)),
-                                      attention_mask=batch["attention_mask"].to(device))
-                found = outputs.argmax(dim=-1).tolist()
-            return _text_pool(stand_in, texts, found)
-
-        parts["pool"] = pool
+        parts["pool"] = _text_reference_pool(wrapped, parts["embed"], tokenizer, texts, labels)
     return parts

@@ -17,6 +17,8 @@ import torch
 
 from attribution_core.models import loading
 from attribution_core.models.loading import load_spec
+from attribution_core.models.plugin_discovery import load_plugins
+from attribution_core.models.plugin_discovery import plugin_failures as _plugin_failures
 from attribution_core.models.spec import LoadedModel, Modality, ModelLoadError, ModelSpec
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -53,8 +55,6 @@ def _load_plugins() -> None:
             return
         _PLUGINS_LOADING = True
         try:
-            from attribution_core.models.plugins import load_plugins
-
             load_plugins()
         finally:
             _PLUGINS_LOADING = False
@@ -63,9 +63,7 @@ def _load_plugins() -> None:
 def plugin_failures() -> list[tuple[str, str]]:
     """(source, error) of every plugin that failed to import (listed as not ready)."""
     _ensure_builtins()
-    from attribution_core.models.plugins import plugin_failures as failures
-
-    return [(failure.source, failure.message) for failure in failures()]
+    return [(failure.source, failure.message) for failure in _plugin_failures()]
 
 
 def unregister_spec(name: str) -> None:

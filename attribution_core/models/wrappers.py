@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attribution_core.engine import as_output_tensor
+from attribution_core.model_outputs import as_output_tensor
 
 
 class NormalisedImageClassifier(nn.Module):

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from attribution_core.models import unregister_spec
-from attribution_core.models.plugins import forget_plugin
+from attribution_core.models.plugin_discovery import forget_plugin
 from tests.app.conftest import open_app
 
 pytestmark = pytest.mark.app

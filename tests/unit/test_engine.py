@@ -7,13 +7,9 @@ import torch
 from torch import nn
 
 from attribution_core import integrated_gradients, pick_device
-from attribution_core.engine import (
-    CPU_MAX_ROWS,
-    GradientEngine,
-    describe_device,
-    device_lock,
-    select_target,
-)
+from attribution_core.devices import describe_device, device_lock
+from attribution_core.engine import CPU_MAX_ROWS, GradientEngine
+from attribution_core.model_outputs import select_target
 from tests.unit.models_for_tests import mlp, small_cnn
 
 

@@ -11,17 +11,16 @@ import torchvision
 from torch import nn
 
 from attribution_core import ResultCache, integrated_gradients
-from attribution_core.engine import frozen_parameters
-from attribution_core.fast_paths import (
+from attribution_core.devices import frozen_parameters
+from attribution_core.preview import (
     PREVIEW_VARIABLE,
     bf16_preview_supported,
-    compile_for_attribution,
-    prefer_channels_last,
     preview_deviation,
     preview_ig,
     preview_steps,
 )
 from attribution_core.quadrature import quadrature
+from attribution_core.tuning import compile_for_attribution, prefer_channels_last
 
 
 class TinyEncoder(nn.Module):
@@ -218,7 +217,7 @@ def test_compiled_model_gives_the_exact_answer() -> None:
 
 
 def test_thread_count_is_chosen_by_measurement() -> None:
-    from attribution_core.fast_paths import best_thread_count
+    from attribution_core.tuning import best_thread_count
 
     before = torch.get_num_threads()
     calls: list[int] = []

@@ -26,7 +26,7 @@ from attribution_core.models import (
     register_model,
     unregister_spec,
 )
-from attribution_core.models.plugins import forget_plugin, load_plugins, plugin_failures
+from attribution_core.models.plugin_discovery import forget_plugin, load_plugins, plugin_failures
 
 ROOT = Path(__file__).resolve().parents[2]
 LINEAR_PLUGIN = ROOT / "examples" / "plugins" / "linear_tabular.py"
@@ -208,7 +208,7 @@ class FakeEntryPoint:
 
 def test_entry_points_register_models_and_broken_ones_are_listed(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from attribution_core.models import plugins
+    from attribution_core.models import plugin_discovery as plugins
 
     def register() -> None:
         register_model("entry_point_linear", nn.Linear(2, 2), "tabular",

@@ -8,7 +8,6 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 
 from attribution_core.quadrature import (
     QUADRATURE_METHODS,
-    NestedGrid,
     custom_rule,
     quadrature,
     trapezoid_weights,
@@ -68,17 +67,6 @@ def test_rejects_too_few_steps(bad: int) -> None:
 def test_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match="Unknown quadrature method"):
         quadrature("simpson", 8)
-
-
-def test_nested_refinement_keeps_every_node_and_returns_only_new_ones() -> None:
-    grid = NestedGrid.uniform(4)
-    finer, new = grid.refine(np.array([1, 3]))
-    assert set(grid.nodes).issubset(set(finer.nodes)), "refinement must keep earlier nodes"
-    np.testing.assert_allclose(new, [0.375, 0.875], err_msg="only the bisected midpoints are new")
-    assert finer.n_intervals == 6, "two bisections add two intervals"
-    full, _ = grid.refine()
-    np.testing.assert_allclose(full.nodes, np.linspace(0, 1, 9), err_msg="full refinement doubles")
-    assert abs(finer.weights().sum() - 1.0) < 1e-15, "trapezoid weights of a nested grid sum to 1"
 
 
 def test_custom_rule_is_trapezoid_on_given_nodes() -> None:
