@@ -1,7 +1,7 @@
 """The trial of an uploaded ONNX pipeline that encodes its columns (:mod:`.onnx_categorical`):
 what runs in the sandbox before the server builds it.
 
-:func:`trial` (the sandbox's ``"onnx_categorical"`` job, :mod:`.sandbox`) checks the graph as
+The sandbox's ``"onnx_categorical"`` job (:func:`.onnx_jobs.categorical_trial`) checks the graph as
 the plain trial does (:func:`.onnx_models.parse_onnx`; every tensor the graph computes from
 constants for one row, by ONNX shape inference), then does, in the child and within its time
 and memory budget, everything that runs the upload: it finds the cut, runs the encoding front
@@ -19,10 +19,9 @@ every other name an upload carries, and builds the spec without probing. No Stre
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -37,52 +36,6 @@ MAX_NOTE_CHARS = 500
 MAX_SLOT_NAME_CHARS = 3 * limits.MAX_MODEL_NAME_CHARS  # "column = category [k/n]"
 KINDS = ("numeric", "categorical")
 MISSING = ("refused", "imputed", "unknown")
-
-
-def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The sandbox job: ``options`` has ``label_column`` and, in ``attachments``, the
-    reference CSV's cells (:func:`frame_json`). Returns JSON-able facts."""
-    from attribution_core.models.encoded_tabular import EncodedRows
-    from attribution_core.models.onnx_categorical import build_categorical, encodes
-    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
-    from attribution_core.models.onnx_models import parse_onnx
-    from attribution_core.models.onnx_trial import module_trial
-
-    model = parse_onnx(data)
-    flops = check_computed_sizes(model, static_shapes(model))
-    if not encodes(model):
-        raise ModelLoadError(f"{WHAT} does not encode its columns.")
-    attachments = dict(options.get("attachments") or {})
-    reference = _frame(attachments["reference"]) if "reference" in attachments else None
-    label = options.get("label_column")
-    built = build_categorical(model, data, "upload.onnx", reference=reference,
-                              label_column=str(label) if label else None, measured=None)
-    schema = built.encoder.schema
-    answer = schema_json(schema)
-    schema_from_json(answer, schema.names)  # what the server will accept, refused here alike
-    baselines = built.spec.loader(torch.device("cpu")).extras["baseline_raw"]
-    rows = built.rows if built.rows is not None and len(built.rows) else \
-        np.stack(list(baselines.values()))
-    _check_front(EncodedRows(built.encoder), rows)
-    facts = module_trial(built.rest, torch.zeros(1, schema.width), WHAT)
-    return {**facts, "flops": flops, "cut": built.cut, "cut_double": built.cut_double,
-            "schema": answer}
-
-
-def _check_front(encode: Any, rows: np.ndarray) -> None:
-    """The front gives each row its own encoding (rows encoded together as alone), and runs on
-    a full chunk of rows within the budget."""
-    from attribution_core.models.onnx_probe import PROBE_CHUNK
-
-    sample = rows[:BATCH_ROWS]
-    together = encode(sample)
-    alone = torch.cat([encode(sample[i:i + 1]) for i in range(len(sample))])
-    if together.shape != alone.shape or not torch.allclose(together, alone, rtol=1e-6,
-                                                           atol=1e-6, equal_nan=True):
-        raise ModelLoadError(f"{WHAT}'s encoding mixes the rows of a batch: a row is encoded "
-                             "differently when other rows are encoded beside it. Each row has "
-                             "to be explained on its own; export it without that step.")
-    encode(np.repeat(rows[:1], PROBE_CHUNK, axis=0))
 
 
 def tried(data: bytes, reference: pd.DataFrame | None, label_column: str | None
@@ -109,7 +62,7 @@ def frame_json(frame: pd.DataFrame) -> bytes:
     return json.dumps({"columns": [str(c) for c in frame.columns], "rows": cells}).encode()
 
 
-def _frame(blob: bytes) -> pd.DataFrame:
+def frame_from_json(blob: bytes) -> pd.DataFrame:
     value = json.loads(blob)
     return pd.DataFrame(value["rows"], columns=value["columns"], dtype=str) \
         if value["rows"] else pd.DataFrame(columns=value["columns"], dtype=str)

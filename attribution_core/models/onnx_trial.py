@@ -1,6 +1,6 @@
 """The trial of an uploaded ONNX graph: what runs in the sandbox before the server converts it.
 
-:func:`trial` (the sandbox's ``"onnx"`` job, :mod:`.sandbox`) checks the graph statically
+The sandbox's ``"onnx"`` job (:func:`.onnx_jobs.onnx_trial`) checks the graph statically
 (:mod:`.onnx_checks`, shape inference included), converts it, runs one row, checks that a batch
 of rows gives each row's own output (a graph that sums or normalises over the batch would
 explain every row with its neighbours' help, and crashed the page when its output had one row
@@ -116,25 +116,6 @@ def _gradient_seconds(module: nn.Module, example: torch.Tensor) -> float:
     torch.autograd.grad(out[:, 0].sum() if out.dim() == 2 else out.sum(), points,
                         allow_unused=True)
     return time.perf_counter() - started
-
-
-def trial(data: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The sandbox job: ``options`` has ``modality`` ("tabular" or "image") and, for a table,
-    ``named`` (how many features a reference CSV names). Returns JSON-able facts."""
-    from attribution_core.models.onnx_checks import check_computed_sizes, static_shapes
-    from attribution_core.models.onnx_models import convert_parsed, parse_onnx
-
-    modality = str(options.get("modality", "tabular"))
-    what = str(options.get("what", "The model"))
-    model = parse_onnx(data, modality)
-    flops = check_computed_sizes(model, static_shapes(model))
-    module, facts = convert_parsed(model)
-    if modality == "image":
-        channels, (height, width) = image_input(facts["input_shape"], what)
-        example = torch.zeros(1, channels, height, width)
-    else:
-        example = torch.zeros(1, tabular_width(facts, options.get("named")))
-    return {**module_trial(module, example, what), "flops": flops}
 
 
 def module_trial(module: nn.Module, example: torch.Tensor, what: str) -> dict[str, Any]:

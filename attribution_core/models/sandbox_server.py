@@ -31,8 +31,8 @@ from typing import Any
 
 from attribution_core.models.spec import ModelLoadError
 
-JOBS = {"onnx": "attribution_core.models.onnx_trial:trial",
-        "onnx_categorical": "attribution_core.models.categorical_trial:trial",
+JOBS = {"onnx": "attribution_core.models.onnx_jobs:onnx_trial",
+        "onnx_categorical": "attribution_core.models.onnx_jobs:categorical_trial",
         "hf_text": "attribution_core.models.hf_upload:trial"}
 PRELOAD = ("torch", "onnx", "onnx.shape_inference", "onnx.reference", "onnx2torch",
            "attribution_core.cost", "attribution_core.models.onnx_models",
