@@ -47,7 +47,20 @@ class UncacheableError(TypeError):
 
 
 def tensor_digest(tensor: torch.Tensor, hasher: Any) -> None:
-    """Feed dtype, shape and raw bytes of ``tensor`` into ``hasher``."""
+    """Feed dtype, shape and raw bytes of ``tensor`` into ``hasher``.
+
+    Parameters
+    ----------
+    tensor : tensor
+        Any tensor, on any device (its bytes are read from a CPU copy; bfloat16 as int16).
+    hasher : hashlib hash object
+        Anything with ``update(bytes)``, e.g. ``hashlib.sha256()``; updated in place.
+
+    Returns
+    -------
+    None
+        The digest is in ``hasher``.
+    """
     data = tensor.detach().cpu().contiguous()
     hasher.update(f"{data.dtype}|{tuple(data.shape)}|".encode())
     if data.dtype == torch.bfloat16:
@@ -61,6 +74,19 @@ def content_digest(value: Any, hasher: Any) -> None:
     Tensors and arrays by dtype, shape and bytes (never ``repr``, which elides the middle of long
     arrays); containers item by item with type tags; scalars and strings exactly. Anything else
     raises :class:`UncacheableError`, so two different objects can never share a key.
+
+    Parameters
+    ----------
+    value : object
+        None, bool, int, float, str, bytes, tensor, numpy array (not of objects) or scalar,
+        dtype, device, or a list, tuple, mapping or dataclass instance of these.
+    hasher : hashlib hash object
+        Anything with ``update(bytes)``, e.g. ``hashlib.sha256()``; updated in place.
+
+    Returns
+    -------
+    None
+        The digest is in ``hasher``.
     """
     if value is None or isinstance(value, bool | int | str | bytes):
         hasher.update(f"{type(value).__name__}:{value!r};".encode())
@@ -103,7 +129,18 @@ def content_digest(value: Any, hasher: Any) -> None:
 
 
 def fingerprint_state(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of a state dict."""
+    """sha256 over names, dtypes, shapes and bytes of a state dict.
+
+    Parameters
+    ----------
+    tensors : mapping of str to tensor
+        A state dict (its order does not matter: names are hashed sorted).
+
+    Returns
+    -------
+    str
+        The sha256 hex digest.
+    """
     hasher = hashlib.sha256()
     for name in sorted(tensors):
         hasher.update(name.encode())
@@ -113,7 +150,19 @@ def fingerprint_state(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter and every buffer, persistent or not (a normalisation mean/std that is
-    not saved in the state dict still changes the output)."""
+    not saved in the state dict still changes the output).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model.
+
+    Returns
+    -------
+    dict of str to tensor
+        Parameters under ``"p.<name>"`` and buffers under ``"b.<name>"`` (the tensors
+        themselves, not copies).
+    """
     state = {f"p.{name}": tensor for name, tensor in module.named_parameters()}
     state.update({f"b.{name}": tensor for name, tensor in module.named_buffers()
                   if tensor is not None})
@@ -125,6 +174,16 @@ def fingerprint_module(module: nn.Module) -> str:
 
     Hashed afresh at every call: an edit through ``param.data`` bumps no version counter, so no
     memo could notice it (sha256 runs at about a GB/s; a ResNet-18 costs tens of ms).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model.
+
+    Returns
+    -------
+    str
+        ``"<class>:<structure>:<sha256 of parameters and buffers>"``.
     """
     return (f"{type(module).__qualname__}:{module_structure(module)}:"
             f"{fingerprint_state(module_state(module))}")
@@ -135,6 +194,21 @@ def callable_identity(function: Any, depth: int = 0) -> str:
 
     ``m.forward`` and ``m.doubled`` differ by name; two lambdas by code, names and constants;
     two closures by what their cells hold (modules by fingerprint, values by content).
+
+    Parameters
+    ----------
+    function : callable
+        A function, bound method, module (identified by its class only) or callable object
+        (by its class).
+    depth : int, optional
+        How many closures deep this call is (default 0); callables in cells are followed
+        until depth 3, deeper ones are hashed by content or named opaque.
+
+    Returns
+    -------
+    str
+        The qualified name (with the owner's class for a bound method), followed for Python
+        code by a hash of its code and closure cells.
     """
     if isinstance(function, nn.Module):
         return f"module:{type(function).__module__}.{type(function).__qualname__}"
@@ -210,7 +284,21 @@ def model_identity(forward: Any, model_key: str | None) -> str:
     """The model part of a cache key: ``model_key`` (the caller's name for the weights) joined
     with the callable's own identity and the structure of the module behind it (a named weights
     file says nothing of a layer swapped or switched to training mode), or the module's full
-    fingerprint when no key is given."""
+    fingerprint when no key is given.
+
+    Parameters
+    ----------
+    forward : callable
+        The model callable (a module, a bound method of one, or a plain callable).
+    model_key : str or None
+        The caller's name for the weights; None hashes the weights of the module behind
+        ``forward`` (a plain callable then raises ValueError).
+
+    Returns
+    -------
+    str
+        The model part of a cache key.
+    """
     if model_key is None:
         return fingerprint_model(forward)
     module = module_behind(forward)
@@ -222,7 +310,24 @@ def make_key(kind: str, model_key: str, tensors: Mapping[str, torch.Tensor | Non
              params: Mapping[str, Any]) -> str:
     """The content key of one computation under the calling thread's numerical context (see
     ``identity.execution_context``) and ``kind``'s rule version; raises
-    :class:`UncacheableError` for a parameter that cannot be hashed by content."""
+    :class:`UncacheableError` for a parameter that cannot be hashed by content.
+
+    Parameters
+    ----------
+    kind : str
+        The computation's name (e.g. the method), whose rule version enters the key.
+    model_key : str
+        The model part, from :func:`model_identity`.
+    tensors : mapping of str to tensor or None
+        The input tensors by name, hashed by dtype, shape and bytes.
+    params : mapping of str to object
+        Every other parameter, hashed by content (:func:`content_digest`).
+
+    Returns
+    -------
+    str
+        The sha256 hex digest that keys the result.
+    """
     hasher = hashlib.sha256()
     hasher.update(f"v{KEY_VERSION}|{kind}@{rule_version(kind)}|{model_key}|"
                   f"{execution_context()}|".encode())
@@ -241,7 +346,31 @@ def lookup(cache: ResultCache | None, kind: str, forward: Any, model_key: str | 
            tensors: Mapping[str, torch.Tensor | None], params: Mapping[str, Any],
            device: torch.device) -> tuple[str | None, Any | None]:
     """(key, hit on ``device``) for one computation; (None, None) without a cache or when a
-    parameter cannot be hashed by content (then the result is computed and not stored)."""
+    parameter cannot be hashed by content (then the result is computed and not stored).
+
+    Parameters
+    ----------
+    cache : ResultCache or None
+        The cache to look in; None turns caching off.
+    kind : str
+        The computation's name, as for :func:`make_key`.
+    forward : callable
+        The model callable.
+    model_key : str or None
+        The caller's name for the weights, as for :func:`model_identity`.
+    tensors : mapping of str to tensor or None
+        The input tensors by name.
+    params : mapping of str to object
+        Every other parameter, hashed by content.
+    device : torch.device
+        Where a hit is moved to.
+
+    Returns
+    -------
+    tuple of (str or None, result or None)
+        The key (None when not cacheable, with a warning) and the cached result on
+        ``device`` (None on a miss).
+    """
     if cache is None:
         return None, None
     try:
@@ -254,7 +383,18 @@ def lookup(cache: ResultCache | None, kind: str, forward: Any, model_key: str | 
 
 
 def result_bytes(result: Any) -> int:
-    """Bytes held by a result's tensors (fields and tuples of tensors)."""
+    """Bytes held by a result's tensors (fields and tuples of tensors).
+
+    Parameters
+    ----------
+    result : object
+        A result dataclass; anything else counts 0.
+
+    Returns
+    -------
+    int
+        The sum of ``numel * element_size`` over its tensor fields and tensors in tuple fields.
+    """
     total = 0
     if not dataclasses.is_dataclass(result):
         return 0

@@ -67,7 +67,19 @@ def describe_device(device: torch.device) -> str:
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
-    """The concrete device: ``cuda`` becomes ``cuda:<current index>`` (one GPU, one name)."""
+    """The concrete device: ``cuda`` becomes ``cuda:<current index>`` (one GPU, one name).
+
+    Parameters
+    ----------
+    device : torch.device or str
+        A device or its name, e.g. "cpu", "cuda", "cuda:1", "mps".
+
+    Returns
+    -------
+    torch.device
+        The device with an index: "cuda" gets the current CUDA index (0 without CUDA), "mps"
+        gets 0; any other device comes back as given.
+    """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         index = torch.cuda.current_device() if torch.cuda.is_available() else 0
@@ -83,6 +95,16 @@ def device_lock(device: torch.device | str) -> Iterator[None]:
 
     The lock is keyed on the resolved device, so ``cuda`` (what callers pass) and ``cuda:0``
     (where the parameters live) are the same lock.
+
+    Parameters
+    ----------
+    device : torch.device or str
+        The device the work inside the block runs on.
+
+    Returns
+    -------
+    context manager
+        Holds the device's re-entrant lock for the block (nothing for the CPU); yields None.
     """
     resolved = resolve_device(device)
     if resolved.type == "cpu":
@@ -109,6 +131,17 @@ def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
     neither saves the activations a weight gradient needs nor computes one. Reference-counted
     per parameter, because several sessions explain shared modules at once (one a wrapper, one
     the backbone inside it) and the last one out must restore what the first one found.
+
+    Parameters
+    ----------
+    module : nn.Module or None
+        The model; None freezes nothing.
+
+    Returns
+    -------
+    context manager
+        Yields None; on leaving, each parameter gets back the ``requires_grad`` it had when
+        the first block holding it began.
     """
     if module is None:
         yield
@@ -134,7 +167,20 @@ def frozen_parameters(module: nn.Module | None) -> Iterator[None]:
 
 
 def model_device(forward: ForwardFn, fallback: torch.device) -> torch.device:
-    """The device of a module's first parameter, else ``fallback``."""
+    """The device of a module's first parameter, else ``fallback``.
+
+    Parameters
+    ----------
+    forward : callable
+        The model: a module, a bound method of one, or a plain callable.
+    fallback : torch.device
+        The answer when no module with parameters is behind ``forward``.
+
+    Returns
+    -------
+    torch.device
+        Where the model's parameters live, or ``fallback``.
+    """
     module = module_behind(forward)
     if module is not None:
         for tensor in module.parameters():

@@ -285,6 +285,27 @@ def evaluate_in_chunks(n_rows: int, rows: int, device: torch.device,
     ``align`` where possible); any other error propagates. ``consume`` runs outside the retry,
     so it never sees a chunk twice. The caller holds :func:`device_lock`. Returns the chunk
     size used last, so a caller looping over path steps keeps a backed-off size.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows to evaluate in all.
+    rows : int
+        Rows per chunk to start with, >= 1.
+    device : torch.device
+        Where ``evaluate`` runs (a CUDA cache is emptied before a retry).
+    evaluate : callable
+        ``evaluate(start, stop)``: the result of rows [start, stop).
+    consume : callable
+        ``consume(start, stop, result)``: takes each chunk's result once, in row order.
+    align : int, optional
+        A halved chunk is rounded down to a multiple of this where it is at least this large
+        (default 1).
+
+    Returns
+    -------
+    int
+        The chunk size in use at the end (smaller than ``rows`` after a back-off).
     """
     if rows < 1:
         raise ValueError(f"rows must be positive, got {rows}.")

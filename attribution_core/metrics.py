@@ -122,7 +122,22 @@ class SensitivityN:
 # -- unit maps ----------------------------------------------------------------------------------
 
 def patch_groups(height: int, width: int, patch: int) -> torch.Tensor:
-    """Unit ids [height, width] of ``patch`` x ``patch`` squares, row-major (edges may be cut)."""
+    """Unit ids [height, width] of ``patch`` x ``patch`` squares, row-major (edges may be cut).
+
+    Parameters
+    ----------
+    height, width : int
+        The image's size in pixels, each >= 1.
+    patch : int
+        The side of a square unit in pixels, >= 1; the last row and column of squares are cut
+        short where ``patch`` does not divide the size.
+
+    Returns
+    -------
+    tensor
+        Long [height, width]: every pixel's unit id, numbered row by row from 0, to pass as
+        ``groups`` (it broadcasts over the channels of a [C, H, W] row).
+    """
     for name, value in (("height", height), ("width", width), ("patch", patch)):
         check_positive_int(name, value)
     per_row = math.ceil(width / patch)
@@ -132,7 +147,18 @@ def patch_groups(height: int, width: int, patch: int) -> torch.Tensor:
 
 
 def token_groups(n_tokens: int) -> torch.Tensor:
-    """Unit ids [n_tokens, 1]: one unit per token, shared by its whole embedding vector."""
+    """Unit ids [n_tokens, 1]: one unit per token, shared by its whole embedding vector.
+
+    Parameters
+    ----------
+    n_tokens : int
+        The sequence length L, >= 1.
+
+    Returns
+    -------
+    tensor
+        Long [n_tokens, 1]: token i is unit i; it broadcasts over an [L, E] embedding row.
+    """
     check_positive_int("n_tokens", n_tokens)
     return torch.arange(n_tokens).view(-1, 1)
 
@@ -277,6 +303,43 @@ def deletion_curve(forward: ForwardFn, x: torch.Tensor, attributions: torch.Tens
 
     ``absolute=True`` ranks units by |score| instead (for maps whose sign is not evidence).
     ``baseline`` None means zeros. Costs ``ceil(B * P / batch_size)`` model calls.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    attributions : tensor
+        One attribution map per explicand, exactly ``x``'s shape.
+    baseline : tensor, float or None, optional
+        What a unit is set to when perturbed: None (zeros), a number, or a tensor broadcastable
+        to ``x``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    groups : tensor or None, optional
+        Integer unit id ``0..K-1`` per feature (every id used), broadcasting against one input
+        row or, at ``x``'s rank, one map per explicand; None: every feature is its own unit.
+    n_points : int, optional
+        Points on the curve, >= 2 (default 21): unit counts rounded from an even spread over
+        0..K, duplicates dropped; every count 0..K when ``n_points > K``.
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+    absolute : bool, optional
+        Rank units by |score| rather than by score (default False).
+
+    Returns
+    -------
+    PerturbationCurve
+        ``kind`` "deletion", ``order`` "attribution": ``fractions`` and ``counts`` [P], ``outputs``
+        [B, P], ``f_inputs``, ``f_baselines``, ``auc`` and ``normalised_auc`` [B] (on
+        ``x``'s device), ``n_units`` K, ``n_orders`` 1 and the model calls made.
     """
     return _attribution_curve("deletion", forward, x, attributions, baseline, target, groups,
                               n_points, batch_size, forward_kwargs, absolute)
@@ -289,7 +352,45 @@ def insertion_curve(forward: ForwardFn, x: torch.Tensor, attributions: torch.Ten
                     forward_kwargs: Mapping[str, Any] | None = None,
                     absolute: bool = False) -> PerturbationCurve:
     """Start from the ``baseline`` and put units of ``x`` back in attribution order (highest
-    first). A faithful map raises f fast. Arguments as for :func:`deletion_curve`."""
+    first). A faithful map raises f fast. Arguments as for :func:`deletion_curve`.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    attributions : tensor
+        One attribution map per explicand, exactly ``x``'s shape.
+    baseline : tensor, float or None, optional
+        The starting point: None (zeros), a number, or a tensor broadcastable
+        to ``x``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    groups : tensor or None, optional
+        Integer unit id ``0..K-1`` per feature (every id used), broadcasting against one input
+        row or, at ``x``'s rank, one map per explicand; None: every feature is its own unit.
+    n_points : int, optional
+        Points on the curve, >= 2 (default 21): unit counts rounded from an even spread over
+        0..K, duplicates dropped; every count 0..K when ``n_points > K``.
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+    absolute : bool, optional
+        Rank units by |score| rather than by score (default False).
+
+    Returns
+    -------
+    PerturbationCurve
+        ``kind`` "insertion", ``order`` "attribution": ``fractions`` and ``counts`` [P], ``outputs``
+        [B, P], ``f_inputs``, ``f_baselines``, ``auc`` and ``normalised_auc`` [B] (on
+        ``x``'s device), ``n_units`` K, ``n_orders`` 1 and the model calls made.
+    """
     return _attribution_curve("insertion", forward, x, attributions, baseline, target, groups,
                               n_points, batch_size, forward_kwargs, absolute)
 
@@ -317,7 +418,47 @@ def random_deletion_curve(forward: ForwardFn, x: torch.Tensor,
                           forward_kwargs: Mapping[str, Any] | None = None) -> PerturbationCurve:
     """The deletion curve averaged over ``n_orders`` random unit orders (seeded): the
     reference an attribution map has to beat. Costs ``ceil(O * B * P / batch_size)`` calls.
-    ``seed``: one for the batch, or one per explicand (orders independent of the batch)."""
+    ``seed``: one for the batch, or one per explicand (orders independent of the batch).
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    baseline : tensor, float or None, optional
+        What a unit is set to when perturbed: None (zeros), a number, or a tensor broadcastable
+        to ``x``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    groups : tensor or None, optional
+        Integer unit id ``0..K-1`` per feature (every id used), broadcasting against one input
+        row or, at ``x``'s rank, one map per explicand; None: every feature is its own unit.
+    n_points : int, optional
+        Points on the curve, >= 2 (default 21): unit counts rounded from an even spread over
+        0..K, duplicates dropped; every count 0..K when ``n_points > K``.
+    n_orders : int, optional
+        Random unit orders averaged, >= 1 (default 8).
+    seed : int or sequence of int, optional
+        One seed for the whole batch, or one per explicand (B of them), so that a row's orders
+        do not depend on its batch mates.
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+
+    Returns
+    -------
+    PerturbationCurve
+        ``kind`` "deletion", ``order`` "random": ``fractions`` and ``counts`` [P], ``outputs``
+        [B, P] (mean over the orders), ``f_inputs``, ``f_baselines``, ``auc`` and
+        ``normalised_auc`` [B] (on ``x``'s device), ``n_units`` K, ``n_orders`` O and the
+        model calls made.
+    """
     return _random_curve("deletion", forward, x, baseline, target, groups, n_points, n_orders,
                          seed, batch_size, forward_kwargs)
 
@@ -329,7 +470,49 @@ def random_insertion_curve(forward: ForwardFn, x: torch.Tensor,
                            n_orders: int = DEFAULT_RANDOM_ORDERS,
                            seed: int | Sequence[int] = 0, batch_size: int | None = None,
                            forward_kwargs: Mapping[str, Any] | None = None) -> PerturbationCurve:
-    """The insertion curve averaged over ``n_orders`` random unit orders (seeded)."""
+    """The insertion curve averaged over ``n_orders`` random unit orders (seeded).
+
+    Costs ``ceil(O * B * P / batch_size)`` model calls.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    baseline : tensor, float or None, optional
+        The starting point: None (zeros), a number, or a tensor broadcastable
+        to ``x``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    groups : tensor or None, optional
+        Integer unit id ``0..K-1`` per feature (every id used), broadcasting against one input
+        row or, at ``x``'s rank, one map per explicand; None: every feature is its own unit.
+    n_points : int, optional
+        Points on the curve, >= 2 (default 21): unit counts rounded from an even spread over
+        0..K, duplicates dropped; every count 0..K when ``n_points > K``.
+    n_orders : int, optional
+        Random unit orders averaged, >= 1 (default 8).
+    seed : int or sequence of int, optional
+        One seed for the whole batch, or one per explicand (B of them), so that a row's orders
+        do not depend on its batch mates.
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+
+    Returns
+    -------
+    PerturbationCurve
+        ``kind`` "insertion", ``order`` "random": ``fractions`` and ``counts`` [P], ``outputs``
+        [B, P] (mean over the orders), ``f_inputs``, ``f_baselines``, ``auc`` and
+        ``normalised_auc`` [B] (on ``x``'s device), ``n_units`` K, ``n_orders`` O and the
+        model calls made.
+    """
     return _random_curve("insertion", forward, x, baseline, target, groups, n_points, n_orders,
                          seed, batch_size, forward_kwargs)
 
@@ -368,7 +551,45 @@ def sensitivity_n(forward: ForwardFn, x: torch.Tensor, attributions: torch.Tenso
     """Sensitivity-n: corr(sum of attributions on S, f(x) - f(x with S at the baseline)) over
     ``n_subsets`` random unit subsets S of each size n. 1 for every n only when the attribution
     is exactly additive (e.g. a linear model with IG). Costs
-    ``ceil(B * (1 + len(ns) * n_subsets) / batch_size)`` model calls."""
+    ``ceil(B * (1 + len(ns) * n_subsets) / batch_size)`` model calls.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    attributions : tensor
+        One attribution map per explicand, exactly ``x``'s shape.
+    baseline : tensor, float or None, optional
+        What the units of a subset are set to: None (zeros), a number, or a tensor
+        broadcastable to ``x``.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    ns : sequence of int, optional
+        Subset sizes n, each in 1..K (default (1, 2, 4)).
+    n_subsets : int, optional
+        Random subsets drawn per size and explicand, >= 2 (default 32).
+    groups : tensor or None, optional
+        Integer unit id ``0..K-1`` per feature, as for :func:`deletion_curve`; None: every
+        feature is its own unit.
+    seed : int, optional
+        Seed of the generator that draws the subsets of the whole batch (default 0).
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+
+    Returns
+    -------
+    SensitivityN
+        ``ns`` as ints, ``correlation`` [B, len(ns)] (NaN where either side is constant),
+        ``n_subsets`` and the model calls made.
+    """
     check_inputs(x)
     check_attributions(x, attributions)
     unit_map, n_units = _unit_map(x, groups)
@@ -426,6 +647,39 @@ def infidelity(forward: ForwardFn, x: torch.Tensor, attributions: torch.Tensor,
     Computed here rather than by Captum so that ``forward_kwargs`` and the engine's chunking
     apply; the noise is ``torch.normal(0, noise_std)`` of shape [B * n_samples, ...] (row =
     explicand * n_samples + sample) from a generator seeded with ``seed``. Lower is better.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``: a module or callable
+        ``forward(points, **forward_kwargs)`` returning [rows, classes] or [rows]; it runs on the
+        device of its first parameter (else ``x``'s).
+    x : tensor
+        Explicands [B, ...], floating point, B >= 1.
+    attributions : tensor
+        One attribution map per explicand, exactly ``x``'s shape.
+    target : int, list of int, tensor or None, optional
+        The explained output: one class for all explicands or one per explicand; None for a
+        model with one output per row.
+    noise_std : float, optional
+        Standard deviation of the Gaussian perturbations, > 0 (default 0.1).
+    n_samples : int, optional
+        Perturbations per explicand, >= 1 (default 32).
+    seed : int, optional
+        Seed of the noise generator (default 0).
+    normalize : bool, optional
+        Scale the attributions by the least-squares beta before comparing (default True);
+        False uses beta = 1.
+    batch_size : int or None, optional
+        Rows per model call; None (default) plans it from memory.
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``; a tensor whose first dimension is B follows its
+        explicand into every row made from it, anything else is passed unchanged.
+
+    Returns
+    -------
+    tensor
+        Infidelity [B] on ``x``'s device, one value per explicand.
     """
     check_inputs(x)
     check_attributions(x, attributions)

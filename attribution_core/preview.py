@@ -38,7 +38,20 @@ def _cpu_has_bf16_units() -> bool:
 
 
 def bf16_preview_supported(device: torch.device | str) -> bool:
-    """Whether bf16 autocast is fast here (the env variable overrides the detection)."""
+    """Whether bf16 autocast is fast here (the env variable overrides the detection).
+
+    Parameters
+    ----------
+    device : torch.device or str
+        Where the preview would run.
+
+    Returns
+    -------
+    bool
+        ``IG_PREVIEW_BF16`` "1" / "0" if set so; else, on CUDA, whether the GPU supports bf16;
+        on the CPU, whether it has AVX-512 BF16 or AMX units and oneDNN is available; False
+        on any other device.
+    """
     forced = os.environ.get(PREVIEW_VARIABLE)
     if forced in ("0", "1"):
         return forced == "1"
@@ -51,7 +64,21 @@ def bf16_preview_supported(device: torch.device | str) -> bool:
 
 
 def autocast_forward(forward: ForwardFn, device: torch.device) -> ForwardFn:
-    """``forward`` under bf16 autocast; outputs come back in float32."""
+    """``forward`` under bf16 autocast; outputs come back in float32.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, ``forward(points, **kwargs)``.
+    device : torch.device
+        Its device; autocast is entered for this device's type.
+
+    Returns
+    -------
+    callable
+        ``wrapped(points, **kwargs)``: the output tensor (or ``.logits``) cast to float32; a
+        non-tensor output comes back as the model returned it.
+    """
     def wrapped(points: torch.Tensor, **kwargs: Any) -> Any:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             output = forward(points, **kwargs)
@@ -76,6 +103,18 @@ class Preview:
 
 
 def preview_steps(n_steps: int | str) -> int:
+    """The preview's step count: a quarter of the exact one, at least 4.
+
+    Parameters
+    ----------
+    n_steps : int or str
+        The exact run's step count; "auto" (any non-int) counts as 64.
+
+    Returns
+    -------
+    int
+        ``max(4, min(n_steps, n_steps // 4))``.
+    """
     exact = 64 if not isinstance(n_steps, int) else n_steps
     return max(PREVIEW_MIN_STEPS, min(exact, exact // PREVIEW_STEP_DIVISOR))
 
@@ -84,7 +123,31 @@ def preview_ig(forward: ForwardFn, inputs: torch.Tensor, baselines: torch.Tensor
                target: int | list[int] | torch.Tensor | None, n_steps: int | str,
                device: torch.device, *, forward_kwargs: Mapping[str, Any] | None = None
                ) -> Preview:
-    """A preview of IG at ``n_steps`` (see the module docstring); never cached."""
+    """A preview of IG at ``n_steps`` (see the module docstring); never cached.
+
+    Parameters
+    ----------
+    forward : callable
+        The model, as for ``integrated_gradients``.
+    inputs : tensor
+        Explicands [N, ...].
+    baselines : tensor or None
+        The path's start, as for ``integrated_gradients`` (None: zeros).
+    target : int, list of int, tensor or None
+        The explained output, as for ``integrated_gradients``.
+    n_steps : int or str
+        The exact run's step count (or "auto"); the preview takes :func:`preview_steps` of it.
+    device : torch.device
+        Decides whether bf16 autocast is used (:func:`bf16_preview_supported`).
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of ``forward``.
+
+    Returns
+    -------
+    Preview
+        The approximate ``result``, its ``kind`` ("bf16" or "coarse"), the steps used and the
+        seconds it took.
+    """
     started = time.perf_counter()
     steps = preview_steps(n_steps)
     use_bf16 = bf16_preview_supported(device)
@@ -108,7 +171,23 @@ class PreviewDeviation:
 def preview_deviation(preview: torch.Tensor, exact: torch.Tensor, k: int = 10
                       ) -> PreviewDeviation:
     """Relative L2 ||p - e|| / ||e||, Spearman of the values, and the share of the exact
-    top-k |attributions| that the preview also puts in its top k."""
+    top-k |attributions| that the preview also puts in its top k.
+
+    Parameters
+    ----------
+    preview : tensor
+        The preview's map (one explicand's), any shape; compared flattened, in float64.
+    exact : tensor
+        The exact map, with as many elements as ``preview``.
+    k : int, optional
+        The top-k size (default 10), capped at the number of elements.
+
+    Returns
+    -------
+    PreviewDeviation
+        ``relative_l2``, ``rank_correlation``, ``top_k_overlap`` (a share in [0, 1]) and the
+        ``k`` used.
+    """
     from attribution_core.metrics_checks import rank_correlation
 
     p = preview.detach().to("cpu", torch.float64).reshape(-1)
@@ -135,6 +214,21 @@ class PreviewSummary:
 
 def summarise_preview(preview: Preview | None, exact: Attribution | None
                       ) -> PreviewSummary | None:
+    """What a page keeps of a preview: its label, kind, steps, time and deviation.
+
+    Parameters
+    ----------
+    preview : Preview or None
+        The preview shown, if any.
+    exact : Attribution or None
+        The exact result, once known.
+
+    Returns
+    -------
+    PreviewSummary or None
+        None without a preview; else the summary, whose ``deviation`` compares the first
+        explicand's maps (None until ``exact`` is known).
+    """
     if preview is None:
         return None
     deviation = None if exact is None else preview_deviation(preview.result.attributions[0],

@@ -45,7 +45,22 @@ class QuadratureRule:
 
 
 def quadrature(method: str, n_steps: int) -> QuadratureRule:
-    """Return the step sizes and alphas of ``method`` with ``n_steps`` nodes (float64)."""
+    """Return the step sizes and alphas of ``method`` with ``n_steps`` nodes (float64).
+
+    Parameters
+    ----------
+    method : str
+        "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid" or
+        "gausslegendre".
+    n_steps : int
+        Nodes (gradient evaluations), >= 1 (>= 2 for "riemann_trapezoid").
+
+    Returns
+    -------
+    QuadratureRule
+        The ``method``, its ``alphas`` in [0, 1] and ``step_sizes`` (read-only float64 arrays,
+        shared between calls through a cache).
+    """
     check_step_count(int(n_steps) if isinstance(n_steps, np.integer) else n_steps, auto=False)
     return _quadrature(method, int(n_steps))
 
@@ -82,7 +97,19 @@ def _build_rule(method: str, n_steps: int) -> QuadratureRule:
 
 
 def trapezoid_weights(nodes: np.ndarray) -> np.ndarray:
-    """Trapezoid weights for sorted, possibly non-uniform nodes covering [0, 1]."""
+    """Trapezoid weights for sorted, possibly non-uniform nodes covering [0, 1].
+
+    Parameters
+    ----------
+    nodes : array
+        At least two nodes, strictly increasing from exactly 0 to exactly 1.
+
+    Returns
+    -------
+    array
+        Float64 weights, one per node (half the widths of its neighbouring intervals); they
+        sum to 1.
+    """
     nodes = np.asarray(nodes, dtype=np.float64)
     check_requirement(nodes.ndim == 1 and nodes.shape[0] >= 2,
                       "A trapezoid grid needs at least two nodes.")
@@ -96,6 +123,19 @@ def trapezoid_weights(nodes: np.ndarray) -> np.ndarray:
 
 
 def custom_rule(alphas: np.ndarray) -> QuadratureRule:
-    """A trapezoid rule on the given nodes (used to replay an adaptive grid in one shot)."""
+    """A trapezoid rule on the given nodes (used to replay an adaptive grid in one shot).
+
+    Parameters
+    ----------
+    alphas : array
+        The nodes, in any order (they are sorted); sorted, they must run strictly increasing
+        from 0 to 1.
+
+    Returns
+    -------
+    QuadratureRule
+        Method "riemann_trapezoid" with the sorted nodes as ``alphas`` and their trapezoid
+        weights as ``step_sizes``.
+    """
     nodes = np.sort(np.asarray(alphas, dtype=np.float64))
     return QuadratureRule("riemann_trapezoid", nodes, trapezoid_weights(nodes))

@@ -46,6 +46,31 @@ def select_references(pool_inputs: torch.Tensor, pool_labels: torch.Tensor | Seq
     e.g. logits [C]: ranked high to low) or class ids already ranked (integers). "relevant"
     takes the three most likely classes other than ``explicand_class`` and balances the draw
     over them (round robin, topping up from the others when a class runs short).
+
+    Parameters
+    ----------
+    pool_inputs : tensor
+        The labelled pool [M, ...] the references are taken from.
+    pool_labels : tensor or sequence of int
+        The class of every pool sample, M of them.
+    explicand_class : int
+        The explicand's class: never drawn.
+    k : int, optional
+        References wanted, >= 1 (default 8).
+    seed : int, optional
+        Seed of the draw's own generator (default 0); the global random state is untouched.
+    strategy : {"other", "relevant"}, optional
+        "other" (default): any class but ``explicand_class``; "relevant": the 2nd to 4th most
+        likely classes of the explicand.
+    class_ranking : tensor, sequence of int or None, optional
+        Needed for "relevant": class scores (floating point, ranked high to low) or class ids
+        already ranked (integers).
+
+    Returns
+    -------
+    ReferenceSelection
+        The pool ``indices`` drawn, their ``inputs`` (on ``pool_inputs``' device) and
+        ``labels``, the ``classes`` drawn from, the ``strategy`` and the ``seed``.
     """
     labels = torch.as_tensor(pool_labels).reshape(-1).to("cpu", torch.long)
     check_requirement(pool_inputs.shape[0] == labels.shape[0],

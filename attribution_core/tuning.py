@@ -23,7 +23,25 @@ CHANNELS_LAST_MIN_GAIN = 0.05
 def prefer_channels_last(module: nn.Module, sample: torch.Tensor, target: int = 0,
                          repeats: int = 3) -> bool:
     """Switch ``module`` to channels_last when a measured forward + backward of ``sample`` is
-    at least CHANNELS_LAST_MIN_GAIN faster that way; call once, before sharing the module."""
+    at least CHANNELS_LAST_MIN_GAIN faster that way; call once, before sharing the module.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model; switched in place when channels_last wins.
+    sample : tensor
+        A batch of images [N, C, H, W] to time on; anything not 4-D, or a model without
+        ``nn.Conv2d``, is left alone.
+    target : int, optional
+        The output column whose sum is backpropagated when timing (default 0).
+    repeats : int, optional
+        Timed runs per layout; their median is compared (default 3).
+
+    Returns
+    -------
+    bool
+        True when ``module`` is now channels_last; False when it stays contiguous.
+    """
     if sample.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in module.modules()):
         return False
 
@@ -55,6 +73,24 @@ def compile_for_attribution(module: nn.Module, sample: torch.Tensor, target: int
     Returns (compiled callable or None, compile seconds, why it was not used). Compiled code is
     reused across requests by keeping the returned callable with the loaded model; a failure at
     any point falls back to eager.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model to compile (``dynamic=False``).
+    sample : tensor
+        A batch to warm up on, [N, ...].
+    target : int, optional
+        The output column whose sum is differentiated in the warm-up (default 0).
+    forward_kwargs : mapping or None, optional
+        Extra keyword arguments of the model; tensors are expanded to the sample's first
+        dimension.
+
+    Returns
+    -------
+    tuple of (callable or None, float, str)
+        The compiled callable (None on failure), the seconds spent, and the error that made it
+        fall back ("" on success).
     """
     started = time.perf_counter()
     try:
@@ -76,6 +112,21 @@ def best_thread_count(run: Callable[[], Any], candidates: Sequence[int], repeats
 
     torch's thread count is process-wide: call this once at start-up, not per request. Returns
     the chosen count (now in effect) and the seconds measured for each candidate.
+
+    Parameters
+    ----------
+    run : callable
+        The workload, ``run()``; it runs once untimed and ``repeats`` times timed per
+        candidate.
+    candidates : sequence of int
+        Thread counts to try.
+    repeats : int, optional
+        Timed runs per candidate (default 3).
+
+    Returns
+    -------
+    tuple of (int, dict of int to float)
+        The fastest count (set with ``torch.set_num_threads``) and the median seconds of each.
     """
     measured: dict[int, float] = {}
     for threads in candidates:

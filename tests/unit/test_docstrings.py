@@ -3,6 +3,7 @@ what it returns, numpy-style (Parameters / Returns sections, as Captum's ``attri
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from itertools import pairwise
@@ -15,6 +16,19 @@ def _sections(doc: str) -> set[str]:
     lines = [line.strip() for line in doc.splitlines()]
     return {title for title, rule in pairwise(lines)
             if title and re.fullmatch(r"-{3,}", rule)}
+
+_DOCUMENTED_MODULES = ("metrics", "references", "quadrature", "cache", "engine", "devices",
+                       "model_outputs", "preview", "tuning")
+
+
+def _documented_parameters(doc: str) -> set[str]:
+    """The argument names a numpy-style Parameters section lists (``a, b : int`` names two)."""
+    if "Parameters\n----------\n" not in doc:
+        return set()
+    block = doc.split("Parameters\n----------\n", 1)[1].split("\n\n", 1)[0]
+    return {part.strip() for line in block.splitlines()
+            if line and not line.startswith(" ") and " : " in line
+            for part in line.split(" : ")[0].split(",")}
 
 
 def test_section_reader_needs_the_underline() -> None:
@@ -40,10 +54,32 @@ def test_documented_parameters_exist() -> None:
         function = getattr(attribution_core, name)
         if not inspect.isfunction(function):
             continue
-        doc = inspect.getdoc(function) or ""
-        block = doc.split("Parameters\n----------\n", 1)[-1].split("\n\n", 1)[0]
-        documented = {part.strip() for line in block.splitlines()
-                      if line and not line.startswith(" ") and " : " in line
-                      for part in line.split(" : ")[0].split(",")}
+        documented = _documented_parameters(inspect.getdoc(function) or "")
         real = set(inspect.signature(function).parameters)
         assert documented <= real, f"{name} documents {sorted(documented - real)}, not arguments"
+
+
+
+def test_module_functions_have_parameters_and_returns() -> None:
+    """Every public function defined in the core's modules (not re-exported ones) documents
+    each of its arguments, only real ones, and what it returns; no argument: Returns only."""
+    problems: dict[str, str] = {}
+    count = 0
+    for module_name in _DOCUMENTED_MODULES:
+        module = importlib.import_module(f"attribution_core.{module_name}")
+        for name, function in vars(module).items():
+            if name.startswith("_") or not inspect.isfunction(function) \
+                    or function.__module__ != module.__name__:
+                continue
+            count += 1
+            doc = inspect.getdoc(function) or ""
+            real = set(inspect.signature(function).parameters)
+            needed = {"Parameters", "Returns"} if real else {"Returns"}
+            lacks = sorted(needed - _sections(doc))
+            documented = _documented_parameters(doc)
+            if lacks or documented != real:
+                problems[f"{module_name}.{name}"] = (
+                    f"lacks {lacks}, undocumented {sorted(real - documented)}, "
+                    f"not arguments {sorted(documented - real)}")
+    assert count >= 35, f"only {count} public functions found in {_DOCUMENTED_MODULES}"
+    assert not problems, f"functions whose docstring is not numpy-style: {problems}"
