@@ -25,9 +25,14 @@ _WATCH_RUNS = f"""() => {{
   if (!app || window.__watchedApp === app) return;
   window.__watchedApp = app;
   window.__runs = window.__runs || 0;
-  new MutationObserver(() => {{
-    if (app.getAttribute('data-test-script-state') === 'running') window.__runs += 1;
-  }}).observe(app, {{attributes: true, attributeFilter: ['data-test-script-state']}});
+  // Records, not the attribute's value now: a fast run goes running -> notRunning before the
+  // observer is called, and only the records still show that it ran.
+  new MutationObserver((records) => {{
+    const ran = records.some((r) => r.oldValue === 'running' ||
+                                    app.getAttribute('data-test-script-state') === 'running');
+    if (ran) window.__runs += 1;
+  }}).observe(app, {{attributes: true, attributeOldValue: true,
+                     attributeFilter: ['data-test-script-state']}});
 }}"""
 
 
@@ -49,9 +54,16 @@ def choose(page: Any, group: str, option: str) -> None:
     """Pick ``option`` of the radio group labelled ``group`` (a rerun only when it changes)."""
     radio = page.get_by_test_id("stRadio").filter(has_text=group)
     radio.first.wait_for(timeout=UI_TIMEOUT_MS)
-    if radio.get_by_role("radio", name=option, exact=True).first.is_checked():
+    button = radio.get_by_role("radio", name=option, exact=True).first
+    if button.is_checked():
         return
-    rerun(page, radio.get_by_text(option, exact=True).first.click)
+    radio.get_by_text(option, exact=True).first.click()
+    # The choice is visible in the radio itself: wait for it and for the run it starts to end,
+    # not for a count of runs, which a run faster than one frame can slip past.
+    page.wait_for_function(
+        "(el) => el.checked", arg=button.element_handle(), timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(50)  # let the widget's message reach the server before idling
+    wait_idle(page)
 
 
 def pick(page: Any, selectbox: Any, option: str) -> None:
