@@ -41,7 +41,14 @@ def _upload(page: object, label: str, path: Path) -> None:
 
 
 def _load(page: object) -> None:
-    rerun(page, page.get_by_role("button", name="Load this model").click)  # type: ignore
+    button = page.get_by_role("button", name="Load this model")  # type: ignore[attr-defined]
+    # Enabled once the run after the last upload has seen every file; under load that run can
+    # start after the file's name is already shown.
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.querySelectorAll('button')].some("
+        "b => b.innerText.trim() === 'Load this model' && !b.disabled)",
+        timeout=RESULT_TIMEOUT_MS)
+    rerun(page, button.click)
     page.get_by_text("yours: other sessions do not see it").first.wait_for(  # type: ignore
         timeout=UI_TIMEOUT_MS)
 
