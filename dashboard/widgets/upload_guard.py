@@ -15,12 +15,18 @@ object, in place: the upload route calls its methods) and keeps its books there,
   (:func:`upload_box`); a PUT larger than every box of the session's current page is refused
   (HTTP 413). A file larger than *its own* box (possible when a bigger box shares the page) is
   dropped from the server's memory as soon as the box receives it, with one line saying why.
-- **Files no box holds.** Uploaded files that no box of the last two runs holds are "in
-  flight": at most the largest box's limit plus
-  :data:`~attribution_core.limits.OTHER_UPLOADS_MB` of them per session, each dropped after
-  :data:`UNCLAIMED_SECONDS` (the browser hands a file to its box at once).
+- **Files no box holds.** A file is held by a box from the run that draws the box with it
+  until the box is drawn with another file (or none) or the browser deletes it. Files no box
+  holds are "in flight": at most the largest box's limit plus
+  :data:`~attribution_core.limits.OTHER_UPLOADS_MB` of them per session, each dropped
+  :data:`UNCLAIMED_SECONDS` after it arrived.
 
-So what a session holds is bounded by the boxes it is shown, whatever a client sends.
+"Runs" here are runs that drew at least one box: on a loaded server a run is often stopped by
+the next upload's rerun before it reaches the boxes, and such runs must neither release a file
+its box still shows nor take the boxes off the page (a user's model file was dropped that way
+while the browser still showed it).
+
+So what a session holds is bounded by the boxes it has been shown, whatever a client sends.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from attribution_core.limits import OTHER_UPLOADS_MB
 
 GUARD_ATTRIBUTE = "_ig_upload_guard"
-UNCLAIMED_SECONDS = 30.0
+# Long enough for the run that draws a file's box to reach it on a loaded 2-core server; the
+# in-flight bytes are bounded whatever this is.
+UNCLAIMED_SECONDS = 120.0
 ISSUED_SECONDS = 600.0
 MAX_ISSUED_PER_SESSION = 64
 IN_FLIGHT_SLACK_BYTES = OTHER_UPLOADS_MB * 2**20
@@ -56,9 +64,10 @@ class _SessionBooks:
 
     issued: dict[str, float] = field(default_factory=dict)
     boxes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    claimed: dict[str, int] = field(default_factory=dict)  # file id -> run that held it
+    held: dict[str, tuple[str, ...]] = field(default_factory=dict)  # box -> its file ids
     arrived: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (bytes, time)
-    run: int = 0
+    run: int = 0  # runs that drew a box (module docstring)
+    run_begun: bool = False  # a run began and has drawn no box yet
 
     def put_limit(self) -> int:
         """The largest box of the current page (this run and the one before: a PUT can arrive
@@ -67,8 +76,8 @@ class _SessionBooks:
                    default=0)
 
     def unclaimed(self) -> list[str]:
-        return [file_id for file_id in self.arrived
-                if self.claimed.get(file_id, -2) < self.run - 1]
+        held = {file_id for file_ids in self.held.values() for file_id in file_ids}
+        return [file_id for file_id in self.arrived if file_id not in held]
 
 
 class UploadGuard:
@@ -130,7 +139,8 @@ class UploadGuard:
             books = self._sessions.get(session_id)
             if books is not None:
                 books.arrived.pop(file_id, None)
-                books.claimed.pop(file_id, None)
+                books.held = {box: tuple(i for i in ids if i != file_id)
+                              for box, ids in books.held.items()}
         self._originals["remove_file"](session_id, file_id)
 
     def remove_session_files(self, session_id: str) -> None:
@@ -142,15 +152,17 @@ class UploadGuard:
 
     def begin_run(self, session_id: str) -> None:
         with self._lock:
-            self._books(session_id).run += 1
+            self._books(session_id).run_begun = True
 
     def declare_box(self, session_id: str, key: str, limit_bytes: int,
                     file_ids: Sequence[str]) -> None:
         with self._lock:
             books = self._books(session_id)
+            if books.run_begun:  # the run's first box: it counts from now on
+                books.run += 1
+                books.run_begun = False
             books.boxes[key] = (int(limit_bytes), books.run)
-            for file_id in file_ids:
-                books.claimed[file_id] = books.run
+            books.held[key] = tuple(file_ids)
 
     def held_bytes(self, session_id: str) -> int:
         """Bytes of this session's files the manager holds (what the books know of)."""

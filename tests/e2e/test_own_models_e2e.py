@@ -93,6 +93,12 @@ def test_an_uploaded_mlp_is_audited_on_evaluate(dashboard_url: str, page: object
     wait_idle(page)
     choose(page, "Model source", "Your model")
     choose(page, "Format", "safetensors MLP + JSON config")
+    # The ONNX format's "Model file" box is on the page until the run for the new format has
+    # drawn the MLP's boxes (its config box last): a file given before that lands in the ONNX
+    # box, which that run replaces with an empty one.
+    page.get_by_test_id("stFileUploader").filter(has_text="Config (.json)").wait_for(  # type: ignore
+        timeout=UI_TIMEOUT_MS)
+    wait_idle(page)
     _upload(page, "Model file", weights)
     _upload(page, "Config (.json)", config_file)
     _upload(page, "Reference rows", rows)

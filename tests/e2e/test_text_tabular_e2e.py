@@ -65,6 +65,8 @@ def test_text_page_type_and_explain(dashboard_url: str, page: object, artifacts:
     page.screenshot(path=str(artifacts / "text_both.png"), full_page=True)  # type: ignore
 
     choose(page, "Show", "sub-word tokens")
+    # The token view is drawn by the run the choice starts: wait for it, not for the radio.
+    page.locator("span[title^='token']").nth(6).wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
     assert page.locator("span[title^='token']").count() >= 7, "the token view"  # type: ignore
     box.fill("   ")
     rerun(page, lambda: box.press("Control+Enter"))
@@ -83,6 +85,8 @@ def test_text_page_shows_special_and_sub_word_tokens(dashboard_url: str, page: o
     rerun(page, lambda: box.press("Control+Enter"))
     _explain(page, "IG", "Completeness")
     choose(page, "Show", "sub-word tokens")
+    page.locator("span[title^='token']").first.wait_for(timeout=UI_TIMEOUT_MS)  # type: ignore
+    wait_idle(page)
     page.screenshot(path=str(artifacts / "text_minilm_tokens.png"), full_page=True)  # type: ignore
     assert page.locator("span[title*='[CLS]']").count() >= 1, "[CLS] is shown"  # type: ignore
     assert page.get_by_text("special tokens ([CLS]").count() >= 1, "their share is stated"  # type: ignore

@@ -51,7 +51,11 @@ def rerun(page: Any, action: Callable[[], object], timeout: int = RESULT_TIMEOUT
 
 
 def choose(page: Any, group: str, option: str) -> None:
-    """Pick ``option`` of the radio group labelled ``group`` (a rerun only when it changes)."""
+    """Pick ``option`` of the radio group labelled ``group`` (a rerun only when it changes).
+
+    The radio is checked in the browser before the server has the choice, and a fast run may
+    leave no trace to count: a test that next reads or fills what the choice draws waits for
+    that content itself (an element only the new choice draws)."""
     radio = page.get_by_test_id("stRadio").filter(has_text=group)
     radio.first.wait_for(timeout=UI_TIMEOUT_MS)
     button = radio.get_by_role("radio", name=option, exact=True).first

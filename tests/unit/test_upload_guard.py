@@ -116,3 +116,52 @@ def test_installing_twice_keeps_one_guard() -> None:
     manager = MemoryUploadedFileManager("/_stcore/upload_file")
     first = upload_guard.install(manager)
     assert upload_guard.install(manager) is first, "one set of books per manager"
+
+
+def test_runs_stopped_before_any_box_neither_release_files_nor_empty_the_page() -> None:
+    """On a loaded server each upload's rerun can stop the run before it before that run draws
+    a box; the model file its box still shows must stay (the old books, counting every begun
+    run, dropped it and refused the next upload)."""
+    clock = Clock()
+    manager, guard = _server(clock)
+    weights, config = _issue(manager, "s1", 2)
+    guard.begin_run("s1")
+    guard.declare_box("s1", "model", 8 * MB, [])
+    _put(manager, "s1", weights, 3 * MB)
+    guard.begin_run("s1")
+    guard.declare_box("s1", "model", 8 * MB, [weights])  # the box shows the file
+    for _ in range(3):  # runs stopped by the next rerun before they reach the boxes
+        guard.begin_run("s1")
+    clock.now += upload_guard.UNCLAIMED_SECONDS + 1
+    _put(manager, "s1", config, 1 * MB)  # the page's boxes are still the model box's 8 MB
+    held = set(manager.file_storage["s1"])
+    assert held == {weights, config}, f"the model file its box holds stays: {held}"
+
+
+def test_a_box_drawn_with_another_file_releases_the_first() -> None:
+    clock = Clock()
+    manager, guard = _server(clock)
+    first, second, third = _issue(manager, "s1", 3)
+    guard.begin_run("s1")
+    guard.declare_box("s1", "model", 8 * MB, [])
+    _put(manager, "s1", first, 1 * MB)
+    guard.begin_run("s1")
+    guard.declare_box("s1", "model", 8 * MB, [first])
+    _put(manager, "s1", second, 1 * MB)
+    guard.begin_run("s1")
+    guard.declare_box("s1", "model", 8 * MB, [second])  # the user replaced the file
+    clock.now += upload_guard.UNCLAIMED_SECONDS + 1
+    _put(manager, "s1", third, 1 * MB)
+    held = set(manager.file_storage["s1"])
+    assert held == {second, third}, f"the replaced file left the server's memory: {held}"
+    assert guard.held_bytes("s1") == 2 * MB, f"books agree: {guard.held_bytes('s1')}"
+
+
+def test_a_file_removed_by_the_browser_leaves_its_box() -> None:
+    manager, guard = _server()
+    (only,) = _issue(manager, "s1")
+    guard.declare_box("s1", "model", 8 * MB, [])
+    _put(manager, "s1", only, 1 * MB)
+    guard.declare_box("s1", "model", 8 * MB, [only])
+    manager.remove_file("s1", only)
+    assert guard.held_bytes("s1") == 0 and _held(manager, "s1") == 0, "bytes and books gone"
