@@ -3,8 +3,9 @@
 This package never imports Streamlit; the dashboard is one client of it among others.
 """
 
-from attribution_core.cache import ResultCache, fingerprint_model
+from attribution_core.cache import ResultCache
 from attribution_core.devices import describe_device, pick_device
+from attribution_core.fingerprints import fingerprint_model
 from attribution_core.methods.ig import attribution_change, integrated_gradients, with_convergence
 from attribution_core.methods.ig2 import ig2
 from attribution_core.results import Attribution, IG2Attribution

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attribution_core.cache import callable_identity
+from attribution_core.fingerprints import callable_identity
 from attribution_core.forward import ForwardFn, module_behind
 
 INPUT_SUFFIX = ":input"

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attribution_core.cache import fingerprint_state, module_state
+from attribution_core.fingerprints import fingerprint_state, module_state
 from attribution_core.modalities import tabular_categorical as cat_io
 from attribution_core.modalities.tabular import MAX_CSV_ROWS, TabularInputError
 from attribution_core.models.spec import (

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from attribution_core.cache import fingerprint_state
+from attribution_core.fingerprints import fingerprint_state
 from attribution_core.models.imaging import unit_tensor_to_display
 from attribution_core.models.spec import LoadedModel, ModelLoadError, ModelSpec
 from attribution_core.models.upload_checks import check_class_count, check_class_names

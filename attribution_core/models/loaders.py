@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.transforms import functional as tvf
 
 from attribution_core import limits
-from attribution_core.cache import fingerprint_state
+from attribution_core.fingerprints import fingerprint_state
 from attribution_core.models.assets import sha256_file
 from attribution_core.models.builtin_image import IMAGE_BASELINES
 from attribution_core.models.hf import load_hf_image_classifier, load_hf_text_classifier

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution_core.cache import fingerprint_state, module_state
+from attribution_core.fingerprints import fingerprint_state, module_state
 from attribution_core.models.builtin_image import IMAGE_BASELINES
 from attribution_core.models.builtin_tabular import TABULAR_BASELINES, TabularCodec
 from attribution_core.models.imaging import pil_to_unit_tensor, unit_tensor_to_display

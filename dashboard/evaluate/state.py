@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from attribution_core.cache import tensor_digest
 from attribution_core.evaluation import CaseOutcome, EvalCase, EvaluationResult, EvaluationSettings
+from attribution_core.fingerprints import tensor_digest
 from dashboard.evaluate import keys
 from dashboard.widgets import digests
 

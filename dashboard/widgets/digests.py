@@ -1,5 +1,5 @@
 """Short content digests for session-state keys and file names, built on the result cache's
-own tensor hashing (``attribution_core.cache.tensor_digest``: dtype, shape and bytes), so a
+own tensor hashing (``attribution_core.fingerprints.tensor_digest``: dtype, shape and bytes), so a
 page's "same input" means what the cache means. No Streamlit here.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attribution_core.cache import tensor_digest
+from attribution_core.fingerprints import tensor_digest
 
 LENGTH = 16  # hex characters: 64 bits, ample for one session's inputs
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from attribution_core import ResultCache, ig2, integrated_gradients
-from attribution_core.cache import callable_identity, fingerprint_model, result_bytes
+from attribution_core.cache import result_bytes
+from attribution_core.fingerprints import callable_identity, fingerprint_model
 from tests.unit.models_for_tests import mlp
 
 

@@ -17,7 +17,8 @@ def _sections(doc: str) -> set[str]:
     return {title for title, rule in pairwise(lines)
             if title and re.fullmatch(r"-{3,}", rule)}
 
-_DOCUMENTED_MODULES = ("metrics", "references", "quadrature", "cache", "engine", "devices",
+_DOCUMENTED_MODULES = ("metrics.units", "metrics.curves", "metrics.sensitivity", "references",
+                       "quadrature", "cache", "fingerprints", "engine", "devices",
                        "model_outputs", "preview", "tuning")
 
 

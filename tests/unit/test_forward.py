@@ -30,8 +30,8 @@ def test_module_behind_each_form() -> None:
 
 def test_every_user_answers_through_module_behind() -> None:
     """The engine, the cache and IG2's probe agree on the module behind a bound method."""
-    from attribution_core.cache import fingerprint_model
     from attribution_core.devices import model_device
+    from attribution_core.fingerprints import fingerprint_model
 
     model = nn.Linear(2, 2).double()
     assert model_device(model.forward, torch.device("meta")) == torch.device("cpu"), \
