@@ -18,7 +18,12 @@ from typing import Any
 
 from attribution_core.evaluation.command_common import CommandError, summary_line
 from attribution_core.evaluation.shard_inputs import CaseOptions, plan_shards
-from attribution_core.evaluation.sharded_run import CrashOnce, Executor, run_shards
+from attribution_core.evaluation.sharded_run import (
+    CrashOnce,
+    Executor,
+    run_shards,
+    slow_shards_from_environment,
+)
 from attribution_core.evaluation.shards import RunHeader, ShardStore, fingerprint
 from attribution_core.evaluation.types import EvaluationSettings
 
@@ -85,7 +90,7 @@ def run_explain_sharded(args: argparse.Namespace, settings: EvaluationSettings,
                               removal=args.removal)
         executor = RayExecutor(setup, dict(
             model_name=args.model, device=device, options=options, settings=settings,
-            crash=CrashOnce.from_environment()))
+            crash=CrashOnce.from_environment(), slow_seconds=slow_shards_from_environment()))
         return _run(args, settings, options, executor, executor.describe(), should_stop,
                     started, {"engine": "ray", "workers": setup.workers,
                               "gpus_per_worker": setup.gpus_per_worker})

@@ -37,6 +37,9 @@ from attribution_core.evaluation.types import EvaluationSettings
 CRASH_SHARD_ENV = "ATTRIBUTION_CORE_TEST_CRASH_SHARD"
 CRASH_FLAG_ENV = "ATTRIBUTION_CORE_TEST_CRASH_FLAG"
 STOP_AFTER_SHARDS_ENV = "ATTRIBUTION_CORE_TEST_STOP_AFTER_SHARDS"
+# Every shard but the first takes at least this many seconds, so that a test's Ctrl-C lands
+# while shards are still running however fast the machine is.
+SLOW_SHARDS_ENV = "ATTRIBUTION_CORE_TEST_SLOW_SHARDS"
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,17 @@ class CrashOnce:
         return None if index is None or flag is None else CrashOnce(int(index), flag)
 
 
+def slow_shards_from_environment() -> float:
+    """Seconds every shard but the first takes at least (test hook; 0: no delay)."""
+    return float(os.environ.get(SLOW_SHARDS_ENV, "0") or 0)
+
+
 class ShardWorker:
     """One model, loaded once, evaluating shard after shard."""
 
     def __init__(self, model_name: str, device: str | None, options: CaseOptions,
                  settings: EvaluationSettings, threads: int | None = None,
-                 crash: CrashOnce | None = None) -> None:
+                 crash: CrashOnce | None = None, slow_seconds: float = 0.0) -> None:
         import torch
 
         from attribution_core.models import load_model
@@ -66,6 +74,7 @@ class ShardWorker:
         self.options = options
         self.settings = settings
         self.crash = crash
+        self.slow_seconds = slow_seconds
         self._bundled: tuple[Any, ...] | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -89,6 +98,8 @@ class ShardWorker:
         cases, notes = shard_cases(self.loaded, shard, self.options, bundled)
         result = evaluate(self.loaded, cases, self.settings) if cases else None
         outcomes = result.cases if result is not None else ()
+        if shard.index > 0 and self.slow_seconds > 0:
+            time.sleep(max(0.0, self.slow_seconds - (time.perf_counter() - started)))
         return encode_shard(shard.index, outcomes, notes, time.perf_counter() - started,
                             {"start": shard.start, "stop": shard.stop, "pid": os.getpid()})
 

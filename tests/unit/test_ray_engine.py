@@ -26,6 +26,7 @@ from attribution_core.evaluation.report import read_report
 from attribution_core.evaluation.sharded_run import (
     CRASH_FLAG_ENV,
     CRASH_SHARD_ENV,
+    SLOW_SHARDS_ENV,
     STOP_AFTER_SHARDS_ENV,
 )
 from attribution_core.evaluation.types import EvaluationResult
@@ -183,7 +184,10 @@ def test_ctrl_c_stops_after_the_running_shards_and_resume_finishes(
     out = tmp_path / "out"
     args = ["explain", *COMMON, "--n-cases", "60", "--engine", "ray", "--workers", "2",
             "--shard-size", "10", "--out", str(out)]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Shards after the first take 5 s: the whole run used to finish within the poll's 0.2 s
+    # on a quiet machine, before the signal arrived (6 of 6 shards, not a partial report).
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+                   SLOW_SHARDS_ENV: "5"}
     process = subprocess.Popen([sys.executable, "-m", "attribution_core", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=environment, cwd=tmp_path)
