@@ -130,11 +130,10 @@ def test_digits_fifty_cases_every_method() -> None:
     _check_scales(limits)
 
     stored_before = dict(at.session_state["eval_results"])
-    again = run(at)
+    run(at)
     stored_after = dict(at.session_state["eval_results"])
     assert stored_after.keys() == stored_before.keys() and all(
         stored_after[k] is v for k, v in stored_before.items()), "no new result was computed"
-    assert again < seconds, f"the same inputs reuse the stored result ({again:.1f} s)"
     assert not any("inputs changed" in i.value for i in at.info), "not stale before an edit"
     at.slider(key="eval_ig_steps").set_value(12).run()
     assert any("inputs changed" in i.value for i in at.info), "marked stale after an edit"

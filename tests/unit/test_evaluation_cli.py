@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ def _summary(out: str) -> dict:
 @pytest.mark.slow
 def test_explain_bundled_writes_a_loadable_report(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.perf_counter()
     status = main(["explain", "--model", "digits_cnn", "--bundled", "--n-cases", "3",
                    "--methods", "IG,Saliency", "--ig-steps", "8", "--out", str(tmp_path)])
     captured = capsys.readouterr()
@@ -47,7 +45,6 @@ def test_explain_bundled_writes_a_loadable_report(tmp_path: Path,
     assert Path(summary["html"]).stat().st_size > 1_000_000, "the HTML embeds plotly.js"
     assert Path(summary["attributions"]).is_file(), "the maps file must be written"
     assert "3 of 3 cases done" in captured.err, "progress goes to stderr"
-    assert time.perf_counter() - started < 60, "three small cases must not take a minute"
 
 
 def test_explain_reads_a_folder_of_images_with_masks(tmp_path: Path,
